@@ -1,0 +1,307 @@
+// Acquires and keeps this node's subnet lease (flannel-compat.md §1 "Acquire order", "Renewal",
+// "Reservations"). Deliberate differences from flanneld:
+// - a lost create race is retried (re-list, re-pick) instead of being fatal;
+// - a reservation (key without etcd lease) for our PublicIP stays a reservation: no TTL, no renewal
+//   (flanneld attaches a 24 h lease to it by accident, issue #1329);
+// - renewals are guarded on the key's mod revision (see registry.updateLease);
+// - losing the key (deleted, expired, taken over) emits 'revoked' and the daemon exits non-zero,
+//   where flanneld exits 0 — a supervisor must notice that this node lost its subnet.
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import type { NetworkConfig } from './config';
+import { formatIp4, formatIp4Net, netsOverlap, type Ip4Net } from './ip4';
+import type { Lease, LeaseAttrs } from './lease';
+import { pickSubnet, subnetFitsConfig, type SubnetRange } from './allocator';
+import { parseSubnetKey } from './lease-codec';
+import type { Registry, RegistryWatchEvent } from './registry';
+import { ResilientWatch, attrsEqual, type BackoffOptions } from './lease-watcher';
+
+export const LEASE_TTL_SECONDS = 86400;
+export const RENEW_RETRY_SECONDS = 60;
+export const MAX_ACQUIRE_ATTEMPTS = 10;
+
+export class OutOfSubnetsError extends Error {
+  override name = 'OutOfSubnetsError';
+}
+
+export class LeaseAcquireError extends Error {
+  override name = 'LeaseAcquireError';
+}
+
+/**
+ * TEST-ONLY knobs, read from the environment: TSFLANNELD_TEST_LEASE_TTL_SECONDS and
+ * TSFLANNELD_TEST_RENEW_RETRY_SECONDS shorten the 24 h lease TTL and the 60 s renewal retry so
+ * integration tests can observe renewals. Not flags on purpose: production runs never set them.
+ */
+export function leaseTimingFromEnv(env: NodeJS.ProcessEnv): { ttlSec: number; renewRetrySec: number } {
+  const read = (name: string, def: number): number => {
+    const text = env[name];
+    if (text === undefined || text === '') return def;
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < 1) throw new LeaseAcquireError(`${name}=${text}: expected a positive integer (seconds)`);
+    return n;
+  };
+  return {
+    ttlSec: read('TSFLANNELD_TEST_LEASE_TTL_SECONDS', LEASE_TTL_SECONDS),
+    renewRetrySec: read('TSFLANNELD_TEST_RENEW_RETRY_SECONDS', RENEW_RETRY_SECONDS),
+  };
+}
+
+export type RevokeReason = 'deleted' | 'taken-over';
+
+export interface LeaseManagerOptions {
+  registry: Registry;
+  log: Logger;
+  config: NetworkConfig;
+  /** What we publish; attrs.PublicIP identifies our own leases. */
+  attrs: LeaseAttrs;
+  /** Subnet from an earlier subnet.env, tried before allocating. */
+  previous: { subnet: Ip4Net | null; ipv6Subnet: string | null };
+  renewMarginMinutes: number;
+  ttlSec?: number;
+  renewRetrySec?: number;
+  maxAttempts?: number;
+  random?: () => number;
+  watchBackoff?: BackoffOptions;
+}
+
+/**
+ * Events: 'revoked' (lease: Lease, reason: RevokeReason, by: LeaseAttrs | null) once, when our key is
+ * gone or now belongs to another node; 'renewed' (lease: Lease) after each renewal.
+ */
+export class LeaseManager extends EventEmitter {
+  private lease: Lease | null = null;
+  private readonly ttlSec: number;
+  private readonly renewRetrySec: number;
+  private renewTimer: NodeJS.Timeout | null = null;
+  private watch: ResilientWatch | null = null;
+  private stopped = false;
+  private revoked = false;
+
+  constructor(private readonly opts: LeaseManagerOptions) {
+    super();
+    this.ttlSec = opts.ttlSec ?? LEASE_TTL_SECONDS;
+    this.renewRetrySec = opts.renewRetrySec ?? RENEW_RETRY_SECONDS;
+  }
+
+  current(): Lease {
+    if (!this.lease) throw new LeaseAcquireError('no lease acquired yet');
+    return this.lease;
+  }
+
+  private get range(): SubnetRange {
+    const c = this.opts.config;
+    return { subnetMin: c.subnetMin, subnetMax: c.subnetMax, subnetLen: c.subnetLen };
+  }
+
+  private get publicIp(): string {
+    return this.opts.attrs.PublicIP;
+  }
+
+  /** Our IPv6 part must match the config: we only run IPv4, so only leases without an IPv6 subnet fit. */
+  private fits(lease: { subnet: Ip4Net; ipv6Subnet: string | null }): boolean {
+    return subnetFitsConfig(lease.subnet, this.range) && lease.ipv6Subnet === null && !this.opts.config.enableIPv6;
+  }
+
+  async acquire(): Promise<Lease> {
+    const { registry, log } = this.opts;
+    const maxAttempts = this.opts.maxAttempts ?? MAX_ACQUIRE_ATTEMPTS;
+    for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+      const list = await registry.listLeases();
+      const taken: Ip4Net[] = list.leases.map((l) => l.subnet);
+      // A key with an unreadable value still occupies its subnet.
+      for (const s of list.skipped) {
+        const rel = s.key.slice(`${registry.prefix}/subnets/`.length);
+        const parsed = s.key.startsWith(`${registry.prefix}/subnets/`) ? parseSubnetKey(rel) : null;
+        if (parsed) taken.push(parsed.subnet);
+      }
+
+      // 1. A lease that already carries our PublicIP.
+      const mine = list.leases.filter((l) => l.attrs.PublicIP === this.publicIp);
+      const usable = mine.filter((l) => this.fits(l));
+      const chosen = usable.find((l) => l.etcdLeaseId === '0') ?? usable[0];
+      for (const l of mine) {
+        if (this.fits(l)) continue;
+        if (l.etcdLeaseId === '0') {
+          log.warn({ key: l.key }, `reservation ${l.key} for ${this.publicIp} does not fit the network config; ignoring it`);
+        } else {
+          log.info({ key: l.key }, `deleting lease ${l.key} for ${this.publicIp}: it does not fit the network config`);
+          await registry.deleteLease(l.key);
+        }
+      }
+      if (chosen) {
+        const reservation = chosen.etcdLeaseId === '0';
+        const res = await registry.updateLease(chosen, this.opts.attrs, reservation ? null : this.ttlSec);
+        if (res.updated) {
+          log.info(
+            { key: chosen.key, reservation },
+            `found ${reservation ? 'reservation' : 'lease'} ${formatIp4Net(chosen.subnet)} for ${this.publicIp}, reusing`,
+          );
+          if (!reservation) await this.revokeOld(chosen.etcdLeaseId, res.lease.etcdLeaseId);
+          return (this.lease = res.lease);
+        }
+        log.info({ key: chosen.key, attempt }, `lease ${chosen.key} changed while reusing it; retrying`);
+        continue;
+      }
+
+      // 2. The subnet from the previous subnet.env, if still free and fitting.
+      const prev = this.opts.previous.subnet;
+      if (prev && this.opts.previous.ipv6Subnet === null && this.fits({ subnet: prev, ipv6Subnet: null })) {
+        if (!taken.some((t) => netsOverlap(t, prev))) {
+          const res = await registry.createLease(prev, null, this.opts.attrs, this.ttlSec);
+          if (res.created) {
+            log.info({ key: res.lease.key }, `reacquired previous subnet ${formatIp4Net(prev)}`);
+            return (this.lease = res.lease);
+          }
+          log.info({ attempt }, `previous subnet ${formatIp4Net(prev)} was taken concurrently; retrying`);
+          continue;
+        }
+      }
+
+      // 3. Allocate.
+      const subnet = pickSubnet(this.range, taken, this.opts.random);
+      if (!subnet) {
+        const c = this.opts.config;
+        throw new OutOfSubnetsError(
+          `out of subnets in ${c.network ? formatIp4Net(c.network) : '(no IPv4 network)'} ` +
+            `[${formatIp4(c.subnetMin)}..${formatIp4(c.subnetMax)}] /${c.subnetLen} (${list.leases.length} leases)`,
+        );
+      }
+      const res = await registry.createLease(subnet, null, this.opts.attrs, this.ttlSec);
+      if (res.created) {
+        log.info({ key: res.lease.key }, `allocated subnet ${formatIp4Net(subnet)}`);
+        return (this.lease = res.lease);
+      }
+      log.info({ attempt, subnet: formatIp4Net(subnet) }, 'lost the race for a subnet to another node; retrying');
+    }
+    throw new LeaseAcquireError(
+      `failed to acquire a lease after ${maxAttempts} attempts: other nodes kept taking the chosen subnets`,
+    );
+  }
+
+  /** The previous etcd lease no longer holds any key after a re-put; revoke it instead of letting it linger 24 h. */
+  private async revokeOld(oldId: string, newId: string): Promise<void> {
+    if (oldId === '0' || oldId === newId) return;
+    try {
+      await this.opts.registry.revokeEtcdLease(oldId);
+    } catch (err) {
+      // Harmless (it expires by itself) but worth knowing about.
+      this.opts.log.warn({ err: (err as Error).message }, `could not revoke superseded etcd lease ${oldId}`);
+    }
+  }
+
+  /** Starts renewal (unless the lease is a reservation) and the watch on our own key. */
+  start(): void {
+    const lease = this.current();
+    if (lease.etcdLeaseId !== '0') this.scheduleRenewal(this.renewDelayMs());
+    this.watch = new ResilientWatch({
+      registry: this.opts.registry,
+      log: this.opts.log,
+      what: `etcd watch on own lease ${lease.key}`,
+      key: lease.key,
+      ...(this.opts.watchBackoff ? { backoff: this.opts.watchBackoff } : {}),
+      onEvents: (events) => this.handleOwnEvents(events),
+      resync: async () => {
+        const { lease: now, revision } = await this.opts.registry.getLease(this.current().key);
+        if (!now) this.handleOwnEvents([{ type: 'delete', key: this.current().key, modRevision: revision }]);
+        else this.handleOwnEvents([{ type: 'put', lease: now }]);
+        return revision;
+      },
+    });
+    this.watch.start((BigInt(lease.modRevision) + 1n).toString());
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.renewTimer) clearTimeout(this.renewTimer);
+    this.renewTimer = null;
+    this.watch?.stop();
+  }
+
+  /** expiry − margin; never below 1 s so a short test TTL with a long margin can't spin. */
+  private renewDelayMs(): number {
+    return Math.max(this.ttlSec * 1000 - this.opts.renewMarginMinutes * 60_000, 1000);
+  }
+
+  private scheduleRenewal(delayMs: number): void {
+    if (this.stopped || this.revoked) return;
+    if (this.renewTimer) clearTimeout(this.renewTimer);
+    this.renewTimer = setTimeout(() => void this.renew(), delayMs);
+  }
+
+  private async renew(): Promise<void> {
+    this.renewTimer = null;
+    if (this.stopped || this.revoked) return;
+    const lease = this.current();
+    if (lease.etcdLeaseId === '0') return; // became a reservation meanwhile: no TTL to renew
+    const { log, registry } = this.opts;
+    let res;
+    try {
+      res = await registry.updateLease(lease, this.opts.attrs, this.ttlSec);
+    } catch (err) {
+      log.warn({ err: (err as Error).message, key: lease.key }, `renewing lease ${formatIp4Net(lease.subnet)} failed; retrying in ${this.renewRetrySec} s`);
+      this.scheduleRenewal(this.renewRetrySec * 1000);
+      return;
+    }
+    if (this.stopped || this.revoked) return;
+    if (!res.updated) {
+      const cur = res.current;
+      if (!cur) return this.revoke('deleted', null);
+      if (cur.attrs.PublicIP !== this.publicIp) return this.revoke('taken-over', cur.attrs);
+      // Someone (an operator, or a watch event we haven't processed yet) re-put our key: adopt it.
+      this.lease = cur;
+      if (cur.etcdLeaseId === '0') {
+        log.info({ key: cur.key }, `lease ${cur.key} was turned into a reservation; renewal stopped`);
+        return;
+      }
+      this.scheduleRenewal(this.renewRetrySec * 1000);
+      return;
+    }
+    this.lease = res.lease;
+    log.info({ key: lease.key, etcdLease: res.lease.etcdLeaseId }, `renewed lease ${formatIp4Net(lease.subnet)}`);
+    await this.revokeOld(lease.etcdLeaseId, res.lease.etcdLeaseId);
+    this.emit('renewed', res.lease);
+    this.scheduleRenewal(this.renewDelayMs());
+  }
+
+  private handleOwnEvents(events: RegistryWatchEvent[]): void {
+    for (const ev of events) {
+      if (this.revoked || this.stopped) return;
+      const lease = this.current();
+      if (ev.type === 'delete') {
+        this.revoke('deleted', null);
+        return;
+      }
+      if (ev.type === 'skipped') {
+        this.opts.log.warn({ key: ev.key, reason: ev.reason }, `own lease ${ev.key} was overwritten with an unreadable value`);
+        continue;
+      }
+      const now = ev.lease;
+      if (now.modRevision === lease.modRevision) continue;
+      if (now.attrs.PublicIP !== this.publicIp) {
+        // Don't adopt: the next guarded renewal fails and reports the takeover.
+        this.opts.log.warn(
+          { key: now.key, theirs: now.attrs, ours: this.opts.attrs },
+          `own lease ${now.key} was overwritten in etcd by ${now.attrs.PublicIP}`,
+        );
+        continue;
+      }
+      if (!attrsEqual(now.attrs, this.opts.attrs)) {
+        this.opts.log.warn(
+          { key: now.key, theirs: now.attrs, ours: this.opts.attrs },
+          `own lease ${now.key} was changed in etcd by someone else; our attrs are re-published on renewal`,
+        );
+      }
+      this.lease = now;
+    }
+  }
+
+  private revoke(reason: RevokeReason, by: LeaseAttrs | null): void {
+    if (this.revoked) return;
+    this.revoked = true;
+    if (this.renewTimer) clearTimeout(this.renewTimer);
+    this.renewTimer = null;
+    this.watch?.stop();
+    this.emit('revoked', this.current(), reason, by);
+  }
+}

@@ -1,0 +1,275 @@
+// Keeps an up-to-date view of the other nodes' leases and reports changes as LeaseEvent batches.
+// Differences from flanneld on purpose (flannel-compat.md §1 "Watch"):
+// - a known subnet whose attrs change (e.g. a peer restarted with a new VtepMAC) is reported as
+//   'changed'; flanneld drops those on snapshot resets;
+// - compaction re-lists and emits the diff against our cache, never a blind "everything added".
+// Renewals (same attrs, new etcd lease) are not reported: nothing a data plane needs changed.
+import type { Logger } from 'pino';
+import { netsEqual, type Ip4Net } from './ip4';
+import type { Lease, LeaseAttrs, LeaseEvent } from './lease';
+import { encodeLeaseAttrs } from './lease-codec';
+import type { EtcdError, Registry, RegistryWatchEvent, WatchHandle } from './registry';
+
+export interface BackoffOptions {
+  initialMs: number;
+  maxMs: number;
+}
+
+/** flanneld's watch reconnect backoff: 100 ms doubling up to 5 s. */
+export const DEFAULT_WATCH_BACKOFF: BackoffOptions = { initialMs: 100, maxMs: 5000 };
+
+function nextRevision(rev: string): string {
+  return (BigInt(rev) + 1n).toString();
+}
+
+export function attrsEqual(a: LeaseAttrs, b: LeaseAttrs): boolean {
+  return encodeLeaseAttrs(a) === encodeLeaseAttrs(b);
+}
+
+export interface ResilientWatchOptions {
+  registry: Registry;
+  log: Logger;
+  /** Human-readable subject for logs, e.g. "etcd watch on /coreos.com/network/subnets". */
+  what: string;
+  /** Watch one lease key instead of the whole subnets prefix. */
+  key?: string;
+  backoff?: BackoffOptions;
+  onEvents(events: RegistryWatchEvent[]): void;
+  /** The resume revision was compacted away: re-read the state and return the revision it was read at. */
+  resync(): Promise<string>;
+}
+
+/**
+ * A watch that survives stream failures and compaction: it reconnects with backoff and resumes at the
+ * last seen revision + 1, so nothing written while it was disconnected is missed. Logs once per state
+ * change (lost / re-established), not per retry.
+ */
+export class ResilientWatch {
+  private since = '0';
+  private handle: WatchHandle | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private delayMs: number;
+  private connected = true;
+  private needResync = false;
+  private stopped = false;
+  private readonly backoff: BackoffOptions;
+
+  constructor(private readonly opts: ResilientWatchOptions) {
+    this.backoff = opts.backoff ?? DEFAULT_WATCH_BACKOFF;
+    this.delayMs = this.backoff.initialMs;
+  }
+
+  /** Starts watching at `fromRevision` (inclusive). */
+  start(fromRevision: string): void {
+    this.since = fromRevision;
+    void this.step();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.handle?.cancel();
+    this.handle = null;
+  }
+
+  private async step(): Promise<void> {
+    this.timer = null;
+    if (this.stopped) return;
+    if (this.needResync) {
+      try {
+        const rev = await this.opts.resync();
+        if (this.stopped) return;
+        this.needResync = false;
+        this.since = nextRevision(rev);
+      } catch (err) {
+        this.failed(err as Error);
+        return;
+      }
+    }
+    this.handle = this.opts.registry.watchLeases(
+      this.since,
+      {
+        onCreated: () => {
+          this.delayMs = this.backoff.initialMs;
+          if (!this.connected) {
+            this.connected = true;
+            this.opts.log.info({ revision: this.since }, `${this.opts.what} re-established`);
+          }
+        },
+        onEvents: (events, revision) => {
+          this.since = nextRevision(revision);
+          if (events.length > 0) this.opts.onEvents(events);
+        },
+        onCompacted: (compactRevision) => {
+          this.handle = null;
+          this.opts.log.warn(
+            { resumeRevision: this.since, compactRevision },
+            `${this.opts.what}: revision ${this.since} was compacted; re-reading state`,
+          );
+          this.needResync = true;
+          void this.step();
+        },
+        onError: (err: EtcdError) => {
+          this.handle = null;
+          this.failed(err);
+        },
+      },
+      this.opts.key === undefined ? {} : { key: this.opts.key },
+    );
+  }
+
+  private failed(err: Error): void {
+    if (this.stopped) return;
+    if (this.connected) {
+      this.connected = false;
+      this.opts.log.warn({ err: err.message }, `${this.opts.what} lost; reconnecting (resume at revision ${this.since})`);
+    } else {
+      this.opts.log.debug({ err: err.message, delayMs: this.delayMs }, `${this.opts.what}: reconnect failed`);
+    }
+    this.timer = setTimeout(() => void this.step(), this.delayMs);
+    this.delayMs = Math.min(this.delayMs * 2, this.backoff.maxMs);
+  }
+}
+
+export interface LeaseWatcherOptions {
+  registry: Registry;
+  log: Logger;
+  /** Our own subnet: never reported (the lease manager watches it). */
+  ownSubnet: Ip4Net | null;
+  onEvents(events: LeaseEvent[]): void;
+  backoff?: BackoffOptions;
+}
+
+export class LeaseWatcher {
+  /** Resolves once the initial snapshot has been delivered through onEvents (or was empty). */
+  readonly ready: Promise<void>;
+  private resolveReady!: () => void;
+  private readonly cache = new Map<string, Lease>();
+  /** key → reason already warned about, so a malformed entry is reported once, not on every re-list. */
+  private readonly warned = new Map<string, string>();
+  private readonly watch: ResilientWatch;
+  private readonly what: string;
+  private stopped = false;
+  private listTimer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly opts: LeaseWatcherOptions) {
+    this.ready = new Promise((resolve) => (this.resolveReady = resolve));
+    this.what = `etcd watch on ${opts.registry.prefix}/subnets`;
+    this.watch = new ResilientWatch({
+      registry: opts.registry,
+      log: opts.log,
+      what: this.what,
+      ...(opts.backoff ? { backoff: opts.backoff } : {}),
+      onEvents: (events) => this.handleWatchEvents(events),
+      resync: () => this.resync(),
+    });
+  }
+
+  /** Lists, delivers the snapshot, then watches; the initial list is retried with backoff until it works. */
+  start(): void {
+    const backoff = this.opts.backoff ?? DEFAULT_WATCH_BACKOFF;
+    let delay = backoff.initialMs;
+    let reported = false;
+    const attempt = async (): Promise<void> => {
+      this.listTimer = null;
+      if (this.stopped) return;
+      let rev: string;
+      try {
+        rev = await this.resync();
+      } catch (err) {
+        if (this.stopped) return;
+        if (!reported) {
+          reported = true;
+          this.opts.log.warn({ err: (err as Error).message }, 'listing leases failed; retrying');
+        }
+        this.listTimer = setTimeout(() => void attempt(), delay);
+        delay = Math.min(delay * 2, backoff.maxMs);
+        return;
+      }
+      if (this.stopped) return;
+      if (reported) this.opts.log.info('listing leases succeeded');
+      this.resolveReady();
+      this.watch.start(nextRevision(rev));
+    };
+    void attempt();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.listTimer) clearTimeout(this.listTimer);
+    this.watch.stop();
+  }
+
+  /** Snapshot of the known peer leases (own lease excluded). */
+  leases(): Lease[] {
+    return [...this.cache.values()];
+  }
+
+  private isOwn(lease: Lease): boolean {
+    return this.opts.ownSubnet !== null && netsEqual(lease.subnet, this.opts.ownSubnet);
+  }
+
+  private fullKey(key: string): string {
+    return `${this.opts.registry.prefix}/subnets/${key}`;
+  }
+
+  /** `key` is the full etcd key: malformed entries may not have a usable subnet key. */
+  private warnSkipped(key: string, reason: string): void {
+    if (this.warned.get(key) === reason) return;
+    this.warned.set(key, reason);
+    this.opts.log.warn({ key, reason }, `skipping malformed lease ${key}: ${reason}`);
+  }
+
+  /** Re-lists and emits the difference to the cache; returns the revision listed at. */
+  private async resync(): Promise<string> {
+    const list = await this.opts.registry.listLeases();
+    if (this.stopped) return list.revision;
+    for (const s of list.skipped) this.warnSkipped(s.key, s.reason);
+    const fresh = new Map<string, Lease>();
+    for (const l of list.leases) if (!this.isOwn(l)) fresh.set(l.key, l);
+    const batch: LeaseEvent[] = [];
+    for (const [key, lease] of [...fresh].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      const prev = this.cache.get(key);
+      if (!prev) batch.push({ type: 'added', lease });
+      else if (!attrsEqual(prev.attrs, lease.attrs)) batch.push({ type: 'changed', lease, previous: prev });
+      this.cache.set(key, lease);
+    }
+    for (const [key, lease] of this.cache) {
+      if (!fresh.has(key)) {
+        this.cache.delete(key);
+        batch.push({ type: 'removed', lease });
+      }
+    }
+    if (batch.length > 0) this.opts.onEvents(batch);
+    return list.revision;
+  }
+
+  private handleWatchEvents(events: RegistryWatchEvent[]): void {
+    if (this.stopped) return;
+    const batch: LeaseEvent[] = [];
+    for (const ev of events) {
+      if (ev.type === 'skipped') {
+        this.warnSkipped(ev.key, ev.reason);
+        continue;
+      }
+      if (ev.type === 'delete') {
+        this.warned.delete(this.fullKey(ev.key));
+        const prev = this.cache.get(ev.key);
+        if (prev) {
+          this.cache.delete(ev.key);
+          batch.push({ type: 'removed', lease: prev });
+        }
+        continue;
+      }
+      const lease = ev.lease;
+      this.warned.delete(this.fullKey(lease.key));
+      if (this.isOwn(lease)) continue;
+      const prev = this.cache.get(lease.key);
+      this.cache.set(lease.key, lease);
+      if (!prev) batch.push({ type: 'added', lease });
+      else if (!attrsEqual(prev.attrs, lease.attrs)) batch.push({ type: 'changed', lease, previous: prev });
+    }
+    if (batch.length > 0) this.opts.onEvents(batch);
+  }
+}
