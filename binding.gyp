@@ -7,7 +7,8 @@
         "native/src/tun.cc",
         "native/src/udp.cc",
         "native/src/poll.cc",
-        "native/src/netlink.cc"
+        "native/src/netlink.cc",
+        "native/src/ring.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

@@ -1,5 +1,273 @@
+// TUN device: open/configure (control path, node-addon-api style errors via ThrowErrno) and the
+// batched read/write hot calls (raw napi_callbacks over a registered ring, integer arguments only).
+// One read()/write() per packet is the kernel's TUN interface without offloads; batching here only
+// saves JS↔native crossings. The vnet-header path is the hook for the offload work (perf-notes §2, §6).
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
 #include "addon.h"
+#include "dataplane.h"
 
 namespace tsf {
-void InitTun(napi_env env, napi_value exports) {}
+
+namespace {
+
+// virtio_net_hdr values (linux/virtio_net.h clashes with glibc <net/if.h>, so they are spelled out here).
+constexpr uint8_t kVnetNeedsCsum = 1;
+constexpr uint8_t kVnetGsoNone = 0;
+
+inline uint16_t Load16le(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+inline uint32_t Load32be(const uint8_t* p) {
+  return (static_cast<uint32_t>(p[0]) << 24) | (static_cast<uint32_t>(p[1]) << 16) |
+         (static_cast<uint32_t>(p[2]) << 8) | p[3];
+}
+
+inline uint32_t Mix32(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x7feb352dU;
+  h ^= h >> 15;
+  h *= 0x846ca68bU;
+  h ^= h >> 16;
+  return h;
+}
+
+// Hash of the inner flow: addresses + protocol, plus ports for unfragmented TCP/UDP/SCTP/UDP-Lite so
+// that every packet (and every fragment) of one flow leaves through the same send socket / source port.
+inline uint32_t FlowHash(const uint8_t* ip, size_t len) {
+  uint32_t src = Load32be(ip + 12), dst = Load32be(ip + 16);
+  uint32_t proto = ip[9];
+  uint32_t h = src * 0x9e3779b1U ^ Mix32(dst ^ (proto << 24));
+  size_t ihl = static_cast<size_t>(ip[0] & 0x0f) * 4;
+  uint16_t frag = static_cast<uint16_t>((ip[6] << 8) | ip[7]);
+  if ((frag & 0x3fff) == 0 && (proto == 6 || proto == 17 || proto == 132 || proto == 136) && len >= ihl + 4) {
+    h ^= Load32be(ip + ihl) * 0x85ebca6bU;
+  }
+  return Mix32(h);
+}
+
+// Completes a CHECKSUM_PARTIAL packet handed up with kVnetNeedsCsum: the field at
+// csum_start+csum_offset already holds the pseudo-header sum, so the checksum over [csum_start, end) is final.
+inline bool FinishCsum(uint8_t* pkt, size_t len, uint16_t start, uint16_t off) {
+  if (static_cast<size_t>(start) + off + 2 > len) return false;
+  uint16_t c = CsumFold(CsumPartial(pkt + start, len - start, 0));
+  memcpy(pkt + start + off, &c, 2);
+  return true;
+}
+
+// tunOpen(name: string, vnetHdr: boolean, persist: boolean) → { fd, name, ifindex }
+napi_value TunOpen(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 3) return ThrowType(env, "tunOpen(name, vnetHdr, persist): 3 arguments expected");
+  char name[IFNAMSIZ + 1] = {0};
+  size_t nameLen = 0;
+  if (napi_get_value_string_utf8(env, argv[0], name, sizeof name, &nameLen) != napi_ok) {
+    return ThrowType(env, "tunOpen: name must be a string");
+  }
+  if (nameLen == 0 || nameLen >= IFNAMSIZ) return ThrowType(env, "tunOpen: name must be 1..15 bytes");
+  bool vnet = false, persist = false;
+  napi_get_value_bool(env, argv[1], &vnet);
+  napi_get_value_bool(env, argv[2], &persist);
+
+  std::string what = std::string("open TUN ") + name;
+  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return ThrowErrno(env, what.c_str(), errno);
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  memcpy(ifr.ifr_name, name, nameLen);
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (vnet ? IFF_VNET_HDR : 0);
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int e = errno;
+    close(fd);
+    return ThrowErrno(env, what.c_str(), e);
+  }
+  if (vnet) {
+    int sz = kVnetHdrLen;
+    if (ioctl(fd, TUNSETVNETHDRSZ, &sz) < 0) {
+      int e = errno;
+      close(fd);
+      return ThrowErrno(env, (std::string("set vnet header size on TUN ") + name).c_str(), e);
+    }
+  }
+  // Always set persistence explicitly: a device left persistent by an earlier run must stop being
+  // persistent when this run asks for a non-persistent one.
+  if (ioctl(fd, TUNSETPERSIST, persist ? 1 : 0) < 0) {
+    int e = errno;
+    close(fd);
+    return ThrowErrno(env, (std::string("set persist on TUN ") + ifr.ifr_name).c_str(), e);
+  }
+  unsigned int ifindex = if_nametoindex(ifr.ifr_name);
+  if (ifindex == 0) {
+    int e = errno;
+    close(fd);
+    return ThrowErrno(env, (std::string("ifindex of TUN ") + ifr.ifr_name).c_str(), e);
+  }
+  napi_value out, vname;
+  napi_create_object(env, &out);
+  napi_set_named_property(env, out, "fd", MakeInt32(env, fd));
+  napi_create_string_utf8(env, ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ), &vname);
+  napi_set_named_property(env, out, "name", vname);
+  napi_set_named_property(env, out, "ifindex", MakeInt32(env, static_cast<int32_t>(ifindex)));
+  return out;
+}
+
+// tunSetPersist(fd, on): lets a restart keep the device (and the kernel routes on it), or drops that.
+napi_value TunSetPersist(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int32_t fd;
+  bool on = false;
+  if (argc < 2 || !ArgInt32(env, argv[0], "tunSetPersist", "fd", &fd)) return nullptr;
+  napi_get_value_bool(env, argv[1], &on);
+  if (ioctl(fd, TUNSETPERSIST, on ? 1 : 0) < 0) return ThrowErrno(env, "set persist on TUN", errno);
+  return nullptr;
+}
+
+// closeFd(fd): closes a TUN or UDP fd opened by this addon.
+napi_value CloseFd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int32_t fd;
+  if (argc < 1 || !ArgInt32(env, argv[0], "closeFd", "fd", &fd)) return nullptr;
+  if (close(fd) < 0 && errno != EINTR) return ThrowErrno(env, "close fd", errno);
+  return nullptr;
+}
+
+// tunRead(ring, fd, max, vnet) → n ≥ 0 packets read into slots 0..n-1, or -errno if the first read failed.
+// Stops at EAGAIN, at max, or at the ring size. Descriptor: OFF/LEN of the IPv4 packet, ADDR inner dst,
+// FLOW hash, FLAGS, and the virtio fields when vnet != 0.
+napi_value TunRead(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int32_t ringId, fd, max, vnet;
+  if (argc < 4 || napi_get_value_int32(env, argv[0], &ringId) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &fd) != napi_ok || napi_get_value_int32(env, argv[2], &max) != napi_ok ||
+      napi_get_value_int32(env, argv[3], &vnet) != napi_ok) {
+    return ThrowType(env, "tunRead(ring, fd, max, vnet): integers expected");
+  }
+  Ring* r = GetRing(env, ringId);
+  if (r == nullptr) return nullptr;
+  if (max > static_cast<int32_t>(r->nSlots)) max = static_cast<int32_t>(r->nSlots);
+  const size_t lead = vnet ? kVnetHdrLen : 0;
+  const size_t cap = r->slotSize - r->headroom + lead;
+  int32_t n = 0;
+  while (n < max) {
+    uint8_t* slot = r->arena + static_cast<size_t>(n) * r->slotSize;
+    uint8_t* ip = slot + r->headroom;
+    ssize_t got = read(fd, ip - lead, cap);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || n > 0) break;
+      return MakeInt32(env, -errno);
+    }
+    int32_t* d = r->desc + n * kDescWords;
+    int32_t flags = static_cast<size_t>(got) == cap ? F_TRUNC : 0;
+    size_t len = static_cast<size_t>(got);
+    d[D_GSO_TYPE] = d[D_GSO_SIZE] = d[D_HDR_LEN] = d[D_CSUM_START] = d[D_CSUM_OFF] = 0;
+    if (vnet) {
+      if (len < lead) {
+        len = lead;  // cannot happen with a vnet TUN; treated as an empty packet
+      }
+      const uint8_t* h = ip - lead;
+      uint8_t vflags = h[0];
+      d[D_GSO_TYPE] = h[1];
+      d[D_HDR_LEN] = Load16le(h + 2);
+      d[D_GSO_SIZE] = Load16le(h + 4);
+      d[D_CSUM_START] = Load16le(h + 6);
+      d[D_CSUM_OFF] = Load16le(h + 8);
+      len -= lead;
+      if ((vflags & kVnetNeedsCsum) && h[1] == kVnetGsoNone &&
+          FinishCsum(ip, len, Load16le(h + 6), Load16le(h + 8))) {
+        vflags &= static_cast<uint8_t>(~kVnetNeedsCsum);
+      }
+      flags |= static_cast<int32_t>(vflags) << 8;
+    }
+    d[D_OFF] = static_cast<int32_t>(ip - r->arena);
+    d[D_LEN] = static_cast<int32_t>(len);
+    d[D_STATUS] = 0;
+    d[D_PEER] = -1;
+    if (len >= 20 && (ip[0] >> 4) == 4 && (ip[0] & 0x0f) >= 5) {
+      d[D_ADDR] = static_cast<int32_t>(Load32be(ip + 16));
+      d[D_FLOW] = static_cast<int32_t>(FlowHash(ip, len));
+    } else {
+      d[D_ADDR] = 0;
+      d[D_FLOW] = 0;
+      flags |= F_NOT_IPV4;
+    }
+    d[D_FLAGS] = flags;
+    n++;
+  }
+  return MakeInt32(env, n);
+}
+
+// tunWrite(ring, fd, n, vnet) → packets written. Descriptors with LEN 0 are skipped; STATUS gets 0 or errno.
+// With vnet the packet goes out as writev([zero virtio_net_hdr, packet]) so the arena is never touched.
+napi_value TunWrite(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int32_t ringId, fd, n, vnet;
+  if (argc < 4 || napi_get_value_int32(env, argv[0], &ringId) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &fd) != napi_ok || napi_get_value_int32(env, argv[2], &n) != napi_ok ||
+      napi_get_value_int32(env, argv[3], &vnet) != napi_ok) {
+    return ThrowType(env, "tunWrite(ring, fd, n, vnet): integers expected");
+  }
+  Ring* r = GetRing(env, ringId);
+  if (r == nullptr) return nullptr;
+  if (n > static_cast<int32_t>(r->nSlots)) n = static_cast<int32_t>(r->nSlots);
+  static const uint8_t kZeroHdr[kVnetHdrLen] = {0};
+  int32_t written = 0;
+  for (int32_t i = 0; i < n; i++) {
+    int32_t* d = r->desc + i * kDescWords;
+    int32_t off = d[D_OFF], len = d[D_LEN];
+    if (len <= 0) continue;
+    if (off < 0 || static_cast<size_t>(off) + static_cast<size_t>(len) > r->arenaLen) {
+      d[D_STATUS] = EINVAL;
+      continue;
+    }
+    struct iovec iov[2];
+    int cnt = 0;
+    if (vnet) iov[cnt++] = {const_cast<uint8_t*>(kZeroHdr), kVnetHdrLen};
+    iov[cnt++] = {r->arena + off, static_cast<size_t>(len)};
+    ssize_t w;
+    do {
+      w = writev(fd, iov, cnt);
+    } while (w < 0 && errno == EINTR);
+    if (w < 0) {
+      d[D_STATUS] = errno;
+    } else {
+      d[D_STATUS] = 0;
+      written++;
+    }
+  }
+  return MakeInt32(env, written);
+}
+
+}  // namespace
+
+void InitTun(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"tunOpen", nullptr, TunOpen, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"tunSetPersist", nullptr, TunSetPersist, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"closeFd", nullptr, CloseFd, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"tunRead", nullptr, TunRead, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"tunWrite", nullptr, TunWrite, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  InitRing(env, exports);
+}
+
 }  // namespace tsf

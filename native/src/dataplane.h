@@ -1,0 +1,100 @@
+// Data-plane memory layout shared by the C++ I/O calls and the TypeScript packet loop.
+// src/dataplane/layout.ts mirrors these numbers and checks them against the addon's exported
+// `layout` object at load time, so the two sides cannot silently drift.
+//
+// RING = one arena + one descriptor table, registered once (ringRegister) and then addressed by an
+// integer id, so every hot call takes integers only. One ring per direction (egress: tunRead →
+// TS encap → udpSend; ingress: udpRecv → TS decap → tunWrite). JS owns both memories (a plain
+// `new ArrayBuffer`, never transferred while registered); native keeps a napi_ref so GC can't free them.
+//
+// ARENA: nSlots × slotSize bytes. Slot i starts at i*slotSize; descriptor i belongs to slot i.
+// Inside every slot the inner IPv4 packet starts at `headroom` (≥ 32, default 64), in both directions:
+//
+//   slot+0 ... slot+headroom-22 | VXLAN 8 | Ethernet 14 | inner IPv4 packet ...
+//                               ^ outer UDP payload starts here (TS writes the 22 B in place on egress;
+//                                 udpRecv places the datagram here on ingress)
+//   With IFF_VNET_HDR the 10 B virtio_net_hdr is read into slot+headroom-10 (inside the space the
+//   VXLAN+Ethernet header later overwrites) and parsed into the descriptor before TS sees it.
+//
+// slotSize is a parameter: 2 KiB for the per-packet path; the offload path (TSO/USO super-packets,
+// UDP GRO) uses ≥ 64 KiB + headroom with the same layout.
+//
+// DESCRIPTOR: DESC_WORDS (16) int32 per packet = 64 B, descriptor i at desc[i*16]. Words:
+//   0 OFF        byte offset of the packet in the arena (IP on tunRead/tunWrite, VXLAN on udpSend/udpRecv)
+//   1 LEN        packet length; LEN 0 on input to udpSend/tunWrite = skip (TS dropped it)
+//   2 ADDR       IPv4 host order: tunRead → inner dst (0 if not IPv4); udpSend ← outer dst; udpRecv → outer src
+//   3 PORT       udpSend ← outer dst port; udpRecv → outer src port
+//   4 FD         udpSend ← send-socket fd (TS picks one by flow hash → outer source port)
+//   5 FLOW       tunRead → inner flow hash (addresses, protocol, ports unless fragment)
+//   6 PEER       TS scratch: forwarding-table peer slot of the packet
+//   7 STATUS     native → 0 done, else errno (udpSend/tunWrite per packet; EAGAIN/ENOBUFS = dropped)
+//   8 FLAGS      native → F_* below, | virtio_net_hdr.flags << 8 when the vnet header is on
+//   9 GSO_TYPE   virtio gso_type (0 none, 1 TCPv4, 4 TCPv6, 5 UDP_L4): reserved for the offload path
+//  10 GSO_SIZE   virtio gso_size / UDP_SEGMENT / UDP_GRO segment size: reserved for the offload path
+//  11 HDR_LEN    virtio hdr_len
+//  12 CSUM_START virtio csum_start (relative to the IP packet)
+//  13 CSUM_OFF   virtio csum_offset
+//  14 SEGS       reserved: segment count of a super-packet
+//  15 RESERVED
+#pragma once
+#include <node_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tsf {
+
+constexpr int kDescWords = 16;
+enum DescWord : int {
+  D_OFF = 0,
+  D_LEN = 1,
+  D_ADDR = 2,
+  D_PORT = 3,
+  D_FD = 4,
+  D_FLOW = 5,
+  D_PEER = 6,
+  D_STATUS = 7,
+  D_FLAGS = 8,
+  D_GSO_TYPE = 9,
+  D_GSO_SIZE = 10,
+  D_HDR_LEN = 11,
+  D_CSUM_START = 12,
+  D_CSUM_OFF = 13,
+  D_SEGS = 14,
+};
+// FLAGS bits set by native code.
+constexpr int32_t F_TRUNC = 1;      // datagram/packet did not fit the slot (length is what was stored)
+constexpr int32_t F_NOT_IPV4 = 2;   // tunRead: not a parseable IPv4 packet (ADDR is 0)
+
+constexpr int kVxlanEthLen = 22;  // 8 VXLAN + 14 Ethernet
+constexpr int kVnetHdrLen = 10;   // struct virtio_net_hdr (no num_buffers)
+constexpr int kMinHeadroom = kVxlanEthLen + kVnetHdrLen;
+constexpr int kMaxRings = 64;
+
+struct Ring {
+  uint8_t* arena = nullptr;
+  size_t arenaLen = 0;
+  int32_t* desc = nullptr;
+  uint32_t nSlots = 0;
+  uint32_t slotSize = 0;
+  uint32_t headroom = 0;
+  napi_env env = nullptr;
+  napi_ref arenaRef = nullptr;
+  napi_ref descRef = nullptr;
+  bool used = false;
+};
+
+// Returns the registered ring or nullptr (after throwing a JS error) when id is not a live ring of env.
+Ring* GetRing(napi_env env, int32_t id);
+void InitRing(napi_env env, napi_value exports);
+
+// Small helpers for the raw napi_callbacks.
+bool ArgInt32(napi_env env, napi_value v, const char* fn, const char* name, int32_t* out);
+napi_value MakeInt32(napi_env env, int32_t v);
+napi_value ThrowType(napi_env env, const char* msg);
+
+// Internet checksum helpers (RFC 1071), used to finish NEEDS_CSUM packets from a vnet-header TUN.
+uint32_t CsumPartial(const uint8_t* p, size_t len, uint32_t sum);
+uint16_t CsumFold(uint32_t sum);
+
+}  // namespace tsf
