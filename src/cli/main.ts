@@ -1,0 +1,56 @@
+// Process entry (bin/tsflanneld): flags → daemon, signals → clean stop, result → exit code.
+// Go-compatible exit codes: 2 for bad flags, 0 for -help/-version and after SIGTERM/SIGINT, 1 for fatal errors.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { createLogger, runDaemon, type DataPlaneHooks } from '../daemon/daemon';
+import { FlagError, helpText, parseFlags, type Options } from './flags';
+
+export interface MainDeps {
+  /** Builds the data plane; without it only the control plane runs. */
+  createHooks?(options: Options, log: Logger): DataPlaneHooks;
+}
+
+function version(): string {
+  const file = path.resolve(__dirname, '..', '..', '..', 'package.json');
+  return (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version;
+}
+
+/** Runs tsflanneld with argv (without node and script) and exits the process with its exit code. */
+export async function main(argv: string[], deps: MainDeps = {}): Promise<never> {
+  let options: Options;
+  try {
+    options = parseFlags(argv, process.env);
+  } catch (err) {
+    if (!(err instanceof FlagError)) throw err;
+    process.stderr.write(`${err.message}\n${helpText()}`);
+    return process.exit(2);
+  }
+  if (options.help) {
+    process.stdout.write(helpText());
+    return process.exit(0);
+  }
+  if (options.version) {
+    process.stdout.write(`${version()}\n`);
+    return process.exit(0);
+  }
+
+  const log = createLogger(options.v);
+  const stop = new AbortController();
+  const onSignal = (sig: NodeJS.Signals): void => {
+    log.info(`received ${sig}, stopping`);
+    stop.abort();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
+  let code: number;
+  try {
+    const hooks = deps.createHooks?.(options, log);
+    code = await runDaemon(options, process.env, { log, signal: stop.signal, ...(hooks ? { hooks } : {}) });
+  } catch (err) {
+    log.fatal({ err }, `unexpected error: ${(err as Error).message}`);
+    code = 1;
+  }
+  return process.exit(code);
+}

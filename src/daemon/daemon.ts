@@ -1,0 +1,340 @@
+// Daemon wiring and lifecycle: interface → VTEP MAC → etcd config → lease → data plane → subnet.env
+// → peer watch, then renew until told to stop. The data plane is plugged in through DataPlaneHooks;
+// without hooks only the control plane runs (what the control-plane tests exercise).
+//
+// Exit codes: 0 after SIGTERM/SIGINT (the lease stays in etcd, like flanneld, so a restart keeps
+// the subnet); 1 on any fatal error, including losing our lease (flanneld exits 0 there; we don't,
+// so supervisors and operators notice a node that lost its subnet).
+import type { Logger } from 'pino';
+import pino from 'pino';
+import type { Options } from '../cli/flags';
+import { findExternalInterface, type ExternalInterface } from '../netlink/interfaces';
+import { ConfigError, type NetworkConfig } from '../subnet/config';
+import { formatIp4Net, isIp4 } from '../subnet/ip4';
+import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease';
+import { LeaseManager, leaseTimingFromEnv, type RevokeReason } from '../subnet/lease-manager';
+import { LeaseWatcher } from '../subnet/lease-watcher';
+import { ConfigNotFoundError, EtcdError, EtcdRegistry, type Registry } from '../subnet/registry';
+import { readPreviousLease, writeSubnetEnv } from '../subnet/subnet-env';
+import { loadOrCreateVtepMac, vtepMacPath } from '../subnet/vtep-mac';
+import { startHealthz, type HealthzServer } from './healthz';
+
+/** VXLAN encapsulation overhead flanneld subtracts from the underlay MTU (flannel-compat.md §5.4). */
+export const VXLAN_OVERHEAD = 50;
+
+export interface DataPlaneContext {
+  lease: Lease;
+  config: NetworkConfig;
+  /** Overlay MTU: (Backend.MTU or the external interface's MTU) − 50. */
+  mtu: number;
+  vtepMac: string;
+  publicIp: string;
+  iface: ExternalInterface;
+}
+
+/**
+ * The data plane and route manager, as seen by the daemon. Calls are serialized: start() once,
+ * then applyEvents() batches in etcd order (the first batch is the initial snapshot as 'added'
+ * events), then stop() once. A rejected promise is fatal for the daemon.
+ */
+export interface DataPlaneHooks {
+  start(ctx: DataPlaneContext): Promise<void>;
+  applyEvents(events: LeaseEvent[]): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface DaemonExtras {
+  hooks?: DataPlaneHooks;
+  log?: Logger;
+  /** Aborting it stops the daemon cleanly (exit code 0); main() wires SIGTERM/SIGINT to it. */
+  signal?: AbortSignal;
+  /** Called once subnet.env is written; for tests and embedding. */
+  onReady?(info: { lease: Lease; mtu: number; vtepMac: string }): void;
+  /** Registry factory, for tests that need a differently configured client. */
+  createRegistry?(options: Options): Registry;
+}
+
+export class DaemonError extends Error {
+  override name = 'DaemonError';
+}
+
+class LeaseLostError extends Error {
+  override name = 'LeaseLostError';
+}
+
+export function createLogger(verbosity: number): Logger {
+  // klog-style -v: 0 = info, 1..4 = debug, 5+ = trace. Sync to stderr so the last lines before exit are kept.
+  const level = verbosity >= 5 ? 'trace' : verbosity >= 1 ? 'debug' : 'info';
+  return pino({ level, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
+}
+
+type End = { kind: 'signal' } | { kind: 'fatal'; err: Error };
+
+class Daemon {
+  private end!: (e: End) => void;
+  private readonly ended: Promise<End>;
+  private endReason: End | null = null;
+  private registry: Registry | null = null;
+  private manager: LeaseManager | null = null;
+  private watcher: LeaseWatcher | null = null;
+  private healthz: HealthzServer | null = null;
+  private hooksStarted = false;
+  private applyChain: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly options: Options,
+    private readonly env: NodeJS.ProcessEnv,
+    private readonly extras: DaemonExtras,
+    private readonly log: Logger,
+  ) {
+    this.ended = new Promise((resolve) => {
+      this.end = (e) => {
+        if (this.endReason) return;
+        this.endReason = e;
+        resolve(e);
+      };
+    });
+    const signal = extras.signal;
+    if (signal) {
+      if (signal.aborted) this.end({ kind: 'signal' });
+      else signal.addEventListener('abort', () => this.end({ kind: 'signal' }), { once: true });
+    }
+  }
+
+  async run(): Promise<number> {
+    let code = 0;
+    try {
+      await this.startup();
+      const why = await this.ended;
+      if (why.kind === 'fatal') throw why.err;
+      this.log.info('shutting down (lease is kept in etcd)');
+    } catch (err) {
+      code = 1;
+      this.logFatal(err);
+    }
+    try {
+      await this.shutdown();
+    } catch (err) {
+      code = 1;
+      this.logFatal(err);
+    }
+    return code;
+  }
+
+  private logFatal(err: unknown): void {
+    const e = err instanceof Error ? err : new Error(String(err));
+    // Typed errors carry their operator context in the message; unexpected ones get a stack.
+    const known = ['EtcdError', 'ConfigError', 'DaemonError', 'LeaseLostError', 'OutOfSubnetsError', 'LeaseAcquireError',
+      'InterfaceError', 'HealthzError', 'SubnetEnvError'];
+    if (known.includes(e.name)) this.log.fatal({ errType: e.name }, e.message);
+    else this.log.fatal({ err: e }, `unexpected error: ${e.message}`);
+  }
+
+  private get stopping(): boolean {
+    return this.endReason !== null;
+  }
+
+  /** Sleeps unless the daemon is told to stop meanwhile. */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      void this.ended.then(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  private async startup(): Promise<void> {
+    const o = this.options;
+    const log = this.log;
+
+    if (o.healthzPort > 0) {
+      this.healthz = await startHealthz(o.healthzIp, o.healthzPort);
+      log.info(`healthz listening on ${o.healthzIp}:${this.healthz.port}`);
+    }
+
+    const iface = findExternalInterface({ iface: o.iface, ifaceRegex: o.ifaceRegex });
+    const publicIp = o.publicIp !== '' ? o.publicIp : iface.ip;
+    if (!isIp4(publicIp)) throw new DaemonError(`public IP "${publicIp}" is not an IPv4 address`);
+    log.info({ iface: iface.name, ifaceIp: iface.ip, publicIp }, `using interface ${iface.name} with public IP ${publicIp}`);
+
+    const macFile = vtepMacPath(o.subnetFile);
+    const mac = await loadOrCreateVtepMac(macFile);
+    if (mac.warning) log.warn(mac.warning);
+    log.info({ file: macFile, created: mac.created }, `VTEP MAC ${mac.mac}`);
+
+    this.registry = this.extras.createRegistry
+      ? this.extras.createRegistry(o)
+      : new EtcdRegistry({
+          endpoints: o.etcdEndpoints,
+          prefix: o.etcdPrefix,
+          keyfile: o.etcdKeyfile,
+          certfile: o.etcdCertfile,
+          cafile: o.etcdCafile,
+          username: o.etcdUsername,
+          password: o.etcdPassword,
+        });
+    const registry = this.registry;
+
+    const config = await this.waitForConfig(registry);
+    if (!config) return;
+    if (config.backend.type !== 'vxlan') {
+      throw new DaemonError(`backend type "${config.backend.type}" in ${registry.prefix}/config is not supported: tsflanneld only implements "vxlan"` +
+        (config.backend.type === 'udp' ? ' (flannel selects "udp" when the Backend object is missing)' : ''));
+    }
+    if (!config.enableIPv4 || !config.network || config.enableIPv6) {
+      throw new DaemonError(`${registry.prefix}/config: tsflanneld supports IPv4-only networks (EnableIPv4 true, EnableIPv6 false)`);
+    }
+
+    const attrs: LeaseAttrs = {
+      PublicIP: publicIp,
+      PublicIPv6: null,
+      BackendType: 'vxlan',
+      BackendData: { VNI: config.backend.vni, VtepMAC: mac.mac },
+    };
+    const previous = await readPreviousLease(o.subnetFile);
+    if (previous.warning) log.warn(previous.warning);
+    const timing = leaseTimingFromEnv(this.env);
+    const manager = new LeaseManager({
+      registry,
+      log,
+      config,
+      attrs,
+      previous: { subnet: previous.subnet, ipv6Subnet: previous.ipv6Subnet },
+      renewMarginMinutes: o.subnetLeaseRenewMargin,
+      ttlSec: timing.ttlSec,
+      renewRetrySec: timing.renewRetrySec,
+    });
+    this.manager = manager;
+    const lease = await this.acquire(manager);
+    if (!lease) return;
+    manager.on('revoked', (l: Lease, reason: RevokeReason, by: LeaseAttrs | null) => {
+      const key = `${registry.prefix}/subnets/${l.key}`;
+      const what = reason === 'deleted' ? 'was deleted from etcd' : `was taken over by ${by?.PublicIP ?? 'another node'}`;
+      this.end({ kind: 'fatal', err: new LeaseLostError(`lease for ${formatIp4Net(l.subnet)} ${what} (key ${key}); shutting down`) });
+    });
+    manager.start();
+
+    const mtu = (config.backend.mtu > 0 ? config.backend.mtu : iface.mtu) - VXLAN_OVERHEAD;
+    const hooks = this.extras.hooks;
+    if (hooks) {
+      if (this.stopping) return;
+      this.hooksStarted = true;
+      await hooks.start({ lease, config, mtu, vtepMac: mac.mac, publicIp, iface });
+    }
+    if (this.stopping) return;
+
+    await writeSubnetEnv(o.subnetFile, {
+      network: config.network,
+      subnet: lease.subnet,
+      ipv6Network: null,
+      ipv6Subnet: null,
+      mtu,
+      ipMasq: o.ipMasq,
+    });
+    log.info({ file: o.subnetFile }, `wrote ${o.subnetFile} (subnet ${formatIp4Net(lease.subnet)}, MTU ${mtu})`);
+    this.healthz?.setReady();
+    this.extras.onReady?.({ lease, mtu, vtepMac: mac.mac });
+
+    this.watcher = new LeaseWatcher({
+      registry,
+      log,
+      ownSubnet: lease.subnet,
+      onEvents: (events) => this.deliver(events),
+    });
+    this.watcher.start();
+  }
+
+  /** Reads the network config, retrying every 1 s like flanneld while it is missing, invalid or etcd is down. */
+  private async waitForConfig(registry: Registry): Promise<NetworkConfig | null> {
+    let lastMessage = '';
+    while (!this.stopping) {
+      try {
+        const config = await registry.getNetworkConfig();
+        if (lastMessage !== '') this.log.info(`found network config in ${registry.prefix}/config`);
+        return config;
+      } catch (err) {
+        if (!(err instanceof ConfigNotFoundError || err instanceof ConfigError || err instanceof EtcdError)) throw err;
+        const message =
+          err instanceof ConfigNotFoundError
+            ? `${err.message}, retrying`
+            : err instanceof ConfigError
+              ? `invalid network config in ${registry.prefix}/config: ${err.message}; retrying`
+              : `${err.message}; retrying`;
+        // Once per distinct problem, not once a second.
+        if (message !== lastMessage) this.log.warn(message);
+        else this.log.debug(message);
+        lastMessage = message;
+      }
+      await this.pause(1000);
+    }
+    return null;
+  }
+
+  /** Acquires the lease; etcd outages are waited out (1 s retry), allocation failures are fatal. */
+  private async acquire(manager: LeaseManager): Promise<Lease | null> {
+    let lastMessage = '';
+    while (!this.stopping) {
+      try {
+        return await manager.acquire();
+      } catch (err) {
+        if (!(err instanceof EtcdError)) throw err;
+        const message = `acquiring a lease failed: ${err.message}; retrying`;
+        if (message !== lastMessage) this.log.warn(message);
+        lastMessage = message;
+      }
+      await this.pause(1000);
+    }
+    return null;
+  }
+
+  /** Serializes batches into the data plane; without hooks the batches are only logged. */
+  private deliver(events: LeaseEvent[]): void {
+    for (const ev of events) {
+      const l = ev.lease;
+      const mac = (l.attrs.BackendData as { VtepMAC?: unknown } | undefined)?.VtepMAC;
+      this.log.info(
+        { key: l.key, publicIp: l.attrs.PublicIP, backendType: l.attrs.BackendType, vtepMac: mac },
+        `peer lease ${ev.type}: ${formatIp4Net(l.subnet)} at ${l.attrs.PublicIP}`,
+      );
+    }
+    const hooks = this.extras.hooks;
+    if (!hooks) return;
+    this.applyChain = this.applyChain.then(async () => {
+      if (this.stopping) return;
+      try {
+        await hooks.applyEvents(events);
+      } catch (err) {
+        this.end({
+          kind: 'fatal',
+          err: new DaemonError(`data plane failed to apply ${events.length} lease event(s): ${(err as Error).message}`),
+        });
+      }
+    });
+  }
+
+  private async shutdown(): Promise<void> {
+    this.end({ kind: 'signal' }); // no-op if already ended; makes pending pauses return
+    this.watcher?.stop();
+    this.manager?.stop();
+    let failure: Error | null = null;
+    await this.applyChain;
+    if (this.hooksStarted && this.extras.hooks) {
+      try {
+        await this.extras.hooks.stop();
+      } catch (err) {
+        failure = new DaemonError(`data plane failed to stop: ${(err as Error).message}`);
+      }
+    }
+    await this.healthz?.close();
+    this.registry?.close();
+    if (failure) throw failure;
+  }
+}
+
+/** Runs the daemon until stopped (signal aborted → 0) or a fatal error (→ 1); returns the exit code. */
+export async function runDaemon(options: Options, env: NodeJS.ProcessEnv, extras: DaemonExtras = {}): Promise<number> {
+  const log = extras.log ?? createLogger(options.v);
+  return new Daemon(options, env, extras, log).run();
+}
