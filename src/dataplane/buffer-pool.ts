@@ -1,0 +1,69 @@
+// Arena + descriptor table of one ring (layout: native/src/dataplane.h). Allocated once with
+// `new ArrayBuffer` (not from Buffer's pool, never transferred) and registered with the addon, so
+// every batch afterwards moves only integers across the JS/native boundary.
+import { Desc, Frame } from './layout';
+import type { DataplaneNative } from './native';
+
+export interface RingOptions {
+  /** Packets per batch = slots in the arena. */
+  readonly slots: number;
+  /** Bytes per slot: ≥ headroom + the largest packet (2 KiB per-packet path; 64 KiB+ for offloads). */
+  readonly slotSize: number;
+  /** Bytes in front of the inner IP packet in every slot; ≥ 32 (VXLAN+Ethernet 22 + vnet header 10). */
+  readonly headroom: number;
+}
+
+export const DEFAULT_RING: RingOptions = { slots: 64, slotSize: 2048, headroom: 64 };
+
+export class RingConfigError extends Error {
+  override name = 'RingConfigError';
+}
+
+export class Ring {
+  readonly arena: ArrayBuffer;
+  readonly bytes: Uint8Array;
+  /** Same memory as 16-bit words: headers are copied two bytes at a time (offsets are even). */
+  readonly words: Uint16Array;
+  readonly desc: Int32Array;
+  readonly slots: number;
+  readonly slotSize: number;
+  readonly headroom: number;
+  /** Native ring id once registered, else -1. */
+  id = -1;
+
+  constructor(options: RingOptions = DEFAULT_RING) {
+    const { slots, slotSize, headroom } = options;
+    if (!Number.isInteger(slots) || slots < 1 || slots > 4096) {
+      throw new RingConfigError(`ring slots ${slots} out of range 1..4096`);
+    }
+    if (!Number.isInteger(headroom) || headroom < Frame.MIN_HEADROOM || headroom % 2 !== 0) {
+      throw new RingConfigError(`ring headroom ${headroom} must be even and ≥ ${Frame.MIN_HEADROOM}`);
+    }
+    if (!Number.isInteger(slotSize) || slotSize < headroom + 128 || slotSize % 2 !== 0 || slotSize > 1 << 20) {
+      throw new RingConfigError(`ring slot size ${slotSize} must be even, ≥ headroom + 128 and ≤ 1 MiB`);
+    }
+    this.slots = slots;
+    this.slotSize = slotSize;
+    this.headroom = headroom;
+    this.arena = new ArrayBuffer(slots * slotSize);
+    this.bytes = new Uint8Array(this.arena);
+    this.words = new Uint16Array(this.arena);
+    this.desc = new Int32Array(slots * Desc.WORDS);
+  }
+
+  register(native: DataplaneNative): void {
+    if (this.id < 0) this.id = native.ringRegister(this.arena, this.desc, this.slotSize, this.headroom);
+  }
+
+  release(native: DataplaneNative): void {
+    if (this.id >= 0) {
+      native.ringRelease(this.id);
+      this.id = -1;
+    }
+  }
+
+  /** Offset of the inner IP packet in slot i (where tunRead puts it and udpRecv's datagram ends up). */
+  ipOffset(slot: number): number {
+    return slot * this.slotSize + this.headroom;
+  }
+}

@@ -1,0 +1,101 @@
+// Data-plane counters in typed arrays: the hot loop only does `arr[i] += x`; snapshot() builds the
+// object the daemon logs/exports. Float64 so byte counts don't wrap (exact up to 2^53).
+import { DROP_NAMES, DROP_REASON_COUNT } from './vxlan-codec';
+
+export const enum Ctr {
+  txPackets = 0,
+  txBytes = 1,
+  rxPackets = 2,
+  rxBytes = 3,
+  /** poll callbacks / native read batches per direction: packets ÷ batches shows how well batching works. */
+  txWakeups = 4,
+  txBatches = 5,
+  rxWakeups = 6,
+  rxBatches = 7,
+  /** tunRead/udpRecv returned an error (each one is also logged). */
+  ioErrors = 8,
+  COUNT = 9,
+}
+
+/** Per-peer words at peer[slot * PEER_WORDS + i]. */
+export const enum PeerCtr {
+  inPackets = 0,
+  inBytes = 1,
+  outPackets = 2,
+  outBytes = 3,
+  WORDS = 4,
+}
+
+export interface PeerCounters {
+  inPackets: number;
+  inBytes: number;
+  outPackets: number;
+  outBytes: number;
+}
+
+/** Byte counts are inner IPv4 bytes (what the TUN sees), both directions. */
+export interface CountersSnapshot {
+  txPackets: number;
+  txBytes: number;
+  rxPackets: number;
+  rxBytes: number;
+  txWakeups: number;
+  txBatches: number;
+  rxWakeups: number;
+  rxBatches: number;
+  ioErrors: number;
+  drops: Record<string, number>;
+  /** Keyed by peer subnet "10.5.2.0/24". */
+  peers: Record<string, PeerCounters>;
+}
+
+export class Counters {
+  readonly totals = new Float64Array(Ctr.COUNT);
+  readonly drops = new Float64Array(DROP_REASON_COUNT);
+  peer: Float64Array;
+
+  constructor(peerCapacity = 16) {
+    this.peer = new Float64Array(peerCapacity * PeerCtr.WORDS);
+  }
+
+  ensurePeerCapacity(slots: number): void {
+    if (this.peer.length >= slots * PeerCtr.WORDS) return;
+    const grown = new Float64Array(slots * PeerCtr.WORDS);
+    grown.set(this.peer);
+    this.peer = grown;
+  }
+
+  /** Zeroes a slot that now belongs to a different peer. */
+  resetPeer(slot: number): void {
+    this.peer.fill(0, slot * PeerCtr.WORDS, (slot + 1) * PeerCtr.WORDS);
+  }
+
+  snapshot(peerSubnets: ReadonlyArray<readonly [slot: number, subnet: string]>): CountersSnapshot {
+    const t = this.totals;
+    const drops: Record<string, number> = {};
+    for (let r = 1; r < DROP_REASON_COUNT; r++) drops[DROP_NAMES[r]!] = this.drops[r]!;
+    const peers: Record<string, PeerCounters> = {};
+    for (const [slot, subnet] of peerSubnets) {
+      const b = slot * PeerCtr.WORDS;
+      peers[subnet] = {
+        inPackets: this.peer[b + PeerCtr.inPackets]!,
+        inBytes: this.peer[b + PeerCtr.inBytes]!,
+        outPackets: this.peer[b + PeerCtr.outPackets]!,
+        outBytes: this.peer[b + PeerCtr.outBytes]!,
+      };
+    }
+    return {
+      txPackets: t[Ctr.txPackets]!,
+      txBytes: t[Ctr.txBytes]!,
+      rxPackets: t[Ctr.rxPackets]!,
+      rxBytes: t[Ctr.rxBytes]!,
+      txWakeups: t[Ctr.txWakeups]!,
+      txBatches: t[Ctr.txBatches]!,
+      rxWakeups: t[Ctr.rxWakeups]!,
+      rxBatches: t[Ctr.rxBatches]!,
+      ioErrors: t[Ctr.ioErrors]!,
+      drops,
+      peers,
+    };
+  }
+}

@@ -1,0 +1,76 @@
+// TypeScript mirror of the ring layout documented in native/src/dataplane.h (the one description of
+// arena slots and descriptor words). Const enums so the hot loop compiles to literal indices;
+// checkLayout() compares them with the addon's exported `layout` at load time.
+
+/** Descriptor words (int32 each), descriptor i at desc[i * Desc.WORDS]. */
+export const enum Desc {
+  WORDS = 16,
+  OFF = 0,
+  LEN = 1,
+  ADDR = 2,
+  PORT = 3,
+  FD = 4,
+  FLOW = 5,
+  PEER = 6,
+  STATUS = 7,
+  FLAGS = 8,
+  GSO_TYPE = 9,
+  GSO_SIZE = 10,
+  HDR_LEN = 11,
+  CSUM_START = 12,
+  CSUM_OFF = 13,
+  SEGS = 14,
+}
+
+/** FLAGS bits written by native code. */
+export const enum DescFlag {
+  TRUNC = 1,
+  NOT_IPV4 = 2,
+}
+
+export const enum Frame {
+  VXLAN_LEN = 8,
+  ETH_LEN = 14,
+  /** VXLAN + Ethernet header written in front of the inner IPv4 packet. */
+  ENCAP_LEN = 22,
+  VNET_HDR_LEN = 10,
+  MIN_HEADROOM = 32,
+}
+
+export class LayoutMismatchError extends Error {
+  override name = 'LayoutMismatchError';
+}
+
+/** Throws if the addon was built from a different layout than this file (stale build/ directory). */
+export function checkLayout(native: Record<string, number>): void {
+  const expected: Record<string, number> = {
+    DESC_WORDS: Desc.WORDS,
+    D_OFF: Desc.OFF,
+    D_LEN: Desc.LEN,
+    D_ADDR: Desc.ADDR,
+    D_PORT: Desc.PORT,
+    D_FD: Desc.FD,
+    D_FLOW: Desc.FLOW,
+    D_PEER: Desc.PEER,
+    D_STATUS: Desc.STATUS,
+    D_FLAGS: Desc.FLAGS,
+    D_GSO_TYPE: Desc.GSO_TYPE,
+    D_GSO_SIZE: Desc.GSO_SIZE,
+    D_HDR_LEN: Desc.HDR_LEN,
+    D_CSUM_START: Desc.CSUM_START,
+    D_CSUM_OFF: Desc.CSUM_OFF,
+    D_SEGS: Desc.SEGS,
+    F_TRUNC: DescFlag.TRUNC,
+    F_NOT_IPV4: DescFlag.NOT_IPV4,
+    VXLAN_ETH_LEN: Frame.ENCAP_LEN,
+    VNET_HDR_LEN: Frame.VNET_HDR_LEN,
+    MIN_HEADROOM: Frame.MIN_HEADROOM,
+  };
+  for (const [key, value] of Object.entries(expected)) {
+    if (native[key] !== value) {
+      throw new LayoutMismatchError(
+        `native data-plane layout ${key}=${String(native[key])} but TypeScript expects ${value}; rebuild the addon (npx node-gyp rebuild)`,
+      );
+    }
+  }
+}

@@ -1,0 +1,266 @@
+// The userspace VXLAN data plane the daemon uses: a TUN device (the daemon's "flannel.<VNI>") plus
+// UDP sockets on the VXLAN port, driven by PacketLoop on this thread's event loop. It does not touch
+// addresses, routes or MTU (the netlink/route side does); it only moves packets for the peers it is given.
+import { getSystemErrorMap } from 'node:util';
+
+import { formatIp4Net, type Ip4Net } from '../subnet/ip4';
+import { Ring, type RingOptions, DEFAULT_RING } from './buffer-pool';
+import { Counters, type CountersSnapshot } from './counters';
+import { ForwardingTable, type PeerEntry } from './forwarding-table';
+import { type DataplaneNative, loadDataplaneNative } from './native';
+import { PacketLoop } from './packet-loop';
+
+/** The subset of pino's logger the data plane uses. */
+export interface DataplaneLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+  debug(obj: object, msg: string): void;
+}
+
+export interface VxlanDataplaneOptions {
+  /** TUN device name; default `flannel.<vni>`. */
+  readonly tunName?: string;
+  readonly vni: number;
+  /** VXLAN UDP port, listened on and sent to (all nodes must agree); default 8472. */
+  readonly port?: number;
+  /** Our VtepMAC (6 bytes): inner source MAC we send, inner destination MAC we accept. */
+  readonly localMac: Uint8Array;
+  /** Keep the TUN (and the kernel routes on it) when the process dies, for fast restarts. Default false. */
+  readonly persist?: boolean;
+  readonly log: DataplaneLogger;
+  /** Send sockets (distinct outer source ports chosen by inner flow hash). Default 8. */
+  readonly sendSockets?: number;
+  /** Socket buffer size, bytes. Default 7 MiB. */
+  readonly socketBuffer?: number;
+  /** Open the TUN with IFF_VNET_HDR (the offload path's framing; no offloads enabled yet). Default false. */
+  readonly vnetHdr?: boolean;
+  /** Ring geometry per direction. Default 64 slots × 2 KiB, 64 B headroom. */
+  readonly ring?: RingOptions;
+  /** Packets per readiness callback per direction. Default 256. */
+  readonly budget?: number;
+  /** Called once when a fd fails persistently; the data plane has stopped itself by then. */
+  readonly onFatal?: (err: DataplaneIoError) => void;
+}
+
+export class DataplaneIoError extends Error {
+  override name = 'DataplaneIoError';
+  constructor(
+    message: string,
+    readonly errno: number,
+  ) {
+    super(message);
+  }
+}
+
+export class DataplaneConfigError extends Error {
+  override name = 'DataplaneConfigError';
+}
+
+const DEFAULT_PORT = 8472;
+const DEFAULT_SOCKET_BUFFER = 7 * 1024 * 1024;
+// Transient errnos from a read that are worth a log line but not a stop (ENOMEM under pressure, etc.).
+const TRANSIENT_ERRNOS = new Set([12 /* ENOMEM */, 105 /* ENOBUFS */, 111 /* ECONNREFUSED */, 113 /* EHOSTUNREACH */]);
+
+export class VxlanDataplane {
+  readonly tunName: string;
+  readonly tunIfindex: number;
+  readonly vni: number;
+  readonly port: number;
+  /** Local ports of the send sockets (the outer UDP source ports in use). */
+  readonly sourcePorts: readonly number[];
+
+  private readonly native: DataplaneNative;
+  private readonly log: DataplaneLogger;
+  private readonly table: ForwardingTable;
+  private readonly counterSet: Counters;
+  private readonly loop: PacketLoop;
+  private readonly tx: Ring;
+  private readonly rx: Ring;
+  private readonly tunFd: number;
+  private readonly recvFd: number;
+  private readonly sendFds: Int32Array;
+  private readonly onFatal: ((err: DataplaneIoError) => void) | undefined;
+  private tunPoll = -1;
+  private udpPoll = -1;
+  private closed = false;
+  private readonly loggedErrnos = new Set<string>();
+
+  static open(options: VxlanDataplaneOptions): VxlanDataplane {
+    const native = loadDataplaneNative();
+    const vni = options.vni;
+    if (!Number.isInteger(vni) || vni < 0 || vni > 0xffffff) throw new DataplaneConfigError(`VNI ${vni} out of range 0..16777215`);
+    const port = options.port ?? DEFAULT_PORT;
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new DataplaneConfigError(`VXLAN port ${port} out of range 1..65535`);
+    if (options.localMac.length !== 6) throw new DataplaneConfigError(`local VtepMAC must be 6 bytes, got ${options.localMac.length}`);
+    const nSend = options.sendSockets ?? 8;
+    if (!Number.isInteger(nSend) || nSend < 1 || nSend > 64) throw new DataplaneConfigError(`sendSockets ${nSend} out of range 1..64`);
+    const ringOptions = options.ring ?? DEFAULT_RING;
+    const tx = new Ring(ringOptions);
+    const rx = new Ring(ringOptions);
+
+    // Everything opened so far is closed again if a later step fails.
+    const fds: number[] = [];
+    try {
+      const tun = native.tunOpen(options.tunName ?? `flannel.${vni}`, options.vnetHdr ?? false, options.persist ?? false);
+      fds.push(tun.fd);
+      const buf = options.socketBuffer ?? DEFAULT_SOCKET_BUFFER;
+      const recv = native.udpOpen(port, buf);
+      fds.push(recv.fd);
+      const sendFds = new Int32Array(nSend);
+      const sourcePorts: number[] = [];
+      for (let i = 0; i < nSend; i++) {
+        const s = native.udpOpen(0, buf);
+        fds.push(s.fd);
+        sendFds[i] = s.fd;
+        sourcePorts.push(s.port);
+      }
+      tx.register(native);
+      rx.register(native);
+      return new VxlanDataplane(native, options, tun.name, tun.ifindex, tun.fd, recv.fd, sendFds, sourcePorts, tx, rx);
+    } catch (err) {
+      tx.release(native);
+      rx.release(native);
+      for (const fd of fds) native.closeFd(fd);
+      throw err;
+    }
+  }
+
+  private constructor(
+    native: DataplaneNative,
+    options: VxlanDataplaneOptions,
+    tunName: string,
+    tunIfindex: number,
+    tunFd: number,
+    recvFd: number,
+    sendFds: Int32Array,
+    sourcePorts: number[],
+    tx: Ring,
+    rx: Ring,
+  ) {
+    this.native = native;
+    this.log = options.log;
+    this.tunName = tunName;
+    this.tunIfindex = tunIfindex;
+    this.vni = options.vni;
+    this.port = options.port ?? DEFAULT_PORT;
+    this.sourcePorts = sourcePorts;
+    this.tunFd = tunFd;
+    this.recvFd = recvFd;
+    this.sendFds = sendFds;
+    this.tx = tx;
+    this.rx = rx;
+    this.onFatal = options.onFatal;
+    this.table = new ForwardingTable({ vni: options.vni, localMac: Uint8Array.from(options.localMac) });
+    this.counterSet = new Counters(this.table.slotCapacity);
+    this.loop = new PacketLoop({
+      io: native,
+      table: this.table,
+      counters: this.counterSet,
+      tx,
+      rx,
+      tunFd,
+      recvFd,
+      sendFds,
+      port: this.port,
+      vni: options.vni,
+      localMac: options.localMac,
+      vnet: options.vnetHdr ? 1 : 0,
+      budget: options.budget ?? 256,
+      onIoError: (direction, errno) => this.handleIoError(direction, errno),
+    });
+    this.log.info(
+      { tun: tunName, ifindex: tunIfindex, port: this.port, vni: this.vni, sourcePorts, vnetHdr: options.vnetHdr ?? false },
+      'VXLAN data plane opened',
+    );
+  }
+
+  /** Adds or updates a peer (new MAC or public IP of a re-put lease replaces the old values). */
+  setPeer(peer: PeerEntry): void {
+    this.assertOpen();
+    const isNew = this.table.slotOf(peer.subnet) < 0;
+    const slot = this.table.setPeer(peer);
+    this.counterSet.ensurePeerCapacity(this.table.slotCapacity);
+    if (isNew) this.counterSet.resetPeer(slot);
+  }
+
+  /** Removes the peer owning `subnet`; false if unknown. Its traffic is dropped as noRoute/unknownSource from now on. */
+  removePeer(subnet: Ip4Net): boolean {
+    this.assertOpen();
+    return this.table.removePeer(subnet);
+  }
+
+  get peerCount(): number {
+    return this.table.peerCount;
+  }
+
+  /** Starts forwarding (idempotent). */
+  start(): void {
+    this.assertOpen();
+    if (this.tunPoll < 0) this.tunPoll = this.native.pollStart(this.tunFd, this.loop.onTunReadable);
+    if (this.udpPoll < 0) this.udpPoll = this.native.pollStart(this.recvFd, this.loop.onUdpReadable);
+  }
+
+  /** Stops forwarding; packets queue in the kernel (and are dropped there when queues fill). Idempotent. */
+  stop(): void {
+    if (this.tunPoll >= 0) this.native.pollStop(this.tunPoll);
+    if (this.udpPoll >= 0) this.native.pollStop(this.udpPoll);
+    this.tunPoll = -1;
+    this.udpPoll = -1;
+  }
+
+  get running(): boolean {
+    return this.tunPoll >= 0;
+  }
+
+  counters(): CountersSnapshot {
+    const peers: Array<[number, string]> = [];
+    for (let slot = 0; slot < this.table.slotCapacity; slot++) {
+      const subnet = this.table.subnetOf(slot);
+      if (subnet !== undefined) peers.push([slot, formatIp4Net(subnet)]);
+    }
+    return this.counterSet.snapshot(peers);
+  }
+
+  /** Stops and closes the TUN fd and sockets. A persistent TUN (persist: true) stays with its routes. */
+  close(): void {
+    if (this.closed) return;
+    this.stop();
+    this.closed = true;
+    this.tx.release(this.native);
+    this.rx.release(this.native);
+    const errors: string[] = [];
+    for (const fd of [this.tunFd, this.recvFd, ...this.sendFds]) {
+      try {
+        this.native.closeFd(fd);
+      } catch (err) {
+        errors.push((err as Error).message);
+      }
+    }
+    if (errors.length > 0) this.log.warn({ tun: this.tunName, errors }, 'closing data-plane fds failed');
+    this.log.info({ tun: this.tunName }, 'VXLAN data plane closed');
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new DataplaneConfigError(`data plane on ${this.tunName} is closed`);
+  }
+
+  private handleIoError(direction: 'tun' | 'udp', errno: number): void {
+    const what = direction === 'tun' ? `read TUN ${this.tunName}` : `receive UDP 0.0.0.0:${this.port}`;
+    const [code, text] = getSystemErrorMap().get(-errno) ?? [`E${errno}`, `errno ${errno}`];
+    const message = `${what}: ${text} (${code})`;
+    const key = `${direction}:${errno}`;
+    if (TRANSIENT_ERRNOS.has(errno)) {
+      if (!this.loggedErrnos.has(key)) {
+        this.loggedErrnos.add(key);
+        this.log.warn({ tun: this.tunName, direction, errno }, `${message} (transient; further occurrences only counted)`);
+      }
+      return;
+    }
+    // A persistent error would make the level-triggered poll fire forever: stop instead of spinning.
+    this.stop();
+    const err = new DataplaneIoError(`${message}; data plane stopped`, errno);
+    this.log.error({ tun: this.tunName, direction, errno, err }, err.message);
+    this.onFatal?.(err);
+  }
+}
