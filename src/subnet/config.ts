@@ -67,7 +67,10 @@ function readInt(f: GoFields, field: string, prefix: string, def: number, min: n
   if (v === undefined) return def;
   if (typeof v !== 'number') throw new ConfigError(`${prefix}${field} must be a number, got ${jsonTypeName(v)}`);
   if (!Number.isInteger(v)) throw new ConfigError(`${prefix}${field} must be an integer, got ${v}`);
-  if (v < min || v > max) throw new ConfigError(`${prefix}${field} must be between ${min} and ${max}, got ${v}`);
+  if (v < min || v > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `at least ${min}` : `between ${min} and ${max}`;
+    throw new ConfigError(`${prefix}${field} must be ${range}, got ${v}`);
+  }
   return v;
 }
 

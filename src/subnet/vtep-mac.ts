@@ -7,10 +7,14 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { MacParseError, formatMac, parseMac } from './lease-codec';
 
+export class VtepMacError extends Error {
+  override name = 'VtepMacError';
+}
+
 /** Random MAC, unicast and locally administered: first octet (b & 0xfe) | 0x02, as flannel. */
 export function generateVtepMac(randomBytes: (n: number) => Uint8Array = crypto.randomBytes): Uint8Array {
   const b = Uint8Array.from(randomBytes(6));
-  if (b.length !== 6) throw new Error(`randomBytes returned ${b.length} bytes, want 6`);
+  if (b.length !== 6) throw new VtepMacError(`randomBytes returned ${b.length} bytes, want 6`);
   b[0] = (b[0]! & 0xfe) | 0x02;
   return b;
 }
@@ -55,7 +59,7 @@ async function writeAtomically(file: string, content: string): Promise<void> {
     await fs.rename(tmp, file);
   } catch (e) {
     await fs.rm(tmp, { force: true }).catch(() => undefined);
-    throw new Error(`cannot write VTEP MAC file ${file}: ${errText(e)}`, { cause: e });
+    throw new VtepMacError(`cannot write VTEP MAC file ${file}: ${errText(e)}`, { cause: e });
   }
 }
 

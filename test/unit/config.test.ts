@@ -117,7 +117,7 @@ t.test('type errors name the field', async (t) => {
   rejects(t, '{"Network":"fc00::/48"}', /^Network must be an IPv4 CIDR/);
   rejects(t, '{"Network":"10.5.0.0/16","SubnetLen":"24"}', /^SubnetLen must be a number/);
   rejects(t, '{"Network":"10.5.0.0/16","SubnetLen":24.5}', /^SubnetLen must be an integer/);
-  rejects(t, '{"Network":"10.5.0.0/16","SubnetLen":-1}', /^SubnetLen must be between 0/);
+  rejects(t, '{"Network":"10.5.0.0/16","SubnetLen":-1}', 'SubnetLen must be at least 0, got -1');
   rejects(t, '{"Network":"10.5.0.0/16","SubnetMin":"10.5.1"}', /^SubnetMin must be an IPv4 address/);
   rejects(t, '{"Network":"10.5.0.0/16","SubnetMax":true}', /^SubnetMax must be a string/);
   rejects(t, '{"Network":"10.5.0.0/16","EnableIPv4":"yes"}', /^EnableIPv4 must be a boolean/);
@@ -128,7 +128,7 @@ t.test('type errors name the field', async (t) => {
   rejects(t, '{"Network":"10.5.0.0/16","Backend":{"VNI":16777216}}', /^Backend\.VNI must be between 1 and 16777215/);
   rejects(t, '{"Network":"10.5.0.0/16","Backend":{"Port":65536}}', /^Backend\.Port must be between 0 and 65535/);
   rejects(t, '{"Network":"10.5.0.0/16","Backend":{"Port":-1}}', /^Backend\.Port must be between/);
-  rejects(t, '{"Network":"10.5.0.0/16","Backend":{"MTU":-5}}', /^Backend\.MTU must be between 0/);
+  rejects(t, '{"Network":"10.5.0.0/16","Backend":{"MTU":-5}}', 'Backend.MTU must be at least 0, got -5');
   rejects(t, '{"Network":"10.5.0.0/16","Backend":{"GBP":1}}', /^Backend\.GBP must be a boolean/);
   rejects(t, '{"Network":"10.5.0.0/16","Backend":{"DirectRouting":"true"}}', /^Backend\.DirectRouting must be a boolean/);
   // Go decodes (type-checks) fields of a disabled family too.

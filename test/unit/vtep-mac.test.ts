@@ -1,7 +1,7 @@
 import t, { Test } from 'tap';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { generateVtepMac, loadOrCreateVtepMac, vtepMacPath } from '../../src/subnet/vtep-mac';
+import { VtepMacError, generateVtepMac, loadOrCreateVtepMac, vtepMacPath } from '../../src/subnet/vtep-mac';
 import { parseMac } from '../../src/subnet/lease-codec';
 
 async function tmpDir(t: Test): Promise<string> {
@@ -71,6 +71,7 @@ t.test('unreadable file: regenerate; unwritable: clear error', async (t) => {
 
   const blocker = path.join(dir, 'plain');
   await fs.writeFile(blocker, 'x');
+  await t.rejects(loadOrCreateVtepMac(path.join(blocker, 'mac')), VtepMacError);
   await t.rejects(loadOrCreateVtepMac(path.join(blocker, 'mac')), /cannot write VTEP MAC file/);
 
   // A self-referencing symlink cannot be read (ELOOP) but can be replaced.
