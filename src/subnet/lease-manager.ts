@@ -287,9 +287,10 @@ export class LeaseManager extends EventEmitter {
         continue;
       }
       if (!attrsEqual(now.attrs, this.opts.attrs)) {
+        const next = now.etcdLeaseId === '0' ? 'it is now a reservation, so they are not re-published' : 'ours are re-published at the next renewal';
         this.opts.log.warn(
           { key: now.key, theirs: now.attrs, ours: this.opts.attrs },
-          `own lease ${now.key} was changed in etcd by someone else; our attrs are re-published on renewal`,
+          `own lease ${now.key} was changed in etcd by someone else; ${next}`,
         );
       }
       this.lease = now;

@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import type { EtcdServer, TeardownHost } from '../../netns-fixtures/etcd';
+import { EtcdError, type Registry, type WatchHandle, type WatchHandlers } from '../../src/subnet/registry';
 
 export const PREFIX = '/coreos.com/network';
 export const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'tsflanneld');
@@ -210,4 +211,91 @@ export function captureLogger(): { log: Logger; lines: LogLine[] } {
     },
   );
   return { log, lines };
+}
+
+/**
+ * A real registry whose watches can be cut and held down, so a test can change etcd while a
+ * watcher is provably disconnected (no race with its reconnect timer).
+ */
+export class GatedRegistry implements Registry {
+  private blocked = false;
+  private readonly live = new Set<{ handle: WatchHandle; handlers: WatchHandlers }>();
+  watchAttempts = 0;
+
+  constructor(private readonly inner: Registry) {}
+
+  get endpoints(): readonly string[] {
+    return this.inner.endpoints;
+  }
+  get prefix(): string {
+    return this.inner.prefix;
+  }
+
+  /** Fails every open watch and every new one until unblock(). */
+  block(): void {
+    this.blocked = true;
+    for (const w of this.live) {
+      w.handle.cancel();
+      w.handlers.onError(new EtcdError(this.endpoints, 'watch', new Error('blocked by test')));
+    }
+    this.live.clear();
+  }
+
+  unblock(): void {
+    this.blocked = false;
+  }
+
+  watchLeases(fromRevision: string, handlers: WatchHandlers, opts?: { key?: string }): WatchHandle {
+    this.watchAttempts++;
+    if (this.blocked) {
+      setImmediate(() => handlers.onError(new EtcdError(this.endpoints, 'watch', new Error('blocked by test'))));
+      return { cancel: () => undefined };
+    }
+    const entry = { handle: { cancel: () => undefined } as WatchHandle, handlers };
+    const wrapped: WatchHandlers = {
+      onCreated: () => handlers.onCreated?.(),
+      onEvents: (e, r) => handlers.onEvents(e, r),
+      onCompacted: (r) => {
+        this.live.delete(entry);
+        handlers.onCompacted(r);
+      },
+      onError: (err) => {
+        this.live.delete(entry);
+        handlers.onError(err);
+      },
+    };
+    entry.handle = this.inner.watchLeases(fromRevision, wrapped, opts);
+    this.live.add(entry);
+    return {
+      cancel: () => {
+        this.live.delete(entry);
+        entry.handle.cancel();
+      },
+    };
+  }
+
+  getNetworkConfig(): ReturnType<Registry['getNetworkConfig']> {
+    return this.inner.getNetworkConfig();
+  }
+  listLeases(): ReturnType<Registry['listLeases']> {
+    return this.inner.listLeases();
+  }
+  getLease(key: string): ReturnType<Registry['getLease']> {
+    return this.inner.getLease(key);
+  }
+  createLease(...a: Parameters<Registry['createLease']>): ReturnType<Registry['createLease']> {
+    return this.inner.createLease(...a);
+  }
+  updateLease(...a: Parameters<Registry['updateLease']>): ReturnType<Registry['updateLease']> {
+    return this.inner.updateLease(...a);
+  }
+  deleteLease(key: string): Promise<void> {
+    return this.inner.deleteLease(key);
+  }
+  revokeEtcdLease(id: string): Promise<void> {
+    return this.inner.revokeEtcdLease(id);
+  }
+  close(): void {
+    this.inner.close();
+  }
 }
