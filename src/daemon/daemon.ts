@@ -107,7 +107,7 @@ class Daemon {
       await this.startup();
       const why = await this.ended;
       if (why.kind === 'fatal') throw why.err;
-      this.log.info('shutting down (lease is kept in etcd)');
+      this.log.info(this.manager?.acquired ? 'shutting down (the lease stays in etcd)' : 'shutting down');
     } catch (err) {
       code = 1;
       this.logFatal(err);
@@ -248,11 +248,11 @@ class Daemon {
 
   /** Reads the network config, retrying every 1 s like flanneld while it is missing, invalid or etcd is down. */
   private async waitForConfig(registry: Registry): Promise<NetworkConfig | null> {
-    let lastMessage = '';
+    let lastKind = '';
     while (!this.stopping) {
       try {
         const config = await registry.getNetworkConfig();
-        if (lastMessage !== '') this.log.info(`found network config in ${registry.prefix}/config`);
+        if (lastKind !== '') this.log.info(`found network config in ${registry.prefix}/config`);
         return config;
       } catch (err) {
         if (!(err instanceof ConfigNotFoundError || err instanceof ConfigError || err instanceof EtcdError)) throw err;
@@ -262,10 +262,11 @@ class Daemon {
             : err instanceof ConfigError
               ? `invalid network config in ${registry.prefix}/config: ${err.message}; retrying`
               : `${err.message}; retrying`;
-        // Once per distinct problem, not once a second.
-        if (message !== lastMessage) this.log.warn(message);
+        // Once per kind of problem, not once a second (etcd errors vary by endpoint and breaker state).
+        const kind = err instanceof EtcdError ? 'etcd' : message;
+        if (kind !== lastKind) this.log.warn(message);
         else this.log.debug(message);
-        lastMessage = message;
+        lastKind = kind;
       }
       await this.pause(1000);
     }
@@ -274,15 +275,16 @@ class Daemon {
 
   /** Acquires the lease; etcd outages are waited out (1 s retry), allocation failures are fatal. */
   private async acquire(manager: LeaseManager): Promise<Lease | null> {
-    let lastMessage = '';
+    let reported = false;
     while (!this.stopping) {
       try {
         return await manager.acquire();
       } catch (err) {
         if (!(err instanceof EtcdError)) throw err;
         const message = `acquiring a lease failed: ${err.message}; retrying`;
-        if (message !== lastMessage) this.log.warn(message);
-        lastMessage = message;
+        if (!reported) this.log.warn(message);
+        else this.log.debug(message);
+        reported = true;
       }
       await this.pause(1000);
     }

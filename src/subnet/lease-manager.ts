@@ -84,6 +84,10 @@ export class LeaseManager extends EventEmitter {
     this.renewRetrySec = opts.renewRetrySec ?? RENEW_RETRY_SECONDS;
   }
 
+  get acquired(): boolean {
+    return this.lease !== null;
+  }
+
   current(): Lease {
     if (!this.lease) throw new LeaseAcquireError('no lease acquired yet');
     return this.lease;
