@@ -97,6 +97,19 @@ if [ ! -d /sys/module/vxlan ]; then
 fi
 
 # --- npm deps, native addon, TypeScript ------------------------------------------------------------
+# Runs a step with its output kept aside; shown only if the step fails.
+quietly() {
+  local out
+  out="$(mktemp)"
+  if ! "$@" >"$out" 2>&1; then
+    cat "$out" >&2
+    rm -f "$out"
+    echo "install-deps: failed: $*" >&2
+    exit 1
+  fi
+  rm -f "$out"
+}
+
 lock_sum() { sha256sum package-lock.json package.json | sha256sum | cut -d' ' -f1; }
 stamp=node_modules/.tsflanneld-lock.sha256
 want="$(lock_sum)"
@@ -111,7 +124,7 @@ elif [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_mo
 fi
 if [ "$need_ci" = 1 ]; then
   log "npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
+  quietly npm ci --no-audit --no-fund --loglevel=error
 fi
 echo "$want" >"$stamp"
 
@@ -127,13 +140,7 @@ fi
 if [ "$rebuild" = 1 ]; then
   log "building native addon (node-gyp rebuild)"
   # The package's own "install" script is the node-gyp invocation npm ci would have run.
-  gyp_log="$(mktemp)"
-  if ! npm run --silent install >"$gyp_log" 2>&1; then
-    cat "$gyp_log" >&2
-    rm -f "$gyp_log"
-    exit 1
-  fi
-  rm -f "$gyp_log"
+  quietly npm run --silent install
 fi
 
 log "tsc"
