@@ -1,0 +1,365 @@
+// The data paths the iperf benchmark compares, each on its own fresh testbed:
+//   underlay   — host ↔ host over the bridged veth underlay;
+//   kernel     — containers behind two hosts with a kernel flannel.1 laid out exactly as flanneld does;
+//   tsflanneld — etcd + two hosts running the real daemon (bin/tsflanneld), containers behind each,
+//                optionally with an offload rung forced through the daemon's environment.
+import { spawn as cpSpawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { formatIp4Net, parseIp4Net } from '../src/subnet/ip4';
+import {
+  addContainer,
+  createTestbed,
+  kernelPeerAddRemote,
+  randomVtepMac,
+  setupKernelFlannelPeer,
+  waitFor,
+  type Testbed,
+  type TestHost,
+} from '../netns-fixtures/testbed';
+import type { DaemonProc, Endpoints } from './iperf-bench-measure';
+
+export const REPO = path.resolve(__dirname, '..', '..');
+export const ETCD_PREFIX = '/coreos.com/network';
+const NETWORK_CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}';
+const KERNEL_SUBNETS = ['10.5.1.0/24', '10.5.2.0/24'];
+const OVERLAY_DEV = 'flannel.1';
+
+export type PathKind = 'underlay' | 'kernel' | 'tsflanneld';
+
+export interface PathSpec {
+  /** Stable id used in JSON and file names: underlay, kernel, tsflanneld, tsflanneld-none, … */
+  id: string;
+  label: string;
+  kind: PathKind;
+  /** Offload rung forced through TSFLANNELD_OFFLOAD (tsflanneld only). */
+  rung?: string;
+}
+
+export interface PathContext {
+  mtu: number;
+  log(msg: string): void;
+  /** Extra environment for the daemons (the rung is added per path). */
+  daemonEnv: Record<string, string>;
+  /** Node options for the daemons (profiling). */
+  nodeOptions: string[];
+  /** Where each daemon writes its --cpu-prof output, if profiling. */
+  cpuProfDir?: string;
+  readyTimeoutMs: number;
+  connectTimeoutMs: number;
+  /** Called with the testbed as soon as it exists, so a signal handler can tear it down. */
+  onTestbed(bed: Testbed | null): void;
+}
+
+export interface PathSession {
+  endpoints: Endpoints;
+  /** Facts about the setup worth keeping with the results (subnets, MTU, daemon offload log lines). */
+  info: Record<string, unknown>;
+  notes: string[];
+  /** Stops daemons (reporting their warnings/errors) and tears the testbed down. */
+  close(): Promise<void>;
+}
+
+export class PathSetupError extends Error {
+  override name = 'PathSetupError';
+}
+
+export async function openPath(spec: PathSpec, ctx: PathContext): Promise<PathSession> {
+  const bed = await createTestbed({ hosts: 2, mtu: ctx.mtu, etcd: spec.kind === 'tsflanneld' });
+  ctx.onTestbed(bed);
+  const closeBed = async (): Promise<void> => {
+    ctx.onTestbed(null);
+    await bed.teardown();
+  };
+  try {
+    if (spec.kind === 'underlay') return underlay(bed, closeBed);
+    if (spec.kind === 'kernel') return await kernel(bed, closeBed);
+    return await tsflanneld(bed, spec, ctx, closeBed);
+  } catch (e) {
+    await closeBed().catch((te: Error) => ctx.log(`  teardown: ${te.message}`));
+    throw e;
+  }
+}
+
+function underlay(bed: Testbed, close: () => Promise<void>): PathSession {
+  const [h1, h2] = bed.hosts as [TestHost, TestHost];
+  return {
+    endpoints: {
+      client: h1,
+      server: h2,
+      serverIp: h2.underlayIp,
+      daemons: [],
+      dropWatch: [{ node: h1, dev: h1.underlayDev }, { node: h2, dev: h2.underlayDev }],
+    },
+    info: { client: h1.underlayIp, server: h2.underlayIp, mtu: h1.mtu, testbed: bed.prefix },
+    notes: [],
+    close,
+  };
+}
+
+async function kernel(bed: Testbed, close: () => Promise<void>): Promise<PathSession> {
+  const hosts = bed.hosts as [TestHost, TestHost];
+  const macs = [randomVtepMac(), randomVtepMac()];
+  for (let i = 0; i < 2; i++) await setupKernelFlannelPeer(hosts[i]!, { vtepMac: macs[i]!, subnet: KERNEL_SUBNETS[i]! });
+  for (let i = 0; i < 2; i++) {
+    const o = 1 - i;
+    await kernelPeerAddRemote(hosts[i]!, { subnet: KERNEL_SUBNETS[o]!, publicIp: hosts[o]!.underlayIp, vtepMac: macs[o]! });
+  }
+  const c1 = await addContainer(hosts[0], { subnet: KERNEL_SUBNETS[0]!, index: 0 });
+  const c2 = await addContainer(hosts[1], { subnet: KERNEL_SUBNETS[1]!, index: 0 });
+  const csum = await hosts[0].exec(['ip', '-d', 'link', 'show', OVERLAY_DEV]);
+  return {
+    endpoints: {
+      client: c1,
+      server: c2,
+      serverIp: c2.ip,
+      daemons: [],
+      dropWatch: hosts.map((h) => ({ node: h, dev: OVERLAY_DEV })),
+    },
+    info: {
+      client: c1.ip,
+      server: c2.ip,
+      subnets: KERNEL_SUBNETS,
+      overlayMtu: hosts[0].mtu - 50,
+      udpCsum: /\budpcsum\b/.test(csum.stdout) && !/\bnoudpcsum\b/.test(csum.stdout),
+      testbed: bed.prefix,
+    },
+    notes: [],
+    close,
+  };
+}
+
+// ------------------------------------------------------------------------------------------------
+// tsflanneld
+
+interface Daemon {
+  host: TestHost;
+  child: ChildProcess;
+  log: string;
+  subnetFile: string;
+  exited: string | null;
+  exitedP: Promise<void>;
+}
+
+function startDaemon(bed: Testbed, host: TestHost, spec: PathSpec, ctx: PathContext): Daemon {
+  const dir = path.join(bed.tmpDir, host.name);
+  fs.mkdirSync(dir, { recursive: true });
+  const subnetFile = path.join(dir, 'subnet.env');
+  const log = path.join(dir, 'tsflanneld.log');
+  const env: NodeJS.ProcessEnv = { ...process.env, ...ctx.daemonEnv };
+  if (spec.rung) env.TSFLANNELD_OFFLOAD = spec.rung;
+  const nodeOptions = [...ctx.nodeOptions];
+  if (ctx.cpuProfDir) {
+    const profDir = path.join(ctx.cpuProfDir, `${spec.id}-${host.name}`);
+    fs.mkdirSync(profDir, { recursive: true });
+    nodeOptions.push('--cpu-prof', `--cpu-prof-dir=${profDir}`);
+  }
+  const fd = fs.openSync(log, 'a');
+  const cmd = ['node', ...nodeOptions, path.join(REPO, 'bin', 'tsflanneld'),
+    '-etcd-endpoints', bed.etcdEndpoint!, '-iface', host.underlayDev, '-subnet-file', subnetFile];
+  fs.writeSync(fd, `# ${cmd.join(' ')}${spec.rung ? ` (TSFLANNELD_OFFLOAD=${spec.rung})` : ''}\n`);
+  const child = host.spawn(cmd, { stdio: ['ignore', fd, fd], env });
+  fs.closeSync(fd);
+  const d: Daemon = { host, child, log, subnetFile, exited: null, exitedP: Promise.resolve() };
+  d.exitedP = new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      d.exited = `exited with ${signal ?? `code ${code}`}`;
+      resolve();
+    });
+  });
+  return d;
+}
+
+async function stopDaemon(d: Daemon): Promise<void> {
+  if (d.exited !== null) return;
+  d.child.kill('SIGTERM');
+  const timer = setTimeout(() => d.child.kill('SIGKILL'), 10000);
+  await d.exitedP;
+  clearTimeout(timer);
+}
+
+function readSubnetEnv(file: string): Record<string, string> | null {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+  const env: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const eq = line.indexOf('=');
+    if (eq > 0) env[line.slice(0, eq)] = line.slice(eq + 1).trim();
+  }
+  return env.FLANNEL_SUBNET && env.FLANNEL_MTU ? env : null;
+}
+
+/** The daemon's log lines (pino JSON or plain) as "level: msg {fields}" text. */
+export function readDaemonLog(file: string): string[] {
+  let text = '';
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  const levels: Record<number, string> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
+  return text
+    .split('\n')
+    .filter((l) => l.trim().length > 0 && !l.startsWith('# '))
+    .map((line) => {
+      try {
+        const j = JSON.parse(line) as Record<string, unknown>;
+        const { level, msg, time: _t, pid: _p, hostname: _h, ...rest } = j;
+        const extra = Object.keys(rest).length > 0 ? ` ${JSON.stringify(rest)}` : '';
+        return `${levels[level as number] ?? String(level)}: ${String(msg ?? '')}${extra}`;
+      } catch {
+        return line;
+      }
+    });
+}
+
+function tail(lines: string[], n: number): string {
+  return lines.slice(-n).join('\n');
+}
+
+/** The real pid of the daemon: spawn goes through `ip netns exec` + setpriv, which both exec in place. */
+function daemonPid(d: Daemon): number {
+  const pid = d.child.pid;
+  if (pid === undefined) throw new PathSetupError(`${d.host.name}: tsflanneld has no pid`);
+  const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  if (cmdline.includes('tsflanneld')) return pid;
+  // Some wrapper forked instead of exec'ing: take its child running the daemon.
+  const kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+  for (const k of kids) {
+    if (fs.readFileSync(`/proc/${k}/cmdline`, 'utf8').includes('tsflanneld')) return k;
+  }
+  throw new PathSetupError(`${d.host.name}: cannot find the tsflanneld process under pid ${pid}`);
+}
+
+/** True if the built daemon (JS or addon) mentions the variable at all; otherwise rungs can't be forced. */
+export function daemonReadsEnv(name: string): boolean {
+  const roots = [path.join(REPO, 'dist', 'src'), path.join(REPO, 'build', 'Release')];
+  const stack = roots.filter((r) => fs.existsSync(r));
+  while (stack.length > 0) {
+    const p = stack.pop()!;
+    const st = fs.statSync(p);
+    if (st.isDirectory()) {
+      for (const e of fs.readdirSync(p)) if (e !== 'obj.target' && e !== '.deps') stack.push(path.join(p, e));
+    } else if (/\.(js|node)$/.test(p) && fs.readFileSync(p).includes(name)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+async function diagnose(host: TestHost, peerSubnet: string): Promise<string> {
+  const link = await host.exec(['ip', '-d', 'link', 'show', OVERLAY_DEV], { allowFail: true });
+  const route = await host.exec(['ip', 'route', 'show', peerSubnet], { allowFail: true });
+  const linkText = link.code === 0 ? link.stdout.split('\n').slice(0, 3).map((l) => l.trim()).join(' ') : `no ${OVERLAY_DEV} device`;
+  const routeText = route.stdout.trim() || 'none';
+  return `${host.name}: ${linkText}; route to ${peerSubnet}: ${routeText}`;
+}
+
+async function tsflanneld(bed: Testbed, spec: PathSpec, ctx: PathContext, closeBed: () => Promise<void>): Promise<PathSession> {
+  const hosts = bed.hosts as [TestHost, TestHost];
+  await bed.etcd!.etcdctl(['put', `${ETCD_PREFIX}/config`, NETWORK_CONFIG]);
+  const daemons = hosts.map((h) => startDaemon(bed, h, spec, ctx));
+  const stopAll = async (): Promise<void> => {
+    await Promise.all(daemons.map(stopDaemon));
+  };
+  const fail = async (msg: string): Promise<never> => {
+    await stopAll();
+    const logs = daemons.map((d) => `--- ${d.host.name} tsflanneld log (last lines) ---\n${tail(readDaemonLog(d.log), 12)}`).join('\n');
+    throw new PathSetupError(`${msg}\n${logs}`);
+  };
+
+  const envs: Array<Record<string, string>> = [];
+  try {
+    await Promise.all(
+      daemons.map(async (d, i) => {
+        envs[i] = await waitFor(
+          `${d.host.name} subnet.env`,
+          async () => {
+            if (d.exited) throw new PathSetupError(`tsflanneld on ${d.host.name} ${d.exited}`);
+            return readSubnetEnv(d.subnetFile);
+          },
+          ctx.readyTimeoutMs,
+          200,
+        );
+      }),
+    );
+  } catch (e) {
+    return fail(`tsflanneld did not become ready: ${(e as Error).message}`);
+  }
+  const subnets = envs.map((e) => formatIp4Net(parseIp4Net(e.FLANNEL_SUBNET!)));
+  const mtus = envs.map((e) => Number(e.FLANNEL_MTU));
+  const c1 = await addContainer(hosts[0], { subnet: subnets[0]!, index: 0, mtu: mtus[0]! });
+  const c2 = await addContainer(hosts[1], { subnet: subnets[1]!, index: 0, mtu: mtus[1]! });
+
+  let procs: DaemonProc[];
+  try {
+    procs = daemons.map((d, i) => ({ label: `${d.host.name} ${i === 0 ? 'tx' : 'rx'}`, pid: daemonPid(d) }));
+  } catch (e) {
+    return fail((e as Error).message);
+  }
+  const endpoints: Endpoints = {
+    client: c1,
+    server: c2,
+    serverIp: c2.ip,
+    daemons: procs,
+    dropWatch: hosts.map((h) => ({ node: h, dev: OVERLAY_DEV })),
+  };
+
+  // Routes and peers land shortly after the lease appears; give the daemons time to forward.
+  const deadline = Date.now() + ctx.connectTimeoutMs;
+  let forwarding = false;
+  while (!forwarding && Date.now() < deadline) {
+    const res = await c1.exec(['ping', '-n', '-c', '1', '-W', '1', c2.ip], { allowFail: true, timeoutMs: 5000 });
+    forwarding = res.code === 0;
+    const dead = daemons.find((d) => d.exited);
+    if (dead) return fail(`tsflanneld on ${dead.host.name} ${dead.exited} after startup`);
+  }
+  if (!forwarding) {
+    const diag = [await diagnose(hosts[0], subnets[1]!), await diagnose(hosts[1], subnets[0]!)].join('\n');
+    return fail(
+      `tsflanneld does not forward: no ping reply from ${c1.ip} (${hosts[0].name}) to ${c2.ip} (${hosts[1].name}) ` +
+        `within ${Math.round(ctx.connectTimeoutMs / 1000)} s; both daemons are running and wrote subnet.env ` +
+        `(${subnets.join(', ')}, MTU ${mtus.join('/')})\n${diag}`,
+    );
+  }
+
+  const offloadLines = readDaemonLog(daemons[0]!.log).filter((l) => /offload|vnet|gso|gro|\buso\b|rung/i.test(l));
+  const notes: string[] = [];
+  if (spec.rung && offloadLines.length === 0) notes.push(`daemon logged nothing about offloads with TSFLANNELD_OFFLOAD=${spec.rung}`);
+  return {
+    endpoints,
+    info: {
+      client: c1.ip,
+      server: c2.ip,
+      subnets,
+      overlayMtu: mtus[0],
+      rung: spec.rung ?? 'default',
+      daemonOffloadLog: offloadLines.slice(0, 8),
+      daemonPids: procs.map((p) => p.pid),
+      testbed: bed.prefix,
+    },
+    notes,
+    close: async () => {
+      await stopAll();
+      const problems = daemons.flatMap((d) => readDaemonLog(d.log).filter((l) => /^(warn|error|fatal):/.test(l)).map((l) => `${d.host.name}: ${l}`));
+      if (problems.length > 0) ctx.log(`  daemon warnings/errors:\n    ${problems.slice(0, 10).join('\n    ')}`);
+      await closeBed();
+    },
+  };
+}
+
+/** perf record on the daemons for `seconds` (root pid namespace: pids are global). */
+export function perfRecord(pids: number[], seconds: number, out: string): Promise<string> {
+  return new Promise((resolve) => {
+    const args = ['record', '-F', '499', '-g', '-o', out, '-p', pids.join(','), '--', 'sleep', String(Math.max(1, Math.round(seconds)))];
+    const child = cpSpawn('perf', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr!.on('data', (b: Buffer) => (err = (err + b.toString()).slice(-2000)));
+    child.on('error', (e) => resolve(`perf: ${e.message}`));
+    child.on('exit', (code) => resolve(code === 0 ? '' : `perf record exit ${code}: ${err.trim()}`));
+  });
+}
