@@ -25,6 +25,8 @@ import {
 } from './testbed';
 
 const REPO = path.resolve(__dirname, '..', '..');
+// Another build of the daemon can be demoed by pointing this at its entry script.
+const DAEMON_BIN = process.env.TSFLANNELD_DEMO_BIN ?? path.join(REPO, 'bin', 'tsflanneld');
 const ETCD_PREFIX = '/coreos.com/network';
 const NETWORK_CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}';
 // Far from where allocation starts (SubnetMin 10.5.1.0), though the allocator skips it anyway.
@@ -115,7 +117,7 @@ function startDaemon(bed: Testbed, node: Node, endpoint: string): string {
   node.log = path.join(dir, 'tsflanneld.log');
   const fd = fs.openSync(node.log, 'a');
   const child = node.host.spawn(
-    ['node', path.join(REPO, 'bin', 'tsflanneld'), '-etcd-endpoints', endpoint, '-iface', node.host.underlayDev, '-subnet-file', subnetFile],
+    ['node', DAEMON_BIN, '-etcd-endpoints', endpoint, '-iface', node.host.underlayDev, '-subnet-file', subnetFile],
     { stdio: ['ignore', fd, fd] },
   );
   fs.closeSync(fd);
