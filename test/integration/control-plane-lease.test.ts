@@ -114,7 +114,8 @@ t.test('daemon logs peers from etcd, including a foreign flanneld lease', async 
   const b = startNode(t, etcd, { publicIp: '192.0.2.107', dir: tmpDir(t) });
   const bSubnet = subnetOfEnv(await b.waitForSubnetEnv());
   await a.waitForLog(new RegExp(`^peer lease added: ${bSubnet.replace(/\./g, '\\.')} at 192\\.0\\.2\\.107$`));
-  t.ok(b.findLog(/^peer lease added: 10\.5\.72\.0\/24/), 'B sees the foreign lease in its snapshot');
+  // B's watcher starts after its subnet.env is written, so wait for its snapshot too.
+  t.ok(await b.waitForLog(/^peer lease added: 10\.5\.72\.0\/24/), 'B sees the foreign lease in its snapshot');
   t.equal(await a.stop(), 0);
   t.equal(await b.stop(), 0);
 });
