@@ -393,7 +393,12 @@ export async function measureRepetition(ep: Endpoints, server: IperfServerHandle
       const r = await measureUdp(ep, server, size, opts);
       rep.udp[String(size)] = r;
       const how = r.senderBound ? ' (sender-bound)' : '';
-      opts.log(`    UDP ${size} B: ${(r.pps / 1000).toFixed(1)} kpps at ${r.lossPercent?.toFixed(2) ?? '—'} % loss${how}, ${r.trials.length} trials`);
+      const last = r.trials[r.trials.length - 1]!;
+      opts.log(
+        r.pps > 0
+          ? `    UDP ${size} B: ${(r.pps / 1000).toFixed(1)} kpps at ${r.lossPercent?.toFixed(2)} % loss${how}, ${r.trials.length} trials`
+          : `    UDP ${size} B: no trial under ${opts.udpMaxLossPercent} % loss (last: ${(last.recvPps / 1000).toFixed(1)} kpps received, ${last.lossPercent.toFixed(1)} % lost), ${r.trials.length} trials`,
+      );
     });
   }
   const after = await snapshotDrops(ep).catch(() => null);

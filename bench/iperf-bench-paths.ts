@@ -1,6 +1,9 @@
 // The data paths the iperf benchmark compares, each on its own fresh testbed:
 //   underlay   — host ↔ host over the bridged veth underlay;
 //   kernel     — containers behind two hosts with a kernel flannel.1 laid out exactly as flanneld does;
+//   dataplane  — the daemon's data plane alone (src/dataplane/static-runner.js with a fixed peer
+//                table, TUN address/route/MTU set here as the route manager would), containers behind;
+//                isolates the packet path from the control plane;
 //   tsflanneld — etcd + two hosts running the real daemon (bin/tsflanneld), containers behind each,
 //                optionally with an offload rung forced through the daemon's environment.
 import { spawn as cpSpawn, type ChildProcess } from 'node:child_process';
@@ -25,7 +28,7 @@ const NETWORK_CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}';
 const KERNEL_SUBNETS = ['10.5.1.0/24', '10.5.2.0/24'];
 const OVERLAY_DEV = 'flannel.1';
 
-export type PathKind = 'underlay' | 'kernel' | 'tsflanneld';
+export type PathKind = 'underlay' | 'kernel' | 'dataplane' | 'tsflanneld';
 
 export interface PathSpec {
   /** Stable id used in JSON and file names: underlay, kernel, tsflanneld, tsflanneld-none, … */
@@ -74,6 +77,7 @@ export async function openPath(spec: PathSpec, ctx: PathContext): Promise<PathSe
   try {
     if (spec.kind === 'underlay') return underlay(bed, closeBed);
     if (spec.kind === 'kernel') return await kernel(bed, closeBed);
+    if (spec.kind === 'dataplane') return await dataplane(bed, spec, ctx, closeBed);
     return await tsflanneld(bed, spec, ctx, closeBed);
   } catch (e) {
     await closeBed().catch((te: Error) => ctx.log(`  teardown: ${te.message}`));
@@ -127,6 +131,125 @@ async function kernel(bed: Testbed, close: () => Promise<void>): Promise<PathSes
     notes: [],
     close,
   };
+}
+
+// ------------------------------------------------------------------------------------------------
+// data plane alone (static runner)
+
+const RUNNER = path.join(REPO, 'dist', 'src', 'dataplane', 'static-runner.js');
+
+interface RunnerProc {
+  host: TestHost;
+  child: ChildProcess;
+  pid: number;
+  stderr: () => string;
+  exited: () => string | null;
+  stop(): Promise<void>;
+}
+
+async function startRunner(host: TestHost, cfg: object, ctx: PathContext, spec: PathSpec): Promise<RunnerProc> {
+  if (!fs.existsSync(RUNNER)) throw new PathSetupError(`${RUNNER} missing: build first`);
+  const nodeOptions = [...ctx.nodeOptions];
+  if (ctx.cpuProfDir) {
+    const profDir = path.join(ctx.cpuProfDir, `${spec.id}-${host.name}`);
+    fs.mkdirSync(profDir, { recursive: true });
+    nodeOptions.push('--cpu-prof', `--cpu-prof-dir=${profDir}`);
+  }
+  const child = host.spawn(['node', ...nodeOptions, RUNNER, JSON.stringify(cfg)], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, ...ctx.daemonEnv },
+  });
+  let out = '';
+  let err = '';
+  let exited: string | null = null;
+  const exitedP = new Promise<void>((resolve) =>
+    child.on('exit', (code, signal) => {
+      exited = `exited with ${signal ?? `code ${code}`}`;
+      resolve();
+    }),
+  );
+  child.stdout!.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-20000)));
+  child.stderr!.on('data', (b: Buffer) => (err = (err + b.toString()).slice(-8000)));
+  const stop = async (): Promise<void> => {
+    if (exited !== null) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10000);
+    await exitedP;
+    clearTimeout(timer);
+  };
+  let ready: { pid?: number } | undefined;
+  try {
+    ready = await waitFor(`data-plane runner on ${host.name}`, async () => {
+      if (exited !== null) throw new PathSetupError(`static-runner on ${host.name} ${exited}: ${err.trim().slice(-1500)}`);
+      const line = out.split('\n').find((l) => l.includes('"event":"ready"'));
+      return line ? (JSON.parse(line) as { pid?: number }) : undefined;
+    }, 15000, 50);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { host, child, pid: ready.pid ?? child.pid!, stderr: () => err, exited: () => exited, stop };
+}
+
+async function dataplane(bed: Testbed, spec: PathSpec, ctx: PathContext, close: () => Promise<void>): Promise<PathSession> {
+  const hosts = bed.hosts as [TestHost, TestHost];
+  const mtu = ctx.mtu - 50;
+  const nodes = hosts.map((h, i) => ({ host: h, subnet: KERNEL_SUBNETS[i]!, gw: KERNEL_SUBNETS[i]!.split('/')[0]!, mac: randomVtepMac() }));
+  const runners: RunnerProc[] = [];
+  const stopAll = async (): Promise<void> => {
+    await Promise.all(runners.map((r) => r.stop()));
+  };
+  try {
+    for (const [i, n] of nodes.entries()) {
+      const peer = nodes[1 - i]!;
+      runners.push(
+        await startRunner(n.host, {
+          tunName: OVERLAY_DEV,
+          vni: 1,
+          localMac: n.mac,
+          peers: [{ subnet: peer.subnet, publicIp: peer.host.underlayIp, vtepMac: peer.mac }],
+        }, ctx, spec),
+      );
+    }
+    // What the route manager does for the TUN: address .0/32, MTU, up, an onlink route per peer.
+    for (const [i, n] of nodes.entries()) {
+      const peer = nodes[1 - i]!;
+      await n.host.exec(['ip', 'addr', 'replace', `${n.gw}/32`, 'dev', OVERLAY_DEV]);
+      await n.host.exec(['ip', 'link', 'set', OVERLAY_DEV, 'mtu', String(mtu), 'up']);
+      await n.host.exec(['ip', 'route', 'replace', peer.subnet, 'via', peer.gw, 'dev', OVERLAY_DEV, 'onlink']);
+    }
+    const c1 = await addContainer(hosts[0], { subnet: nodes[0]!.subnet, index: 0, mtu });
+    const c2 = await addContainer(hosts[1], { subnet: nodes[1]!.subnet, index: 0, mtu });
+    const deadline = Date.now() + ctx.connectTimeoutMs;
+    let forwarding = false;
+    while (!forwarding && Date.now() < deadline) {
+      forwarding = (await c1.exec(['ping', '-n', '-c', '1', '-W', '1', c2.ip], { allowFail: true, timeoutMs: 5000 })).code === 0;
+      const dead = runners.find((r) => r.exited() !== null);
+      if (dead) throw new PathSetupError(`static-runner on ${dead.host.name} ${dead.exited()}: ${dead.stderr().trim().slice(-1500)}`);
+    }
+    if (!forwarding) {
+      throw new PathSetupError(`data plane does not forward: no ping reply from ${c1.ip} to ${c2.ip} within ${Math.round(ctx.connectTimeoutMs / 1000)} s\n` +
+        runners.map((r) => `--- ${r.host.name} runner stderr ---\n${r.stderr().trim().split('\n').slice(-10).join('\n')}`).join('\n'));
+    }
+    return {
+      endpoints: {
+        client: c1,
+        server: c2,
+        serverIp: c2.ip,
+        daemons: runners.map((r, i) => ({ label: `${r.host.name} ${i === 0 ? 'tx' : 'rx'}`, pid: r.pid })),
+        dropWatch: hosts.map((h) => ({ node: h, dev: OVERLAY_DEV })),
+      },
+      info: { client: c1.ip, server: c2.ip, subnets: KERNEL_SUBNETS, overlayMtu: mtu, runner: path.relative(REPO, RUNNER), testbed: bed.prefix },
+      notes: [],
+      close: async () => {
+        await stopAll();
+        await close();
+      },
+    };
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ export interface PathResult {
   /** Labels of the sampled daemons (sender first). */
   daemonLabels: string[];
   seconds: number;
+  /** /proc/loadavg (1, 5, 15 min) when the path started: other work on the machine skews results. */
+  loadAvg: number[];
 }
 
 export interface MachineInfo {
@@ -133,6 +135,7 @@ function cellPing(r: PathResult): string {
 function cellUdp(r: PathResult, size: number): string {
   const k = r.values[`udp${size}Kpps`];
   if (k === undefined) return '—';
+  if (k === 0) return 'no trial under the loss limit';
   const loss = r.values[`udp${size}Loss`];
   const bound = (r.values[`udp${size}SenderBound`] ?? 0) >= 0.5 ? ' ‡' : '';
   return `${fmtNum(k)} kpps${fmtRatio(r.ratios[`udp${size}Kpps`])}${loss !== undefined ? `, ${loss.toFixed(2)} % loss` : ''}${bound}`;
@@ -191,7 +194,8 @@ export function headlines(results: PathResult[], udpSizes: number[], streams: nu
     if (r.values.pingAvgUs !== undefined) parts.push(`ping ${r.values.pingAvgUs.toFixed(0)} µs${r.spec.kind === 'kernel' ? '' : rel(r.ratios.pingAvgUs)}`);
     for (const s of udpSizes) {
       const k = r.values[`udp${s}Kpps`];
-      if (k !== undefined) parts.push(`UDP ${s} B ${fmtNum(k)} kpps${r.spec.kind === 'kernel' ? '' : rel(r.ratios[`udp${s}Kpps`])}`);
+      if (k === 0) parts.push(`UDP ${s} B: no trial under the loss limit`);
+      else if (k !== undefined) parts.push(`UDP ${s} B ${fmtNum(k)} kpps${r.spec.kind === 'kernel' ? '' : rel(r.ratios[`udp${s}Kpps`])}`);
     }
     if (r.daemonLabels.length > 0) {
       const per = r.daemonLabels.map((_, i) => fmtNum(r.values[`cpuPerGbit${i}`], 2)).join(' + ');
@@ -212,7 +216,7 @@ interface Panel {
   digits: number;
 }
 
-const COLORS: Record<string, string> = { underlay: '#8c8c8c', kernel: '#1f77b4', tsflanneld: '#e6550d', rung: '#fd8d3c' };
+const COLORS: Record<string, string> = { underlay: '#8c8c8c', kernel: '#1f77b4', dataplane: '#9467bd', tsflanneld: '#e6550d', rung: '#fd8d3c' };
 
 function barColor(spec: PathSpec): string {
   if (spec.kind === 'tsflanneld' && spec.rung) return COLORS.rung!;
@@ -255,7 +259,8 @@ export function svgChart(results: PathResult[], udpSizes: number[], streams: num
       const { v, range } = valueOf(r, p.key);
       parts.push(`<text x="${labelW}" y="${y + 15}" class="label" text-anchor="end">${escapeXml(r.spec.label)}</text>`);
       if (v === undefined) {
-        const why = r.error ? 'not measured (error)' : r.spec.kind !== 'tsflanneld' && p.key === 'cpuPerGbitSum' ? 'n/a (in kernel)' : 'no result';
+        const inKernel = r.spec.kind === 'underlay' || r.spec.kind === 'kernel';
+        const why = r.error ? 'not measured (error)' : inKernel && p.key === 'cpuPerGbitSum' ? 'n/a (in kernel)' : 'no result';
         parts.push(`<text x="${barX}" y="${y + 15}" class="${r.error ? 'err' : 'na'}">${why}</text>`);
       } else {
         const w = max > 0 ? (v / max) * barMaxW : 0;
@@ -266,7 +271,7 @@ export function svgChart(results: PathResult[], udpSizes: number[], streams: num
           const cy = y + rowH / 2;
           parts.push(`<path d="M${x0.toFixed(1)} ${cy}H${x1.toFixed(1)}M${x0.toFixed(1)} ${cy - 4}V${cy + 4}M${x1.toFixed(1)} ${cy - 4}V${cy + 4}" class="whisker"/>`);
         }
-        const rel = r.spec.kind === 'kernel' || r.ratios[p.key] === undefined ? '' : `  ${r.ratios[p.key]!.toFixed(2)}× kernel`;
+        const rel = r.spec.kind === 'kernel' || r.ratios[p.key] === undefined ? '' : ` · ${r.ratios[p.key]!.toFixed(2)}× kernel`;
         const textX = barX + Math.max(w, range && max > 0 ? (range[1] / max) * barMaxW : 0) + 6;
         parts.push(`<text x="${textX.toFixed(1)}" y="${y + 15}" class="value">${fmtNum(v, p.digits)}${escapeXml(rel)}</text>`);
       }
@@ -283,7 +288,7 @@ export function svgChart(results: PathResult[], udpSizes: number[], streams: num
     '<text x="10" y="22" style="font-size:17px;font-weight:bold">tsflanneld vs kernel VXLAN vs underlay (medians; whiskers = min–max)</text>',
     `<text x="10" y="40" class="sub">${escapeXml(subtitle)}</text>`,
     ...parts,
-    `<text x="10" y="${H - 8}" class="sub">Bar colours: grey underlay, blue kernel flannel.1, dark orange tsflanneld default, light orange forced offload rungs.</text>`,
+    `<text x="10" y="${H - 8}" class="sub">Bar colours: grey underlay, blue kernel flannel.1, purple data plane alone, dark orange tsflanneld default, light orange forced offload rungs.</text>`,
     '</svg>',
     '',
   ].join('\n');

@@ -5,6 +5,7 @@
 // bench/out/<timestamp>.{json,svg}; full runs also update bench/RESULTS.md and bench/results-latest.svg.
 // A path that fails is recorded with its error and the others still run; no thresholds anywhere.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { Testbed } from '../netns-fixtures/testbed';
 import { IperfServerHandle, measureRepetition, type MeasureOptions } from './iperf-bench-measure';
@@ -14,6 +15,9 @@ import { fileTimestamp } from './iperf-bench-stats';
 
 const ALL_RUNGS = ['full', 'no-tun-uso', 'no-udp-gro', 'no-udp-gso', 'none'];
 const OFFLOAD_ENV = 'TSFLANNELD_OFFLOAD';
+// A 1-minute load average above this when a path starts is noted in its row (others share the cores).
+const BUSY_LOAD = 1.5;
+const ALL_PATHS = ['underlay', 'kernel', 'dataplane', 'tsflanneld'];
 
 interface Args {
   quick: boolean;
@@ -36,7 +40,8 @@ interface Args {
 
 const USAGE = `usage: npm run bench -- [options]
   --quick               1 repetition, short runs (development); does not touch RESULTS.md
-  --only LIST           paths to run, comma-separated: underlay,kernel,tsflanneld (default: all)
+  --only LIST           paths to run, comma-separated: ${ALL_PATHS.join(',')} (default: all);
+                        dataplane = the data plane alone (static runner, no etcd/daemon)
   --rungs LIST          offload rungs to force via ${OFFLOAD_ENV} (default: ${ALL_RUNGS.join(',')});
                         "" = only the daemon's default
   --reps N              repetitions per path (default 3, quick 1)
@@ -58,7 +63,7 @@ Environment: TSFLANNELD_NODE_OPTIONS = extra node options for the daemons (e.g. 
 function parseArgs(argv: string[]): Args {
   const a: Args = {
     quick: false,
-    only: new Set(['underlay', 'kernel', 'tsflanneld']),
+    only: new Set(ALL_PATHS),
     rungs: ALL_RUNGS,
     reps: NaN,
     tcpSeconds: NaN,
@@ -117,7 +122,7 @@ function parseArgs(argv: string[]): Args {
       process.exit(0);
     } else bad(`unknown option ${k}`);
   }
-  for (const p of a.only) if (!['underlay', 'kernel', 'tsflanneld'].includes(p)) bad(`unknown path ${p} in --only`);
+  for (const p of a.only) if (!ALL_PATHS.includes(p)) bad(`unknown path ${p} in --only`);
   for (const r of a.rungs) if (!ALL_RUNGS.includes(r)) bad(`unknown rung ${r} (known: ${ALL_RUNGS.join(', ')})`);
   if (Number.isNaN(a.reps)) a.reps = a.quick ? 1 : 3;
   if (Number.isNaN(a.tcpSeconds)) a.tcpSeconds = a.quick ? 3 : 10;
@@ -134,6 +139,7 @@ function pathSpecs(args: Args, notes: string[]): PathSpec[] {
   const specs: PathSpec[] = [];
   if (args.only.has('underlay')) specs.push({ id: 'underlay', label: 'underlay veth (host ↔ host)', kind: 'underlay' });
   if (args.only.has('kernel')) specs.push({ id: 'kernel', label: 'kernel VXLAN (flannel.1)', kind: 'kernel' });
+  if (args.only.has('dataplane')) specs.push({ id: 'dataplane', label: 'tsflanneld data plane alone (static runner)', kind: 'dataplane' });
   if (args.only.has('tsflanneld')) {
     specs.push({ id: 'tsflanneld', label: 'tsflanneld', kind: 'tsflanneld' });
     if (args.rungs.length > 0) {
@@ -188,9 +194,11 @@ async function main(): Promise<number> {
   for (const spec of specs) {
     if (interrupted) break;
     const t0 = Date.now();
-    const result: PathResult = { spec, notes: [], reps: [], values: {}, ranges: {}, ratios: {}, daemonLabels: [], seconds: 0 };
+    const loadAvg = os.loadavg().map((x) => Math.round(x * 100) / 100);
+    const result: PathResult = { spec, notes: [], reps: [], values: {}, ranges: {}, ratios: {}, daemonLabels: [], seconds: 0, loadAvg };
     results.push(result);
-    say(`\n== ${spec.label}`);
+    say(`\n== ${spec.label} (load average ${loadAvg.join(' ')})`);
+    if (loadAvg[0]! > BUSY_LOAD) result.notes.push(`machine busy at start (load ${loadAvg[0]})`);
     try {
       const session = await openPath(spec, {
         mtu: args.mtu,
