@@ -33,9 +33,12 @@ export interface DataPlaneContext {
 }
 
 /**
- * The data plane and route manager, as seen by the daemon. Calls are serialized: start() once,
- * then applyEvents() batches in etcd order (the first batch is the initial snapshot as 'added'
- * events), then stop() once. A rejected promise is fatal for the daemon.
+ * The data plane and route manager, as seen by the daemon. Calls are serialized: start() once
+ * (before subnet.env is written), then applyEvents() batches in etcd order — the first call is the
+ * initial snapshot of peer leases as 'added' events, delivered even when empty so stale state from
+ * an earlier run can be pruned — then stop() once on shutdown (the daemon's lease is kept, so the
+ * data plane may keep its kernel state too). Our own lease never appears in events. A rejected
+ * promise is fatal for the daemon (exit 1).
  */
 export interface DataPlaneHooks {
   start(ctx: DataPlaneContext): Promise<void>;

@@ -142,7 +142,7 @@ export interface LeaseWatcherOptions {
 }
 
 export class LeaseWatcher {
-  /** Resolves once the initial snapshot has been delivered through onEvents (or was empty). */
+  /** Resolves once the initial snapshot (possibly an empty batch) has been delivered through onEvents. */
   readonly ready: Promise<void>;
   private resolveReady!: () => void;
   private readonly cache = new Map<string, Lease>();
@@ -176,7 +176,7 @@ export class LeaseWatcher {
       if (this.stopped) return;
       let rev: string;
       try {
-        rev = await this.resync();
+        rev = await this.resync(true);
       } catch (err) {
         if (this.stopped) return;
         if (!reported) {
@@ -221,8 +221,11 @@ export class LeaseWatcher {
     this.opts.log.warn({ key, reason }, `skipping malformed lease ${key}: ${reason}`);
   }
 
-  /** Re-lists and emits the difference to the cache; returns the revision listed at. */
-  private async resync(): Promise<string> {
+  /**
+   * Re-lists and emits the difference to the cache; returns the revision listed at. The initial
+   * snapshot is emitted even when empty: it tells the consumer the initial sync is complete.
+   */
+  private async resync(initial = false): Promise<string> {
     const list = await this.opts.registry.listLeases();
     if (this.stopped) return list.revision;
     for (const s of list.skipped) this.warnSkipped(s.key, s.reason);
@@ -241,7 +244,7 @@ export class LeaseWatcher {
         batch.push({ type: 'removed', lease });
       }
     }
-    if (batch.length > 0) this.opts.onEvents(batch);
+    if (batch.length > 0 || initial) this.opts.onEvents(batch);
     return list.revision;
   }
 
