@@ -7,8 +7,11 @@ import { createLogger, runDaemon, type DataPlaneHooks } from '../daemon/daemon';
 import { FlagError, helpText, parseFlags, type Options } from './flags';
 
 export interface MainDeps {
-  /** Builds the data plane; without it only the control plane runs. */
-  createHooks?(options: Options, log: Logger): DataPlaneHooks;
+  /**
+   * Builds the data plane; without it only the control plane runs. `fatal` reports an asynchronous
+   * fatal data-plane error to the daemon (logged once, exit 1).
+   */
+  createHooks?(options: Options, log: Logger, fatal: (err: Error) => void): DataPlaneHooks;
 }
 
 function version(): string {
@@ -46,8 +49,17 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<never> 
 
   let code: number;
   try {
-    const hooks = deps.createHooks?.(options, log);
-    code = await runDaemon(options, process.env, { log, signal: stop.signal, ...(hooks ? { hooks } : {}) });
+    // The daemon connects its reporter synchronously inside runDaemon, before any hook can run.
+    let report: (err: Error) => void = (err) => {
+      throw err;
+    };
+    const hooks = deps.createHooks?.(options, log, (err) => report(err));
+    code = await runDaemon(options, process.env, {
+      log,
+      signal: stop.signal,
+      connectFatal: (r) => (report = r),
+      ...(hooks ? { hooks } : {}),
+    });
   } catch (err) {
     log.fatal({ err }, `unexpected error: ${(err as Error).message}`);
     code = 1;

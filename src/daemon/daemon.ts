@@ -30,6 +30,8 @@ export interface DataPlaneContext {
   vtepMac: string;
   publicIp: string;
   iface: ExternalInterface;
+  /** Reports an asynchronous fatal data-plane error (e.g. persistent TUN I/O failure): logged once, exit 1. */
+  fatal(err: Error): void;
 }
 
 /**
@@ -53,6 +55,11 @@ export interface DaemonExtras {
   signal?: AbortSignal;
   /** Called once subnet.env is written; for tests and embedding. */
   onReady?(info: { lease: Lease; mtu: number; vtepMac: string }): void;
+  /**
+   * Called synchronously by runDaemon with the daemon's fatal-error reporter, for hooks that were
+   * built before the daemon and need to report asynchronous fatal errors (same as ctx.fatal).
+   */
+  connectFatal?(report: (err: Error) => void): void;
   /** Registry factory, for tests that need a differently configured client. */
   createRegistry?(options: Options): Registry;
 }
@@ -97,11 +104,16 @@ class Daemon {
         resolve(e);
       };
     });
+    extras.connectFatal?.((err) => this.dataPlaneFatal(err));
     const signal = extras.signal;
     if (signal) {
       if (signal.aborted) this.end({ kind: 'signal' });
       else signal.addEventListener('abort', () => this.end({ kind: 'signal' }), { once: true });
     }
+  }
+
+  private dataPlaneFatal(err: Error): void {
+    this.end({ kind: 'fatal', err: new DaemonError(`data plane failed: ${err.message}`) });
   }
 
   async run(): Promise<number> {
@@ -224,7 +236,7 @@ class Daemon {
     if (hooks) {
       if (this.stopping) return;
       this.hooksStarted = true;
-      await hooks.start({ lease, config, mtu, vtepMac: mac.mac, publicIp, iface });
+      await hooks.start({ lease, config, mtu, vtepMac: mac.mac, publicIp, iface, fatal: (err) => this.dataPlaneFatal(err) });
     }
     if (this.stopping) return;
 

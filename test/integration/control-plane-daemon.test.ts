@@ -99,3 +99,28 @@ t.test('a failing data plane is fatal: logged once, exit 1, hooks stopped', asyn
   t.match(fatal[0]?.msg, /^data plane failed to apply 1 lease event\(s\): netlink said no$/);
   t.same(hooks.calls, ['start', 'applyEvents', 'stop']);
 });
+
+t.test('an asynchronous fatal report from the data plane (ctx.fatal / connectFatal) stops the daemon with exit 1', async (t) => {
+  const etcd = await withEtcd(t);
+  await putConfig(etcd, { Network: '10.5.0.0/16', Backend: { Type: 'vxlan' } });
+  const subnetFile = path.join(tmpDir(t), 'subnet.env');
+  const options = parseFlags(
+    [`-etcd-endpoints=${etcd.endpoint}`, '-iface=127.0.0.1', '-public-ip=192.0.2.123', `-subnet-file=${subnetFile}`],
+    {},
+  );
+  const hooks = new RecordingHooks(subnetFile);
+  const { log, lines } = captureLogger();
+  const stop = new AbortController();
+  t.teardown(() => stop.abort());
+  let report: ((err: Error) => void) | null = null;
+  const done = runDaemon(options, {}, { hooks, log, signal: stop.signal, connectFatal: (r) => (report = r) });
+  t.ok(report, 'reporter connected synchronously');
+  await waitFor('snapshot batch', () => hooks.batches.length >= 1);
+  hooks.ctx!.fatal(new Error('TUN read failed: EIO'));
+  t.equal(await done, 1);
+  const fatal = lines.filter((l) => l.level === 60);
+  t.equal(fatal.length, 1, 'logged once');
+  t.equal(fatal[0]?.msg, 'data plane failed: TUN read failed: EIO');
+  t.same(hooks.calls, ['start', 'applyEvents', 'stop']);
+  t.ok(fs.existsSync(subnetFile));
+});
