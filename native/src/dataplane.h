@@ -16,8 +16,10 @@
 //   With IFF_VNET_HDR the 10 B virtio_net_hdr is read into slot+headroom-10 (inside the space the
 //   VXLAN+Ethernet header later overwrites) and parsed into the descriptor before TS sees it.
 //
-// slotSize is a parameter: 2 KiB for the per-packet path; the offload path (TSO/USO super-packets,
-// UDP GRO) uses ≥ 64 KiB + headroom with the same layout.
+// slotSize is a parameter: 2 KiB suffices for TUN reads without offloads; the receive ring uses
+// 64 KiB + headroom because a peer's GSO super-packet can arrive as one datagram (kernel vxlan over
+// veth/virtio delivers SKB_GSO_UDP_TUNNEL whole to a plain UDP socket). The offload path (TSO/USO
+// reads, UDP GRO) uses the same 64 KiB slots with the same layout.
 //
 // DESCRIPTOR: DESC_WORDS (16) int32 per packet = 64 B, descriptor i at desc[i*16]. Words:
 //   0 OFF        byte offset of the packet in the arena (IP on tunRead/tunWrite, VXLAN on udpSend/udpRecv)
@@ -28,7 +30,7 @@
 //   5 FLOW       tunRead → inner flow hash (addresses, protocol, ports unless fragment)
 //   6 PEER       TS scratch: forwarding-table peer slot of the packet
 //   7 STATUS     native → 0 done, else errno (udpSend/tunWrite per packet; EAGAIN/ENOBUFS = dropped)
-//   8 FLAGS      native → F_* below, | virtio_net_hdr.flags << 8 when the vnet header is on
+//   8 FLAGS      native → F_* below, | virtio_net_hdr.flags << 8 when the vnet header is on (tunRead)
 //   9 GSO_TYPE   virtio gso_type (0 none, 1 TCPv4, 4 TCPv6, 5 UDP_L4): reserved for the offload path
 //  10 GSO_SIZE   virtio gso_size / UDP_SEGMENT / UDP_GRO segment size: reserved for the offload path
 //  11 HDR_LEN    virtio hdr_len
@@ -65,6 +67,11 @@ enum DescWord : int {
 // FLAGS bits set by native code.
 constexpr int32_t F_TRUNC = 1;      // datagram/packet did not fit the slot (length is what was stored)
 constexpr int32_t F_NOT_IPV4 = 2;   // tunRead: not a parseable IPv4 packet (ADDR is 0)
+constexpr int32_t F_CSUM_FIXED = 4; // tunWrite: completed a CHECKSUM_PARTIAL inner TCP/UDP checksum
+constexpr int32_t F_SEGMENTED = 8;  // tunWrite: TCP super-packet written as MTU-sized segments
+// tunRead/tunWrite `mode` bits.
+constexpr int32_t M_VNET = 1;         // the TUN carries a virtio_net_hdr (IFF_VNET_HDR)
+constexpr int32_t M_CSUM_REPAIR = 2;  // tunWrite: complete partial inner checksums (see tun.cc)
 
 constexpr int kVxlanEthLen = 22;  // 8 VXLAN + 14 Ethernet
 constexpr int kVnetHdrLen = 10;   // struct virtio_net_hdr (no num_buffers)

@@ -190,6 +190,10 @@ void InitRing(napi_env env, napi_value exports) {
   SetInt(env, layout, "D_SEGS", D_SEGS);
   SetInt(env, layout, "F_TRUNC", F_TRUNC);
   SetInt(env, layout, "F_NOT_IPV4", F_NOT_IPV4);
+  SetInt(env, layout, "F_CSUM_FIXED", F_CSUM_FIXED);
+  SetInt(env, layout, "F_SEGMENTED", F_SEGMENTED);
+  SetInt(env, layout, "M_VNET", M_VNET);
+  SetInt(env, layout, "M_CSUM_REPAIR", M_CSUM_REPAIR);
   SetInt(env, layout, "VXLAN_ETH_LEN", kVxlanEthLen);
   SetInt(env, layout, "VNET_HDR_LEN", kVnetHdrLen);
   SetInt(env, layout, "MIN_HEADROOM", kMinHeadroom);

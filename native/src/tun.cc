@@ -5,7 +5,9 @@
 #include <fcntl.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
+#include <arpa/inet.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -61,6 +63,115 @@ inline bool FinishCsum(uint8_t* pkt, size_t len, uint16_t start, uint16_t off) {
   uint16_t c = CsumFold(CsumPartial(pkt + start, len - start, 0));
   memcpy(pkt + start + off, &c, 2);
   return true;
+}
+
+// A sender with checksum offload (kernel vxlan over veth, or a VM whose virtio peer never computes it)
+// leaves the inner TCP/UDP checksum "partial": the field holds only the folded pseudo-header sum and the
+// hardware that should finish it never did. The kernel's own vxlan receive path keeps that skb state
+// (CHECKSUM_PARTIAL) and trusts it; a UDP socket just copies the bytes, so written to the TUN as-is the
+// packet fails verification and is dropped. Detect exactly that signature (field == pseudo-header sum,
+// ~10 ns) and compute the real checksum. Recomputing an already-correct checksum yields the same value,
+// so a valid packet that happens to match is never harmed.
+bool RepairPartialCsum(uint8_t* ip, size_t len) {
+  if (len < 20 || (ip[0] >> 4) != 4) return false;
+  size_t ihl = static_cast<size_t>(ip[0] & 0x0f) * 4;
+  size_t total = (static_cast<size_t>(ip[2]) << 8) | ip[3];
+  uint16_t frag = static_cast<uint16_t>((ip[6] << 8) | ip[7]);
+  if (ihl < 20 || total > len || total < ihl || (frag & 0x3fff) != 0) return false;
+  size_t l4len = total - ihl;
+  size_t field;
+  if (ip[9] == 6 && l4len >= 20) {
+    field = 16;
+  } else if (ip[9] == 17 && l4len >= 8) {
+    field = 6;
+  } else {
+    return false;
+  }
+  uint8_t* l4 = ip + ihl;
+  uint16_t cur;
+  memcpy(&cur, l4 + field, 2);
+  if (cur == 0) return false;  // UDP without checksum (TCP 0 is just a wrong checksum: leave it to the kernel)
+  // Pseudo-header (src, dst, proto, L4 length) summed in memory order like CsumPartial does.
+  uint16_t proto = htons(ip[9]), l4n = htons(static_cast<uint16_t>(l4len));
+  uint32_t pseudo = CsumPartial(ip + 12, 8, 0) + proto + l4n;
+  while (pseudo >> 16) pseudo = (pseudo & 0xffff) + (pseudo >> 16);
+  if (cur != pseudo) return false;
+  memset(l4 + field, 0, 2);
+  uint16_t c = CsumFold(CsumPartial(l4, l4len, pseudo));
+  if (c == 0 && field == 6) c = 0xffff;  // UDP: a computed 0 is sent as all ones (RFC 768)
+  memcpy(l4 + field, &c, 2);
+  return true;
+}
+
+inline void Store32be(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v >> 24);
+  p[1] = static_cast<uint8_t>(v >> 16);
+  p[2] = static_cast<uint8_t>(v >> 8);
+  p[3] = static_cast<uint8_t>(v);
+}
+
+thread_local uint8_t t_seg[65536];
+const uint8_t kZeroVnetHdr[kVnetHdrLen] = {0};
+
+inline ssize_t WriteOne(int fd, const uint8_t* pkt, size_t len, bool vnet) {
+  struct iovec iov[2];
+  int cnt = 0;
+  if (vnet) iov[cnt++] = {const_cast<uint8_t*>(kZeroVnetHdr), kVnetHdrLen};
+  iov[cnt++] = {const_cast<uint8_t*>(pkt), len};
+  ssize_t w;
+  do {
+    w = writev(fd, iov, cnt);
+  } while (w < 0 && errno == EINTR);
+  return w;
+}
+
+// A peer's TCP super-packet (its TSO skb, delivered whole to our socket, see dataplane.h) is larger
+// than the TUN MTU; written as-is it could not be forwarded to a container. Split it the way TSO would:
+// each segment gets the IP/TCP headers with its total length, ID+i, seq+offset, FIN/PSH only on the
+// last and CWR only on the first segment, and freshly computed IP and TCP checksums.
+// Returns 0 (all written), an errno (first failed write), or -1 if the packet is not a splittable TCP packet.
+int WriteSegmented(int fd, const uint8_t* ip, size_t total, size_t maxPacket, bool vnet) {
+  size_t ihl = static_cast<size_t>(ip[0] & 0x0f) * 4;
+  uint16_t frag = static_cast<uint16_t>((ip[6] << 8) | ip[7]);
+  if (ip[9] != 6 || (frag & 0x3fff) != 0 || total < ihl + 20) return -1;
+  const uint8_t* tcp = ip + ihl;
+  size_t thl = static_cast<size_t>(tcp[12] >> 4) * 4;
+  size_t hdr = ihl + thl;
+  if (thl < 20 || hdr >= total || maxPacket < hdr + 64 || maxPacket > sizeof t_seg) return -1;
+  const size_t mss = maxPacket - hdr;
+  const size_t payload = total - hdr;
+  const uint32_t seq = Load32be(tcp + 4);
+  const uint16_t id = static_cast<uint16_t>((ip[4] << 8) | ip[5]);
+  const uint8_t flags = tcp[13];
+  int err = 0;
+  size_t i = 0;
+  for (size_t o = 0; o < payload; o += mss, i++) {
+    size_t chunk = payload - o < mss ? payload - o : mss;
+    size_t slen = hdr + chunk;
+    uint8_t* s = t_seg;
+    memcpy(s, ip, hdr);
+    memcpy(s + hdr, ip + hdr + o, chunk);
+    s[2] = static_cast<uint8_t>(slen >> 8);
+    s[3] = static_cast<uint8_t>(slen);
+    uint16_t sid = static_cast<uint16_t>(id + i);
+    s[4] = static_cast<uint8_t>(sid >> 8);
+    s[5] = static_cast<uint8_t>(sid);
+    s[10] = s[11] = 0;
+    uint16_t ipc = CsumFold(CsumPartial(s, ihl, 0));
+    memcpy(s + 10, &ipc, 2);
+    uint8_t* t = s + ihl;
+    Store32be(t + 4, seq + static_cast<uint32_t>(o));
+    uint8_t f = flags;
+    if (o + chunk < payload) f &= static_cast<uint8_t>(~(0x01 | 0x08));  // FIN, PSH
+    if (i > 0) f &= static_cast<uint8_t>(~0x80);                           // CWR
+    t[13] = f;
+    t[16] = t[17] = 0;
+    uint32_t pseudo = CsumPartial(s + 12, 8, 0) + htons(6) + htons(static_cast<uint16_t>(thl + chunk));
+    uint16_t c = CsumFold(CsumPartial(t, thl + chunk, pseudo));
+    memcpy(t + 16, &c, 2);
+    if (WriteOne(fd, s, slen, vnet) < 0 && err == 0) err = errno;
+  }
+  return err;
 }
 
 // tunOpen(name: string, vnetHdr: boolean, persist: boolean) → { fd, name, ifindex }
@@ -134,6 +245,27 @@ napi_value TunSetPersist(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// ifMtu(name) → MTU of an interface in this network namespace (SIOCGIFMTU).
+napi_value IfMtu(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  size_t nameLen = 0;
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], ifr.ifr_name, IFNAMSIZ, &nameLen) != napi_ok || nameLen == 0) {
+    return ThrowType(env, "ifMtu(name): interface name expected");
+  }
+  std::string what = std::string("get MTU of ") + ifr.ifr_name;
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return ThrowErrno(env, what.c_str(), errno);
+  int rc = ioctl(s, SIOCGIFMTU, &ifr);
+  int e = errno;
+  close(s);
+  if (rc < 0) return ThrowErrno(env, what.c_str(), e);
+  return MakeInt32(env, ifr.ifr_mtu);
+}
+
 // closeFd(fd): closes a TUN or UDP fd opened by this addon.
 napi_value CloseFd(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -145,19 +277,20 @@ napi_value CloseFd(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// tunRead(ring, fd, max, vnet) → n ≥ 0 packets read into slots 0..n-1, or -errno if the first read failed.
+// tunRead(ring, fd, max, mode) → n ≥ 0 packets read into slots 0..n-1, or -errno if the first read failed.
 // Stops at EAGAIN, at max, or at the ring size. Descriptor: OFF/LEN of the IPv4 packet, ADDR inner dst,
-// FLOW hash, FLAGS, and the virtio fields when vnet != 0.
+// FLOW hash, FLAGS, and the virtio fields when mode has M_VNET.
 napi_value TunRead(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  int32_t ringId, fd, max, vnet;
+  int32_t ringId, fd, max, mode;
   if (argc < 4 || napi_get_value_int32(env, argv[0], &ringId) != napi_ok ||
       napi_get_value_int32(env, argv[1], &fd) != napi_ok || napi_get_value_int32(env, argv[2], &max) != napi_ok ||
-      napi_get_value_int32(env, argv[3], &vnet) != napi_ok) {
-    return ThrowType(env, "tunRead(ring, fd, max, vnet): integers expected");
+      napi_get_value_int32(env, argv[3], &mode) != napi_ok) {
+    return ThrowType(env, "tunRead(ring, fd, max, mode): integers expected");
   }
+  const bool vnet = (mode & M_VNET) != 0;
   Ring* r = GetRing(env, ringId);
   if (r == nullptr) return nullptr;
   if (max > static_cast<int32_t>(r->nSlots)) max = static_cast<int32_t>(r->nSlots);
@@ -213,22 +346,25 @@ napi_value TunRead(napi_env env, napi_callback_info info) {
   return MakeInt32(env, n);
 }
 
-// tunWrite(ring, fd, n, vnet) → packets written. Descriptors with LEN 0 are skipped; STATUS gets 0 or errno.
-// With vnet the packet goes out as writev([zero virtio_net_hdr, packet]) so the arena is never touched.
+// tunWrite(ring, fd, n, mode, maxPacket) → packets written. Descriptors with LEN 0 are skipped; STATUS
+// gets 0 or errno. With M_VNET the packet goes out as writev([zero virtio_net_hdr, packet]). With
+// M_CSUM_REPAIR partial inner checksums are completed first (RepairPartialCsum; FLAGS |= F_CSUM_FIXED).
+// TCP packets longer than maxPacket (> 0) are written as segments (WriteSegmented; FLAGS |= F_SEGMENTED).
 napi_value TunWrite(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  int32_t ringId, fd, n, vnet;
-  if (argc < 4 || napi_get_value_int32(env, argv[0], &ringId) != napi_ok ||
+  int32_t ringId, fd, n, mode, maxPacket;
+  if (argc < 5 || napi_get_value_int32(env, argv[0], &ringId) != napi_ok ||
       napi_get_value_int32(env, argv[1], &fd) != napi_ok || napi_get_value_int32(env, argv[2], &n) != napi_ok ||
-      napi_get_value_int32(env, argv[3], &vnet) != napi_ok) {
-    return ThrowType(env, "tunWrite(ring, fd, n, vnet): integers expected");
+      napi_get_value_int32(env, argv[3], &mode) != napi_ok || napi_get_value_int32(env, argv[4], &maxPacket) != napi_ok) {
+    return ThrowType(env, "tunWrite(ring, fd, n, mode, maxPacket): integers expected");
   }
+  const bool vnet = (mode & M_VNET) != 0;
+  const bool repair = (mode & M_CSUM_REPAIR) != 0;
   Ring* r = GetRing(env, ringId);
   if (r == nullptr) return nullptr;
   if (n > static_cast<int32_t>(r->nSlots)) n = static_cast<int32_t>(r->nSlots);
-  static const uint8_t kZeroHdr[kVnetHdrLen] = {0};
   int32_t written = 0;
   for (int32_t i = 0; i < n; i++) {
     int32_t* d = r->desc + i * kDescWords;
@@ -238,15 +374,18 @@ napi_value TunWrite(napi_env env, napi_callback_info info) {
       d[D_STATUS] = EINVAL;
       continue;
     }
-    struct iovec iov[2];
-    int cnt = 0;
-    if (vnet) iov[cnt++] = {const_cast<uint8_t*>(kZeroHdr), kVnetHdrLen};
-    iov[cnt++] = {r->arena + off, static_cast<size_t>(len)};
-    ssize_t w;
-    do {
-      w = writev(fd, iov, cnt);
-    } while (w < 0 && errno == EINTR);
-    if (w < 0) {
+    uint8_t* pkt = r->arena + off;
+    if (maxPacket > 0 && len > maxPacket) {
+      int err = WriteSegmented(fd, pkt, static_cast<size_t>(len), static_cast<size_t>(maxPacket), vnet);
+      if (err >= 0) {
+        d[D_FLAGS] |= F_SEGMENTED;
+        d[D_STATUS] = err;
+        if (err == 0) written++;
+        continue;
+      }
+    }
+    if (repair && RepairPartialCsum(pkt, static_cast<size_t>(len))) d[D_FLAGS] |= F_CSUM_FIXED;
+    if (WriteOne(fd, pkt, static_cast<size_t>(len), vnet) < 0) {
       d[D_STATUS] = errno;
     } else {
       d[D_STATUS] = 0;
@@ -262,6 +401,7 @@ void InitTun(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"tunOpen", nullptr, TunOpen, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"tunSetPersist", nullptr, TunSetPersist, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"ifMtu", nullptr, IfMtu, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"closeFd", nullptr, CloseFd, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"tunRead", nullptr, TunRead, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"tunWrite", nullptr, TunWrite, nullptr, nullptr, nullptr, napi_default, nullptr},

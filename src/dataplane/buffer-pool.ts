@@ -13,7 +13,10 @@ export interface RingOptions {
   readonly headroom: number;
 }
 
-export const DEFAULT_RING: RingOptions = { slots: 64, slotSize: 2048, headroom: 64 };
+/** TUN reads without offloads: packets ≤ MTU. */
+export const DEFAULT_TX_RING: RingOptions = { slots: 64, slotSize: 2048, headroom: 64 };
+/** UDP receive: a peer's GSO super-packet can arrive as one datagram of up to 64 KiB. */
+export const DEFAULT_RX_RING: RingOptions = { slots: 64, slotSize: 65536 + 64, headroom: 64 };
 
 export class RingConfigError extends Error {
   override name = 'RingConfigError';
@@ -31,7 +34,7 @@ export class Ring {
   /** Native ring id once registered, else -1. */
   id = -1;
 
-  constructor(options: RingOptions = DEFAULT_RING) {
+  constructor(options: RingOptions = DEFAULT_TX_RING) {
     const { slots, slotSize, headroom } = options;
     if (!Number.isInteger(slots) || slots < 1 || slots > 4096) {
       throw new RingConfigError(`ring slots ${slots} out of range 1..4096`);

@@ -14,7 +14,11 @@ export const enum Ctr {
   rxBatches = 7,
   /** tunRead/udpRecv returned an error (each one is also logged). */
   ioErrors = 8,
-  COUNT = 9,
+  /** Ingress packets whose partial inner checksum (offloading sender) was completed before the TUN write. */
+  csumRepaired = 9,
+  /** Ingress TCP super-packets (a peer's GSO packet received whole) split into MTU-sized segments. */
+  rxSegmented = 10,
+  COUNT = 11,
 }
 
 /** Per-peer words at peer[slot * PEER_WORDS + i]. */
@@ -44,6 +48,8 @@ export interface CountersSnapshot {
   rxWakeups: number;
   rxBatches: number;
   ioErrors: number;
+  csumRepaired: number;
+  rxSegmented: number;
   drops: Record<string, number>;
   /** Keyed by peer subnet "10.5.2.0/24". */
   peers: Record<string, PeerCounters>;
@@ -94,6 +100,8 @@ export class Counters {
       rxWakeups: t[Ctr.rxWakeups]!,
       rxBatches: t[Ctr.rxBatches]!,
       ioErrors: t[Ctr.ioErrors]!,
+      csumRepaired: t[Ctr.csumRepaired]!,
+      rxSegmented: t[Ctr.rxSegmented]!,
       drops,
       peers,
     };

@@ -26,6 +26,16 @@ export const enum Desc {
 export const enum DescFlag {
   TRUNC = 1,
   NOT_IPV4 = 2,
+  CSUM_FIXED = 4,
+  SEGMENTED = 8,
+}
+
+/** `mode` bits of tunRead/tunWrite. */
+export const enum TunMode {
+  /** The TUN carries a virtio_net_hdr (opened with IFF_VNET_HDR). */
+  VNET = 1,
+  /** tunWrite completes inner TCP/UDP checksums left partial by an offloading sender. */
+  CSUM_REPAIR = 2,
 }
 
 export const enum Frame {
@@ -62,6 +72,10 @@ export function checkLayout(native: Record<string, number>): void {
     D_SEGS: Desc.SEGS,
     F_TRUNC: DescFlag.TRUNC,
     F_NOT_IPV4: DescFlag.NOT_IPV4,
+    F_CSUM_FIXED: DescFlag.CSUM_FIXED,
+    F_SEGMENTED: DescFlag.SEGMENTED,
+    M_VNET: TunMode.VNET,
+    M_CSUM_REPAIR: TunMode.CSUM_REPAIR,
     VXLAN_ETH_LEN: Frame.ENCAP_LEN,
     VNET_HDR_LEN: Frame.VNET_HDR_LEN,
     MIN_HEADROOM: Frame.MIN_HEADROOM,

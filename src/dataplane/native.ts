@@ -20,15 +20,20 @@ export interface DataplaneNative {
   /** Opens/creates a TUN (IFF_TUN|IFF_NO_PI[|IFF_VNET_HDR]), non-blocking; sets TUNSETPERSIST to `persist`. */
   tunOpen(name: string, vnetHdr: boolean, persist: boolean): TunHandle;
   tunSetPersist(fd: number, on: boolean): void;
+  /** MTU of an interface in this network namespace (SIOCGIFMTU). */
+  ifMtu(name: string): number;
   closeFd(fd: number): void;
   /** Binds 0.0.0.0:port (0 = ephemeral), DF clear, bufBytes SO_{RCV,SND}BUF(FORCE). */
   udpOpen(port: number, bufBytes: number): UdpHandle;
   ringRegister(arena: ArrayBuffer, desc: Int32Array, slotSize: number, headroom: number): number;
   ringRelease(ring: number): void;
-  /** → packets read into slots 0..n-1, or -errno. */
-  tunRead(ring: number, fd: number, max: number, vnet: number): number;
-  /** → packets written; STATUS per descriptor. */
-  tunWrite(ring: number, fd: number, n: number, vnet: number): number;
+  /** → packets read into slots 0..n-1, or -errno. mode: TunMode bits. */
+  tunRead(ring: number, fd: number, max: number, mode: number): number;
+  /**
+   * → packets written; STATUS per descriptor. mode: TunMode bits. TCP packets longer than maxPacket
+   * (> 0; the TUN MTU) are written as TSO-style segments.
+   */
+  tunWrite(ring: number, fd: number, n: number, mode: number, maxPacket: number): number;
   /** → datagrams sent; STATUS per descriptor. */
   udpSend(ring: number, n: number): number;
   /** → datagrams received into slots 0..n-1, or -errno. */

@@ -4,7 +4,7 @@ import { constants as osConstants } from 'node:os';
 import type { Ring } from './buffer-pool';
 import { Counters, Ctr, PeerCtr } from './counters';
 import type { ForwardingTable } from './forwarding-table';
-import { Desc, DescFlag, Frame } from './layout';
+import { Desc, DescFlag, Frame, TunMode } from './layout';
 import type { DataplaneNative } from './native';
 import { decodeVxlanFrame, Drop, macHi, macLo } from './vxlan-codec';
 
@@ -25,8 +25,12 @@ export interface PacketLoopConfig {
   readonly port: number;
   readonly vni: number;
   readonly localMac: Uint8Array;
-  /** 1 when the TUN carries a virtio_net_hdr (IFF_VNET_HDR), else 0. */
-  readonly vnet: number;
+  /** The TUN carries a virtio_net_hdr (IFF_VNET_HDR). */
+  readonly vnetHdr: boolean;
+  /** Complete partial inner checksums on ingress (see RepairPartialCsum in native/src/tun.cc). */
+  readonly repairChecksums: boolean;
+  /** Largest IP packet written to the TUN (its MTU); longer TCP super-packets are segmented. 0 = never split. */
+  readonly maxPacket: number;
   /** Packets per readiness callback per direction before yielding to the event loop (level-triggered poll resumes). */
   readonly budget: number;
   /** tunRead/udpRecv failed with this errno (negative return); the owner decides whether to stop. */
@@ -66,8 +70,11 @@ export class PacketLoop {
   private readonly vni: number;
   private readonly ownHi: number;
   private readonly ownLo: number;
-  private readonly vnet: number;
+  private readonly readMode: number;
+  private readonly writeMode: number;
   private readonly budget: number;
+  /** See PacketLoopConfig.maxPacket; follows MTU changes (VxlanDataplane.setMtu). */
+  maxPacket: number;
   private readonly onIoError: (direction: 'tun' | 'udp', errno: number) => void;
 
   constructor(config: PacketLoopConfig) {
@@ -84,8 +91,10 @@ export class PacketLoop {
     this.vni = config.vni;
     this.ownHi = macHi(config.localMac);
     this.ownLo = macLo(config.localMac);
-    this.vnet = config.vnet;
+    this.readMode = config.vnetHdr ? TunMode.VNET : 0;
+    this.writeMode = this.readMode | (config.repairChecksums ? TunMode.CSUM_REPAIR : 0);
     this.budget = config.budget;
+    this.maxPacket = config.maxPacket;
     this.onIoError = config.onIoError;
   }
 
@@ -116,7 +125,7 @@ export class PacketLoop {
     let budget = this.budget;
     while (budget > 0) {
       const want = budget < ring.slots ? budget : ring.slots;
-      const n = io.tunRead(ring.id, this.tunFd, want, this.vnet);
+      const n = io.tunRead(ring.id, this.tunFd, want, this.readMode);
       if (n <= 0) {
         if (n < 0) {
           totals[Ctr.ioErrors]++;
@@ -153,7 +162,7 @@ export class PacketLoop {
       }
       totals[Ctr.rxBatches]++;
       if (this.decapBatch(n) > 0) {
-        io.tunWrite(ring.id, this.tunFd, n, this.vnet);
+        io.tunWrite(ring.id, this.tunFd, n, this.writeMode, this.maxPacket);
         this.countWritten(n);
       }
       if (n < want) return;
@@ -293,6 +302,9 @@ export class PacketLoop {
       if (len === 0) continue;
       if (d[b + Desc.STATUS] === 0) {
         const p = d[b + Desc.PEER]! * PeerCtr.WORDS;
+        const flags = d[b + Desc.FLAGS]!;
+        if ((flags & DescFlag.CSUM_FIXED) !== 0) totals[Ctr.csumRepaired]++;
+        if ((flags & DescFlag.SEGMENTED) !== 0) totals[Ctr.rxSegmented]++;
         totals[Ctr.rxPackets]++;
         totals[Ctr.rxBytes] += len;
         peers[p + PeerCtr.inPackets]++;

@@ -1,6 +1,6 @@
 // Runs the VXLAN data plane alone with a fixed peer table, for integration tests, benchmarks and
 // debugging without etcd: `node dist/src/dataplane/static-runner.js '<json config>'`.
-// Config: { tunName?, vni, port?, localMac: "aa:bb:…", persist?, vnetHdr?, sendSockets?,
+// Config: { tunName?, vni, port?, localMac: "aa:bb:…", persist?, vnetHdr?, sendSockets?, mtu?,
 //           peers: [{ subnet: "10.5.2.0/24", publicIp: "192.0.2.12", vtepMac: "…" }] }
 // stdout gets one JSON object per line: {"event":"ready",…} once the TUN is open and forwarding,
 // {"event":"counters",…} on SIGUSR2, on a {"op":"counters"} stdin line and at exit (SIGTERM/SIGINT).
@@ -27,6 +27,8 @@ interface RunnerConfig {
   persist?: boolean;
   vnetHdr?: boolean;
   sendSockets?: number;
+  /** Inner MTU (default: the TUN's MTU at start, i.e. before the caller configured it). */
+  mtu?: number;
   peers?: PeerJson[];
 }
 
@@ -63,6 +65,7 @@ function main(): void {
     persist: cfg.persist,
     vnetHdr: cfg.vnetHdr,
     sendSockets: cfg.sendSockets,
+    mtu: cfg.mtu,
     log,
     onFatal: (err) => {
       emit({ event: 'fatal', message: err.message });

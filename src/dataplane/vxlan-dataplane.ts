@@ -4,7 +4,7 @@
 import { getSystemErrorMap } from 'node:util';
 
 import { formatIp4Net, type Ip4Net } from '../subnet/ip4';
-import { Ring, type RingOptions, DEFAULT_RING } from './buffer-pool';
+import { DEFAULT_RX_RING, DEFAULT_TX_RING, Ring, type RingOptions } from './buffer-pool';
 import { Counters, type CountersSnapshot } from './counters';
 import { ForwardingTable, type PeerEntry } from './forwarding-table';
 import { type DataplaneNative, loadDataplaneNative } from './native';
@@ -35,8 +35,20 @@ export interface VxlanDataplaneOptions {
   readonly socketBuffer?: number;
   /** Open the TUN with IFF_VNET_HDR (the offload path's framing; no offloads enabled yet). Default false. */
   readonly vnetHdr?: boolean;
-  /** Ring geometry per direction. Default 64 slots × 2 KiB, 64 B headroom. */
-  readonly ring?: RingOptions;
+  /**
+   * Complete inner TCP/UDP checksums that an offloading sender left partial (kernel vxlan peers on veth or
+   * virtio); without it their TCP is dropped by our stack. Default true; off only to measure its cost.
+   */
+  readonly repairChecksums?: boolean;
+  /** Egress ring geometry. Default 64 slots × 2 KiB, 64 B headroom. */
+  readonly txRing?: RingOptions;
+  /** Ingress ring geometry. Default 64 slots × 64 KiB (+64 B headroom), for whole GSO datagrams. */
+  readonly rxRing?: RingOptions;
+  /**
+   * Inner MTU: larger TCP packets received (a peer's GSO super-packet) are split to fit before the TUN
+   * write. Default: the TUN's MTU when start() runs (the daemon configures it between open and start).
+   */
+  readonly mtu?: number;
   /** Packets per readiness callback per direction. Default 256. */
   readonly budget?: number;
   /** Called once when a fd fails persistently; the data plane has stopped itself by then. */
@@ -81,6 +93,7 @@ export class VxlanDataplane {
   private readonly recvFd: number;
   private readonly sendFds: Int32Array;
   private readonly onFatal: ((err: DataplaneIoError) => void) | undefined;
+  private mtuFixed: boolean;
   private tunPoll = -1;
   private udpPoll = -1;
   private closed = false;
@@ -95,9 +108,8 @@ export class VxlanDataplane {
     if (options.localMac.length !== 6) throw new DataplaneConfigError(`local VtepMAC must be 6 bytes, got ${options.localMac.length}`);
     const nSend = options.sendSockets ?? 8;
     if (!Number.isInteger(nSend) || nSend < 1 || nSend > 64) throw new DataplaneConfigError(`sendSockets ${nSend} out of range 1..64`);
-    const ringOptions = options.ring ?? DEFAULT_RING;
-    const tx = new Ring(ringOptions);
-    const rx = new Ring(ringOptions);
+    const tx = new Ring(options.txRing ?? DEFAULT_TX_RING);
+    const rx = new Ring(options.rxRing ?? DEFAULT_RX_RING);
 
     // Everything opened so far is closed again if a later step fails.
     const fds: number[] = [];
@@ -151,6 +163,7 @@ export class VxlanDataplane {
     this.tx = tx;
     this.rx = rx;
     this.onFatal = options.onFatal;
+    this.mtuFixed = options.mtu !== undefined;
     this.table = new ForwardingTable({ vni: options.vni, localMac: Uint8Array.from(options.localMac) });
     this.counterSet = new Counters(this.table.slotCapacity);
     this.loop = new PacketLoop({
@@ -165,8 +178,10 @@ export class VxlanDataplane {
       port: this.port,
       vni: options.vni,
       localMac: options.localMac,
-      vnet: options.vnetHdr ? 1 : 0,
+      vnetHdr: options.vnetHdr ?? false,
+      repairChecksums: options.repairChecksums ?? true,
       budget: options.budget ?? 256,
+      maxPacket: options.mtu ?? 0,
       onIoError: (direction, errno) => this.handleIoError(direction, errno),
     });
     this.log.info(
@@ -194,10 +209,21 @@ export class VxlanDataplane {
     return this.table.peerCount;
   }
 
-  /** Starts forwarding (idempotent). */
+  /** Inner MTU used to split received super-packets; fixed from now on (the TUN's MTU is no longer read). */
+  setMtu(mtu: number): void {
+    if (!Number.isInteger(mtu) || mtu < 576 || mtu > 65535) throw new DataplaneConfigError(`MTU ${mtu} out of range 576..65535`);
+    this.loop.maxPacket = mtu;
+    this.mtuFixed = true;
+  }
+
+  get mtu(): number {
+    return this.loop.maxPacket;
+  }
+
+  /** Starts forwarding (idempotent). Without a fixed MTU, reads the TUN's MTU now. */
   start(): void {
     this.assertOpen();
-    if (this.tunPoll < 0) this.tunPoll = this.native.pollStart(this.tunFd, this.loop.onTunReadable);
+    if (!this.mtuFixed) this.loop.maxPacket = this.native.ifMtu(this.tunName);    if (this.tunPoll < 0) this.tunPoll = this.native.pollStart(this.tunFd, this.loop.onTunReadable);
     if (this.udpPoll < 0) this.udpPoll = this.native.pollStart(this.recvFd, this.loop.onUdpReadable);
   }
 
