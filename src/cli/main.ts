@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { createLogger, runDaemon, type DataPlaneHooks } from '../daemon/daemon';
+import { VxlanBackend } from '../daemon/vxlan-backend';
 import { FlagError, helpText, parseFlags, type Options } from './flags';
 
 export interface MainDeps {
@@ -12,6 +13,17 @@ export interface MainDeps {
    * fatal data-plane error to the daemon (logged once, exit 1).
    */
   createHooks?(options: Options, log: Logger, fatal: (err: Error) => void): DataPlaneHooks;
+}
+
+/**
+ * Test-only: TSFLANNELD_TEST_CONTROL_PLANE_ONLY=1 runs leases, watch and subnet.env without the data
+ * plane and without iptables, so control-plane tests can run many daemons in one namespace without
+ * creating devices, routes or firewall rules there.
+ */
+const CONTROL_PLANE_ONLY_ENV = 'TSFLANNELD_TEST_CONTROL_PLANE_ONLY';
+
+function defaultHooks(options: Options, log: Logger, fatal: (err: Error) => void): DataPlaneHooks {
+  return new VxlanBackend({ tunName: options.tunName, log, onFatal: fatal });
 }
 
 function version(): string {
@@ -53,11 +65,14 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<never> 
     let report: (err: Error) => void = (err) => {
       throw err;
     };
-    const hooks = deps.createHooks?.(options, log, (err) => report(err));
+    const controlPlaneOnly = process.env[CONTROL_PLANE_ONLY_ENV] === '1';
+    const createHooks = deps.createHooks ?? (controlPlaneOnly ? undefined : defaultHooks);
+    const hooks = createHooks?.(options, log, (err) => report(err));
     code = await runDaemon(options, process.env, {
       log,
       signal: stop.signal,
       connectFatal: (r) => (report = r),
+      iptables: !controlPlaneOnly,
       ...(hooks ? { hooks } : {}),
     });
   } catch (err) {

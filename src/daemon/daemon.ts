@@ -10,14 +10,19 @@ import pino from 'pino';
 import type { Options } from '../cli/flags';
 import { findExternalInterface, type ExternalInterface } from '../netlink/interfaces';
 import { ConfigError, type NetworkConfig } from '../subnet/config';
-import { formatIp4Net, isIp4 } from '../subnet/ip4';
+import { formatIp4Net, isIp4, type Ip4Net } from '../subnet/ip4';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease';
 import { LeaseManager, leaseTimingFromEnv, type RevokeReason } from '../subnet/lease-manager';
 import { LeaseWatcher } from '../subnet/lease-watcher';
 import { ConfigNotFoundError, EtcdError, EtcdRegistry, type Registry } from '../subnet/registry';
 import { readPreviousLease, writeSubnetEnv } from '../subnet/subnet-env';
 import { loadOrCreateVtepMac, vtepMacPath } from '../subnet/vtep-mac';
-import { startHealthz, type HealthzServer } from './healthz';
+import { IptablesManager } from '../iptables/iptables-manager';
+import { startHealthServer, type HealthServer } from '../ops/health-server';
+import { createMetrics, type DaemonMetrics, type DataplaneSnapshot } from '../ops/metrics';
+import { parseIp4Net as parseNet } from '../subnet/ip4';
+import { parseSubnetEnv } from '../subnet/subnet-env';
+import fs from 'node:fs';
 
 /** VXLAN encapsulation overhead flanneld subtracts from the underlay MTU (flannel-compat.md §5.4). */
 export const VXLAN_OVERHEAD = 50;
@@ -46,6 +51,8 @@ export interface DataPlaneHooks {
   start(ctx: DataPlaneContext): Promise<void>;
   applyEvents(events: LeaseEvent[]): Promise<void>;
   stop(): Promise<void>;
+  /** Packet counters for /metrics; null before start(). */
+  stats?(): DataplaneSnapshot | null;
 }
 
 export interface DaemonExtras {
@@ -62,6 +69,11 @@ export interface DaemonExtras {
   connectFatal?(report: (err: Error) => void): void;
   /** Registry factory, for tests that need a differently configured client. */
   createRegistry?(options: Options): Registry;
+  /**
+   * Whether to program iptables (-ip-masq, -iptables-forward-rules). Off unless asked for, so an
+   * embedded or in-process test daemon never touches the host's firewall; main() turns it on.
+   */
+  iptables?: boolean;
 }
 
 export class DaemonError extends Error {
@@ -87,7 +99,9 @@ class Daemon {
   private registry: Registry | null = null;
   private manager: LeaseManager | null = null;
   private watcher: LeaseWatcher | null = null;
-  private healthz: HealthzServer | null = null;
+  private healthz: HealthServer | null = null;
+  private metrics: DaemonMetrics | null = null;
+  private iptables: IptablesManager | null = null;
   private hooksStarted = false;
   private applyChain: Promise<void> = Promise.resolve();
 
@@ -140,7 +154,7 @@ class Daemon {
     const e = err instanceof Error ? err : new Error(String(err));
     // Typed errors carry their operator context in the message; unexpected ones get a stack.
     const known = ['EtcdError', 'ConfigError', 'DaemonError', 'LeaseLostError', 'OutOfSubnetsError', 'LeaseAcquireError',
-      'InterfaceError', 'HealthzError', 'SubnetEnvError'];
+      'InterfaceError', 'HealthServerError', 'SubnetEnvError', 'IptablesError', 'NetlinkError', 'DataplaneIoError', 'DataplaneConfigError', 'NativeAddonError'];
     if (known.includes(e.name)) this.log.fatal({ errType: e.name }, e.message);
     else this.log.fatal({ err: e }, `unexpected error: ${e.message}`);
   }
@@ -165,8 +179,9 @@ class Daemon {
     const log = this.log;
 
     if (o.healthzPort > 0) {
-      this.healthz = await startHealthz(o.healthzIp, o.healthzPort);
-      log.info(`healthz listening on ${o.healthzIp}:${this.healthz.port}`);
+      this.metrics = createMetrics({ dataplane: this.dataplaneStats(), lease: this.leaseStatus() });
+      this.healthz = await startHealthServer({ ip: o.healthzIp, port: o.healthzPort, registry: this.metrics.registry, log });
+      log.info(`healthz listening on ${o.healthzIp}:${this.healthz.address.port} (/healthz, /readyz, /metrics)`);
     }
 
     const iface = findExternalInterface({ iface: o.iface, ifaceRegex: o.ifaceRegex });
@@ -240,6 +255,22 @@ class Daemon {
     }
     if (this.stopping) return;
 
+    // Like flanneld: traffic rules are in place before subnet.env tells the container runtime to go.
+    if ((o.ipMasq || o.iptablesForwardRules) && this.extras.iptables === true) {
+      this.iptables = new IptablesManager({
+        network: config.network,
+        subnet: lease.subnet,
+        masq: o.ipMasq,
+        forwardRules: o.iptablesForwardRules,
+        resyncSeconds: o.iptablesResync,
+        previous: this.previousNetworkAndSubnet(o.subnetFile),
+        log,
+      });
+      await this.iptables.start();
+      log.info({ masq: o.ipMasq, forwardRules: o.iptablesForwardRules }, 'iptables rules in place');
+    }
+    if (this.stopping) return;
+
     await writeSubnetEnv(o.subnetFile, {
       network: config.network,
       subnet: lease.subnet,
@@ -249,7 +280,7 @@ class Daemon {
       ipMasq: o.ipMasq,
     });
     log.info({ file: o.subnetFile }, `wrote ${o.subnetFile} (subnet ${formatIp4Net(lease.subnet)}, MTU ${mtu})`);
-    this.healthz?.setReady();
+    this.healthz?.setReady(true);
     this.extras.onReady?.({ lease, mtu, vtepMac: mac.mac });
 
     this.watcher = new LeaseWatcher({
@@ -259,6 +290,39 @@ class Daemon {
       onEvents: (events) => this.deliver(events),
     });
     this.watcher.start();
+  }
+
+  /** FLANNEL_NETWORK/FLANNEL_SUBNET of the previous run, so rules for an old subnet can be removed. */
+  private previousNetworkAndSubnet(file: string): { network: Ip4Net | null; subnet: Ip4Net | null } {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch {
+      return { network: null, subnet: null }; // no previous run; readPreviousLease already warned if unreadable
+    }
+    const env = parseSubnetEnv(text);
+    const net = (key: string): Ip4Net | null => {
+      const v = env.get(key);
+      try {
+        return v ? parseNet(v) : null;
+      } catch {
+        return null;
+      }
+    };
+    return { network: net('FLANNEL_NETWORK'), subnet: net('FLANNEL_SUBNET') };
+  }
+
+  private dataplaneStats(): { snapshot(): DataplaneSnapshot } {
+    const empty: DataplaneSnapshot = { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, drops: {}, peers: [], offloadRung: 'none' };
+    return { snapshot: () => (this.hooksStarted ? this.extras.hooks?.stats?.() : null) ?? empty };
+  }
+
+  private leaseStatus(): { leaseExpiry(): number | null; etcdConnected(): boolean; subnet(): string } {
+    return {
+      leaseExpiry: () => this.manager?.expiry() ?? null,
+      etcdConnected: () => (this.watcher ? this.watcher.connected : this.manager?.acquired === true),
+      subnet: () => (this.manager?.acquired ? formatIp4Net(this.manager.current().subnet) : ''),
+    };
   }
 
   /** Reads the network config, retrying every 1 s like flanneld while it is missing, invalid or etcd is down. */
@@ -344,6 +408,7 @@ class Daemon {
         failure = new DaemonError(`data plane failed to stop: ${(err as Error).message}`);
       }
     }
+    await this.iptables?.stop();
     await this.healthz?.close();
     this.registry?.close();
     if (failure) throw failure;

@@ -9,7 +9,8 @@ import { NativeRtnetlink, type Rtnetlink } from '../netlink/rtnetlink';
 import { setupDevice } from '../routes/device-setup';
 import { RouteManager } from '../routes/route-manager';
 import { effectivePort } from '../subnet/config';
-import { formatIp4Net } from '../subnet/ip4';
+import { formatIp4, formatIp4Net } from '../subnet/ip4';
+import type { DataplaneSnapshot, PeerStats } from '../ops/metrics';
 import type { Lease, LeaseEvent } from '../subnet/lease';
 import { parseMac } from '../subnet/lease-codec';
 import { VxlanDataplane, type DataplaneIoError } from '../dataplane/vxlan-dataplane';
@@ -87,6 +88,35 @@ export class VxlanBackend implements DataPlaneHooks {
       return;
     }
     await routes.applyEvents(events);
+  }
+
+  /** Counters for /metrics (snapshots are built on scrape, never on the packet path). */
+  stats(): DataplaneSnapshot | null {
+    const dataplane = this.dataplane;
+    if (!dataplane) return null;
+    const c = dataplane.counters();
+    const publicIps = new Map<string, string>();
+    for (const p of this.routes?.peers() ?? []) publicIps.set(formatIp4Net(p.subnet), formatIp4(p.publicIp));
+    const peers: PeerStats[] = [];
+    for (const [subnet, pc] of Object.entries(c.peers)) {
+      peers.push({
+        subnet,
+        publicIp: publicIps.get(subnet) ?? '',
+        rxPackets: pc.inPackets,
+        rxBytes: pc.inBytes,
+        txPackets: pc.outPackets,
+        txBytes: pc.outBytes,
+      });
+    }
+    return {
+      rxPackets: c.rxPackets,
+      rxBytes: c.rxBytes,
+      txPackets: c.txPackets,
+      txBytes: c.txBytes,
+      drops: c.drops,
+      peers,
+      offloadRung: 'per-packet',
+    };
   }
 
   async stop(): Promise<void> {

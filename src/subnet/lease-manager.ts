@@ -70,7 +70,9 @@ export interface LeaseManagerOptions {
  * gone or now belongs to another node; 'renewed' (lease: Lease) after each renewal.
  */
 export class LeaseManager extends EventEmitter {
-  private lease: Lease | null = null;
+  private held: Lease | null = null;
+  /** When the current etcd lease was granted (ms), to report its expiry without an RPC per scrape. */
+  private grantedAtMs = 0;
   private readonly ttlSec: number;
   private readonly renewRetrySec: number;
   private renewTimer: NodeJS.Timeout | null = null;
@@ -82,6 +84,21 @@ export class LeaseManager extends EventEmitter {
     super();
     this.ttlSec = opts.ttlSec ?? LEASE_TTL_SECONDS;
     this.renewRetrySec = opts.renewRetrySec ?? RENEW_RETRY_SECONDS;
+  }
+
+  private get lease(): Lease | null {
+    return this.held;
+  }
+
+  private set lease(lease: Lease | null) {
+    if (lease && lease.etcdLeaseId !== this.held?.etcdLeaseId) this.grantedAtMs = Date.now();
+    this.held = lease;
+  }
+
+  /** Unix seconds when our etcd lease runs out; null without a lease or for a reservation (no TTL). */
+  expiry(): number | null {
+    if (!this.held || this.held.etcdLeaseId === '0') return null;
+    return Math.floor(this.grantedAtMs / 1000) + this.ttlSec;
   }
 
   get acquired(): boolean {

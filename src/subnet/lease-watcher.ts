@@ -59,6 +59,11 @@ export class ResilientWatch {
     this.delayMs = this.backoff.initialMs;
   }
 
+  /** False between a lost watch and its re-establishment. */
+  get isConnected(): boolean {
+    return this.connected;
+  }
+
   /** Starts watching at `fromRevision` (inclusive). */
   start(fromRevision: string): void {
     this.since = fromRevision;
@@ -164,6 +169,11 @@ export class LeaseWatcher {
       onEvents: (events) => this.handleWatchEvents(events),
       resync: () => this.resync(),
     });
+  }
+
+  /** Whether the watch on etcd is currently established (for /metrics). */
+  get connected(): boolean {
+    return this.watch.isConnected;
   }
 
   /** Lists, delivers the snapshot, then watches; the initial list is retried with backoff until it works. */

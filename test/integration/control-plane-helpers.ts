@@ -103,7 +103,8 @@ export class NodeProc {
     ];
     this.proc = spawn(process.execPath, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, ...(opts.env ?? {}) },
+      // Many daemons share the root namespace here: leases only, no TUN, routes or iptables.
+      env: { ...process.env, TSFLANNELD_TEST_CONTROL_PLANE_ONLY: '1', ...(opts.env ?? {}) },
     });
     let buf = '';
     this.proc.stderr!.on('data', (chunk: Buffer) => {
