@@ -174,12 +174,16 @@ int WriteSegmented(int fd, const uint8_t* ip, size_t total, size_t maxPacket, bo
   return err;
 }
 
-// tunOpen(name: string, vnetHdr: boolean, persist: boolean) → { fd, name, ifindex }
+// tunOpen(name: string, vnetHdr: boolean, persist: boolean, txQueueLen: number) → { fd, name, ifindex }
+// txQueueLen > 0 sets the device queue (the kernel→userspace backlog; TUN's default 500 overflows
+// under bulk TCP while the loop is busy with the other direction).
 napi_value TunOpen(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  if (argc < 3) return ThrowType(env, "tunOpen(name, vnetHdr, persist): 3 arguments expected");
+  if (argc < 4) return ThrowType(env, "tunOpen(name, vnetHdr, persist, txQueueLen): 4 arguments expected");
+  int32_t txQueueLen;
+  if (!ArgInt32(env, argv[3], "tunOpen", "txQueueLen", &txQueueLen)) return nullptr;
   char name[IFNAMSIZ + 1] = {0};
   size_t nameLen = 0;
   if (napi_get_value_string_utf8(env, argv[0], name, sizeof name, &nameLen) != napi_ok) {
@@ -216,6 +220,20 @@ napi_value TunOpen(napi_env env, napi_callback_info info) {
     int e = errno;
     close(fd);
     return ThrowErrno(env, (std::string("set persist on TUN ") + ifr.ifr_name).c_str(), e);
+  }
+  if (txQueueLen > 0) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq q;
+    memset(&q, 0, sizeof q);
+    memcpy(q.ifr_name, ifr.ifr_name, IFNAMSIZ);
+    q.ifr_qlen = txQueueLen;
+    if (s < 0 || ioctl(s, SIOCSIFTXQLEN, &q) < 0) {
+      int e = errno;
+      if (s >= 0) close(s);
+      close(fd);
+      return ThrowErrno(env, (std::string("set txqueuelen on TUN ") + ifr.ifr_name).c_str(), e);
+    }
+    close(s);
   }
   unsigned int ifindex = if_nametoindex(ifr.ifr_name);
   if (ifindex == 0) {

@@ -17,8 +17,11 @@ export interface UdpHandle {
 
 export interface DataplaneNative {
   layout: Record<string, number>;
-  /** Opens/creates a TUN (IFF_TUN|IFF_NO_PI[|IFF_VNET_HDR]), non-blocking; sets TUNSETPERSIST to `persist`. */
-  tunOpen(name: string, vnetHdr: boolean, persist: boolean): TunHandle;
+  /**
+   * Opens/creates a TUN (IFF_TUN|IFF_NO_PI[|IFF_VNET_HDR]), non-blocking; sets TUNSETPERSIST to `persist`
+   * and, when txQueueLen > 0, the device queue length.
+   */
+  tunOpen(name: string, vnetHdr: boolean, persist: boolean, txQueueLen: number): TunHandle;
   tunSetPersist(fd: number, on: boolean): void;
   /** MTU of an interface in this network namespace (SIOCGIFMTU). */
   ifMtu(name: string): number;

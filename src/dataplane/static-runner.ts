@@ -1,6 +1,6 @@
 // Runs the VXLAN data plane alone with a fixed peer table, for integration tests, benchmarks and
 // debugging without etcd: `node dist/src/dataplane/static-runner.js '<json config>'`.
-// Config: { tunName?, vni, port?, localMac: "aa:bb:…", persist?, vnetHdr?, sendSockets?, mtu?,
+// Config: { tunName?, vni, port?, localMac: "aa:bb:…", persist?, vnetHdr?, sendSockets?, mtu?, txQueueLen?,
 //           peers: [{ subnet: "10.5.2.0/24", publicIp: "192.0.2.12", vtepMac: "…" }] }
 // stdout gets one JSON object per line: {"event":"ready",…} once the TUN is open and forwarding,
 // {"event":"counters",…} on SIGUSR2, on a {"op":"counters"} stdin line and at exit (SIGTERM/SIGINT).
@@ -29,6 +29,7 @@ interface RunnerConfig {
   sendSockets?: number;
   /** Inner MTU (default: the TUN's MTU at start, i.e. before the caller configured it). */
   mtu?: number;
+  txQueueLen?: number;
   peers?: PeerJson[];
 }
 
@@ -66,6 +67,7 @@ function main(): void {
     vnetHdr: cfg.vnetHdr,
     sendSockets: cfg.sendSockets,
     mtu: cfg.mtu,
+    txQueueLen: cfg.txQueueLen,
     log,
     onFatal: (err) => {
       emit({ event: 'fatal', message: err.message });

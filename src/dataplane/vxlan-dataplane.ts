@@ -29,6 +29,8 @@ export interface VxlanDataplaneOptions {
   /** Keep the TUN (and the kernel routes on it) when the process dies, for fast restarts. Default false. */
   readonly persist?: boolean;
   readonly log: DataplaneLogger;
+  /** TUN txqueuelen: packets the kernel may queue for us while the loop is busy. Default 1000 (TUN's own default is 500). */
+  readonly txQueueLen?: number;
   /** Send sockets (distinct outer source ports chosen by inner flow hash). Default 8. */
   readonly sendSockets?: number;
   /** Socket buffer size, bytes. Default 7 MiB. */
@@ -71,6 +73,7 @@ export class DataplaneConfigError extends Error {
 
 const DEFAULT_PORT = 8472;
 const DEFAULT_SOCKET_BUFFER = 7 * 1024 * 1024;
+const DEFAULT_TX_QUEUE_LEN = 1000;
 // Transient errnos from a read that are worth a log line but not a stop (ENOMEM under pressure, etc.).
 const TRANSIENT_ERRNOS = new Set([12 /* ENOMEM */, 105 /* ENOBUFS */, 111 /* ECONNREFUSED */, 113 /* EHOSTUNREACH */]);
 
@@ -114,7 +117,12 @@ export class VxlanDataplane {
     // Everything opened so far is closed again if a later step fails.
     const fds: number[] = [];
     try {
-      const tun = native.tunOpen(options.tunName ?? `flannel.${vni}`, options.vnetHdr ?? false, options.persist ?? false);
+      const tun = native.tunOpen(
+        options.tunName ?? `flannel.${vni}`,
+        options.vnetHdr ?? false,
+        options.persist ?? false,
+        options.txQueueLen ?? DEFAULT_TX_QUEUE_LEN,
+      );
       fds.push(tun.fd);
       const buf = options.socketBuffer ?? DEFAULT_SOCKET_BUFFER;
       const recv = native.udpOpen(port, buf);
