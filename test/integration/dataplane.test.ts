@@ -44,6 +44,8 @@ class Runner {
   private readonly waiters: Array<() => void> = [];
   private stderr = '';
   readonly exited: Promise<void>;
+  /** Outer UDP source ports of the send sockets, from the "ready" event. */
+  sourcePorts: number[] = [];
 
   private constructor(readonly child: ChildProcess) {
     let buf = '';
@@ -69,7 +71,8 @@ class Runner {
   static async start(host: TestHost, cfg: object): Promise<Runner> {
     const child = host.spawn(['node', RUNNER, JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'] });
     const r = new Runner(child);
-    await r.next('ready', 15000);
+    const ready = await r.next('ready', 15000);
+    r.sourcePorts = ready.sourcePorts as number[];
     return r;
   }
 
@@ -258,6 +261,8 @@ t.test('userspace VXLAN data plane: userspace and kernel peers', async (t) => {
     t.ok(pkts.length >= 3, 'VXLAN packets captured');
     const p = pkts[0]!;
     t.equal(p.udp!.dstPort, 8472);
+    t.ok(r1.sourcePorts.includes(p.udp!.srcPort), `source port ${p.udp!.srcPort} is one of the flow-hashed send sockets`);
+    t.equal(new Set(pkts.map((x) => x.udp!.srcPort)).size, 1, 'one flow, one source port');
     t.not(p.udp!.checksum, 0, 'outer UDP checksum is computed');
     t.equal(p.ip!.df, false, 'outer DF clear');
     t.equal(p.vxlan!.flags, 0x08);
