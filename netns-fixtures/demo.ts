@@ -3,9 +3,7 @@
 // lease written in flanneld's format. One container per host; every ordered pair of containers
 // pings, iperf3 measures tsflanneld↔tsflanneld and tsflanneld↔kernel. Exit 1 if any pair fails.
 // Everything is torn down at the end, on errors and on SIGINT/SIGTERM.
-import fs from 'node:fs';
 import path from 'node:path';
-import { parseIp4Net, formatIp4Net } from '../src/subnet/ip4';
 import {
   addContainer,
   createTestbed,
@@ -15,7 +13,6 @@ import {
   ping,
   randomVtepMac,
   setupKernelFlannelPeer,
-  waitFor,
   writeFlannelLease,
   type Container,
   type Iperf3Result,
@@ -23,6 +20,7 @@ import {
   type Testbed,
   type TestHost,
 } from './testbed';
+import { startDaemonNode, type DaemonNode } from './tsflanneld-node';
 
 const REPO = path.resolve(__dirname, '..', '..');
 // Another build of the daemon can be demoed by pointing this at its entry script.
@@ -46,8 +44,7 @@ interface Node {
   mtu?: number;
   vtepMac?: string;
   container?: Container;
-  log?: string; // daemon log file
-  exited?: string;
+  daemon?: DaemonNode;
 }
 
 interface LeaseInfo {
@@ -85,46 +82,6 @@ function parseArgs(argv: string[]): DemoOptions {
 
 function say(msg: string): void {
   process.stdout.write(`${msg}\n`);
-}
-
-function tail(file: string, lines = 15): string {
-  try {
-    return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no log)';
-  }
-}
-
-function readSubnetEnv(file: string): Record<string, string> | null {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch {
-    return null;
-  }
-  const env: Record<string, string> = {};
-  for (const line of text.split('\n')) {
-    const eq = line.indexOf('=');
-    if (eq > 0) env[line.slice(0, eq)] = line.slice(eq + 1).trim();
-  }
-  return env.FLANNEL_SUBNET && env.FLANNEL_MTU ? env : null;
-}
-
-function startDaemon(bed: Testbed, node: Node, endpoint: string): string {
-  const dir = path.join(bed.tmpDir, node.host.name);
-  fs.mkdirSync(dir, { recursive: true });
-  const subnetFile = path.join(dir, 'subnet.env');
-  node.log = path.join(dir, 'tsflanneld.log');
-  const fd = fs.openSync(node.log, 'a');
-  const child = node.host.spawn(
-    ['node', DAEMON_BIN, '-etcd-endpoints', endpoint, '-iface', node.host.underlayDev, '-subnet-file', subnetFile],
-    { stdio: ['ignore', fd, fd] },
-  );
-  fs.closeSync(fd);
-  child.on('exit', (code, signal) => {
-    node.exited = `exited with ${signal ?? `code ${code}`}`;
-  });
-  return subnetFile;
 }
 
 async function listLeases(bed: Testbed): Promise<LeaseInfo[]> {
@@ -203,29 +160,20 @@ async function demo(opts: DemoOptions, setBed: (bed: Testbed) => void): Promise<
   }
 
   const daemons = nodes.filter((n) => n.kind === 'tsflanneld');
-  const envFiles = new Map<Node, string>();
-  for (const n of daemons) envFiles.set(n, startDaemon(bed, n, endpoint));
+  for (const n of daemons) n.daemon = await startDaemonNode({ host: n.host, etcdEndpoint: endpoint, bin: DAEMON_BIN });
   say(`demo: started tsflanneld on ${daemons.map((n) => n.host.name).join(', ')}; waiting for subnet.env`);
 
   try {
     await Promise.all(
       daemons.map(async (n) => {
-        const env = await waitFor(
-          `${n.host.name} subnet.env`,
-          async () => {
-            if (n.exited) throw new Error(`tsflanneld on ${n.host.name} ${n.exited}`);
-            return readSubnetEnv(envFiles.get(n)!);
-          },
-          opts.readyTimeoutMs,
-          200,
-        );
-        n.subnet = formatIp4Net(parseIp4Net(env.FLANNEL_SUBNET!));
-        n.mtu = Number(env.FLANNEL_MTU);
+        const ready = await n.daemon!.waitReady(opts.readyTimeoutMs);
+        n.subnet = ready.subnet;
+        n.mtu = ready.mtu;
       }),
     );
   } catch (e) {
     say(`demo: FAILED: ${(e as Error).message}`);
-    for (const n of daemons) say(`--- ${n.host.name} tsflanneld log (last lines) ---\n${tail(n.log!)}`);
+    for (const n of daemons) say(`--- ${n.host.name} tsflanneld log (last lines) ---\n${n.daemon!.tail()}`);
     return 1;
   }
 
@@ -296,10 +244,10 @@ async function demo(opts: DemoOptions, setBed: (bed: Testbed) => void): Promise<
   const failed = results.filter((r) => !pairOk(r));
   say(`\n${results.length - failed.length}/${results.length} pairs without loss`);
   for (const n of daemons) {
-    if (n.exited) say(`demo: tsflanneld on ${n.host.name} ${n.exited}`);
+    if (!n.daemon!.running) say(`demo: tsflanneld on ${n.host.name} is no longer running`);
   }
   if (failed.length > 0) {
-    for (const n of daemons) say(`--- ${n.host.name} tsflanneld log (last lines) ---\n${tail(n.log!)}`);
+    for (const n of daemons) say(`--- ${n.host.name} tsflanneld log (last lines) ---\n${n.daemon!.tail()}`);
     return 1;
   }
   return 0;
