@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseSubnetEnv } from '../src/subnet/subnet-env';
 import { formatIp4Net, parseIp4Net } from '../src/subnet/ip4';
-import { TestbedError, waitFor, type TestHost } from './testbed';
+import { ping, TestbedError, waitFor, type NsNode, type TestHost } from './testbed';
 
 const REPO = path.resolve(__dirname, '..', '..');
 /** Daemon entry script: TSFLANNELD_BIN selects another build (the demo's TSFLANNELD_DEMO_BIN too). */
@@ -304,4 +304,261 @@ export function metricValueOf(text: string, name: string, labels: Record<string,
 /** Spawns tsflanneld inside opts.host's namespace (see DaemonNode). */
 export async function startDaemonNode(opts: DaemonNodeOptions): Promise<DaemonNode> {
   return DaemonNode.start(opts);
+}
+
+// ------------------------------------------------------------------------------------------------
+// traffic and etcd helpers for daemon tests
+
+export const ETCD_PREFIX = '/coreos.com/network';
+
+/** The part of EtcdServer these helpers use. */
+export interface EtcdCtl {
+  etcdctl(args: string[]): Promise<string>;
+}
+
+export interface FlannelLeaseInfo {
+  key: string;
+  /** "10.5.72.0/24" */
+  subnet: string;
+  /** The raw JSON value as stored. */
+  value: string;
+  publicIp: string;
+  vtepMac: string;
+  vni: number;
+}
+
+function parseLeaseValue(key: string, value: string): FlannelLeaseInfo | null {
+  const m = /(\d+\.\d+\.\d+\.\d+)-(\d+)$/.exec(key);
+  if (!m) return null;
+  let v: { PublicIP?: string; BackendData?: { VtepMAC?: string; VNI?: number } };
+  try {
+    v = JSON.parse(value) as typeof v;
+  } catch {
+    return null;
+  }
+  return {
+    key,
+    subnet: `${m[1]}/${m[2]}`,
+    value,
+    publicIp: v.PublicIP ?? '',
+    vtepMac: v.BackendData?.VtepMAC ?? '',
+    vni: v.BackendData?.VNI ?? 0,
+  };
+}
+
+/** Every lease under <prefix>/subnets/. */
+export async function listFlannelLeases(etcd: EtcdCtl, prefix = ETCD_PREFIX): Promise<FlannelLeaseInfo[]> {
+  const out = await etcd.etcdctl(['get', '--prefix', `${prefix}/subnets/`]);
+  const lines = out.split('\n').filter((l) => l.length > 0);
+  const leases: FlannelLeaseInfo[] = [];
+  for (let i = 0; i + 1 < lines.length; i += 2) {
+    const l = parseLeaseValue(lines[i]!, lines[i + 1]!);
+    if (l) leases.push(l);
+  }
+  return leases;
+}
+
+/** The lease of `subnet` ("10.5.72.0/24"), or null if there is none. */
+export async function getFlannelLease(etcd: EtcdCtl, subnet: string, prefix = ETCD_PREFIX): Promise<FlannelLeaseInfo | null> {
+  const key = `${prefix}/subnets/${subnet.replace('/', '-')}`;
+  const value = (await etcd.etcdctl(['get', key, '--print-value-only'])).replace(/\n$/, '');
+  return value === '' ? null : parseLeaseValue(key, value);
+}
+
+/** Waits until from gets `count` replies in a row from ip (the first probes may race route setup). */
+export async function waitPing(from: NsNode, ip: string, timeoutMs = 60000, count = 3): Promise<void> {
+  await waitFor(`ping ${from.name} → ${ip}`, async () => (await ping(from, ip, { count, interval: 0.2 })).received === count, timeoutMs, 200);
+}
+
+export interface ContinuousPingResult {
+  sent: number;
+  received: number;
+  lost: number;
+  /** Longest run of consecutive unanswered probes. */
+  longestGap: number;
+  /** Highest sequence number answered (0 if none). */
+  lastAnswered: number;
+  intervalSec: number;
+  output: string;
+}
+
+export interface ContinuousPing {
+  /** Sequence numbers answered so far. */
+  answered(): number;
+  /** SIGINT to ping (it prints its summary), then the result. */
+  stop(): Promise<ContinuousPingResult>;
+}
+
+/** `ping -i intervalSec ip` running until stop(); replies are tracked by icmp_seq. */
+export function startContinuousPing(from: NsNode, ip: string, intervalSec = 0.01): ContinuousPing {
+  const child = from.spawn(['ping', '-n', '-i', String(intervalSec), '-W', '1', ip]);
+  let out = '';
+  const seqs = new Set<number>();
+  let pending = '';
+  child.stdout!.on('data', (b: Buffer) => {
+    const text = b.toString();
+    out += text;
+    pending += text;
+    let nl: number;
+    while ((nl = pending.indexOf('\n')) >= 0) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      const m = /icmp_seq=(\d+)/.exec(line);
+      if (m && /bytes from/.test(line) && !/DUP!/.test(line)) seqs.add(Number(m[1]));
+    }
+  });
+  let err = '';
+  child.stderr!.on('data', (b: Buffer) => (err = (err + b.toString()).slice(-4000)));
+  const done = new Promise<void>((r) => child.on('exit', () => r()));
+  let result: Promise<ContinuousPingResult> | null = null;
+  const stop = (): Promise<ContinuousPingResult> => {
+    if (!result) {
+      result = (async () => {
+        if (child.exitCode === null && child.signalCode === null) {
+          child.kill('SIGINT');
+          const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+          await done;
+          clearTimeout(timer);
+        }
+        const m = /(\d+) packets transmitted/.exec(out);
+        if (!m) throw new TestbedError(`[${from.name}] ping -i ${intervalSec} ${ip}: no summary: ${(err || out).trim().slice(-500)}`);
+        const sent = Number(m[1]);
+        let longestGap = 0;
+        let gap = 0;
+        let lastAnswered = 0;
+        for (let seq = 1; seq <= sent; seq++) {
+          if (seqs.has(seq)) {
+            gap = 0;
+            lastAnswered = seq;
+          } else {
+            gap += 1;
+            longestGap = Math.max(longestGap, gap);
+          }
+        }
+        const received = [...seqs].filter((q) => q >= 1 && q <= sent).length;
+        return { sent, received, lost: sent - received, longestGap, lastAnswered, intervalSec, output: out.slice(-400) + err.slice(-400) };
+      })();
+    }
+    return result;
+  };
+  return { answered: () => seqs.size, stop };
+}
+
+export interface TransferSide {
+  bytes: number;
+  sha256: string;
+}
+
+const SINK_JS = `
+const net = require('net'), crypto = require('crypto');
+const [ip, port] = process.argv.slice(1);
+const srv = net.createServer((s) => {
+  const h = crypto.createHash('sha256'); let n = 0;
+  s.on('data', (d) => { h.update(d); n += d.length; });
+  s.on('end', () => { process.stdout.write(JSON.stringify({ bytes: n, sha256: h.digest('hex') }) + '\\n'); s.end(); srv.close(); });
+});
+srv.listen(Number(port), ip, () => process.stdout.write('listening\\n'));`;
+
+const SOURCE_JS = `
+const net = require('net'), crypto = require('crypto');
+const [ip, port, size] = process.argv.slice(1);
+const data = crypto.randomBytes(Number(size));
+const sha256 = crypto.createHash('sha256').update(data).digest('hex');
+const s = net.connect(Number(port), ip, () => s.end(data));
+s.resume();
+s.on('error', (e) => { console.error(e.message); process.exit(1); });
+s.on('close', () => process.stdout.write(JSON.stringify({ bytes: data.length, sha256 }) + '\\n'));`;
+
+/** Sends `size` random bytes over one TCP connection from → to (listening on toIp:port); both sides' count + sha256. */
+export async function tcpTransfer(
+  from: NsNode,
+  to: NsNode,
+  toIp: string,
+  size: number,
+  port = 5001,
+): Promise<{ sent: TransferSide; received: TransferSide; seconds: number }> {
+  const server = to.spawn([process.execPath, '-e', SINK_JS, toIp, String(port)]);
+  let out = '';
+  server.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  let err = '';
+  server.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+  try {
+    await waitFor(`TCP sink on ${to.name} ${toIp}:${port}`, async () => {
+      if (server.exitCode !== null) throw new TestbedError(`sink exited: ${err}`);
+      return out.includes('listening');
+    }, 20000, 50);
+    const t0 = Date.now();
+    const client = await from.exec([process.execPath, '-e', SOURCE_JS, toIp, String(port), String(size)], { timeoutMs: 180000 });
+    const sent = JSON.parse(client.stdout) as TransferSide;
+    const received = await waitFor(`TCP sink result on ${to.name} ${toIp}:${port}`, async () => {
+      const line = out.split('\n').find((l) => l.startsWith('{'));
+      return line ? (JSON.parse(line) as TransferSide) : undefined;
+    }, 30000, 50);
+    return { sent, received, seconds: (Date.now() - t0) / 1000 };
+  } finally {
+    server.kill('SIGKILL');
+  }
+}
+
+const UDP_FLOWS_JS = `
+const dgram = require('dgram');
+const [dst, dstPort, firstSrcPort, flows, perFlow] = process.argv.slice(1).map((x, i) => (i === 0 ? x : Number(x)));
+let left = flows;
+for (let f = 0; f < flows; f++) {
+  const s = dgram.createSocket('udp4');
+  s.bind(firstSrcPort + f, () => {
+    let n = perFlow;
+    const send = () => s.send(Buffer.alloc(64, f), dstPort, dst, () => { if (--n > 0) setTimeout(send, 5); else { s.close(); if (--left === 0) process.exit(0); } });
+    send();
+  });
+}`;
+
+/** Sends `perFlow` small UDP datagrams on each of `flows` distinct source ports (firstSrcPort + i) to dst:dstPort. */
+export async function sendUdpFlows(from: NsNode, dst: string, opts: { dstPort?: number; firstSrcPort?: number; flows?: number; perFlow?: number } = {}): Promise<void> {
+  await from.exec([
+    process.execPath, '-e', UDP_FLOWS_JS, dst, String(opts.dstPort ?? 9999), String(opts.firstSrcPort ?? 40000),
+    String(opts.flows ?? 16), String(opts.perFlow ?? 3),
+  ], { timeoutMs: 30000 });
+}
+
+export interface HandcraftedVxlan {
+  /** Local address to send from (must be configured on `from`). */
+  bindIp: string;
+  dstIp: string;
+  port?: number; // default 8472
+  vni?: number; // default 1
+  dstMac: string;
+  srcMac: string;
+  /** Inner ICMP echo request addresses. */
+  innerSrc: string;
+  innerDst: string;
+  count?: number; // default 5
+}
+
+const VXLAN_JS = `
+const dgram = require('dgram');
+const [bindIp, dstIp, port, vni, dstMac, srcMac, innerSrc, innerDst, count] = process.argv.slice(1);
+const mac = (s) => s.split(':').map((x) => parseInt(x, 16));
+const ip = (s) => s.split('.').map(Number);
+function csum(b) { let s = 0; for (let i = 0; i < b.length; i += 2) s += (b[i] << 8) | (b[i + 1] || 0); while (s >> 16) s = (s & 0xffff) + (s >> 16); return ~s & 0xffff; }
+const icmp = Buffer.from([8, 0, 0, 0, 0x12, 0x34, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8]);
+icmp.writeUInt16BE(csum(icmp), 2);
+const iph = Buffer.from([0x45, 0, 0, 20 + icmp.length, 0, 1, 0, 0, 64, 1, 0, 0, ...ip(innerSrc), ...ip(innerDst)]);
+iph.writeUInt16BE(csum(iph), 10);
+const v = Number(vni);
+const hdr = Buffer.from([8, 0, 0, 0, (v >> 16) & 255, (v >> 8) & 255, v & 255, 0]);
+const frame = Buffer.concat([hdr, Buffer.from(mac(dstMac)), Buffer.from(mac(srcMac)), Buffer.from([8, 0]), iph, icmp]);
+const s = dgram.createSocket('udp4');
+s.bind(0, bindIp, () => {
+  let left = Number(count);
+  const send = () => s.send(frame, Number(port), dstIp, (e) => { if (e) { console.error(e.message); process.exit(1); } if (--left > 0) send(); else s.close(); });
+  send();
+});`;
+
+/** Sends a handcrafted VXLAN frame (carrying an ICMP echo request) `count` times. */
+export async function sendHandcraftedVxlan(from: NsNode, f: HandcraftedVxlan): Promise<void> {
+  await from.exec([
+    process.execPath, '-e', VXLAN_JS, f.bindIp, f.dstIp, String(f.port ?? 8472), String(f.vni ?? 1), f.dstMac, f.srcMac,
+    f.innerSrc, f.innerDst, String(f.count ?? 5),
+  ]);
 }
