@@ -20,6 +20,7 @@ export interface Options {
   ipMasq: boolean;
   iptablesResync: number;
   iptablesForwardRules: boolean;
+  ipMasqFullyRandomDisable: boolean;
   healthzIp: string;
   healthzPort: number;
   v: number;
@@ -111,9 +112,10 @@ export const FLAGS: readonly FlagDef[] = [
   { kind: 'int', name: 'subnet-lease-renew-margin', key: 'subnetLeaseRenewMargin', def: 60, min: 1, max: 1439, usage: 'renew the 24h lease this many minutes before it expires (1-1439)' },
   { kind: 'bool', name: 'ip-masq', key: 'ipMasq', def: false, usage: 'set up IP masquerade for traffic leaving the overlay network' },
   { kind: 'int', name: 'iptables-resync', key: 'iptablesResync', def: 5, min: 1, max: 86400, usage: 'seconds between checks that the iptables rules are still in place' },
+  { kind: 'bool', name: 'ip-masq-fully-random-disable', key: 'ipMasqFullyRandomDisable', def: false, usage: 'do not add --random-fully to the MASQUERADE rules' },
   { kind: 'bool', name: 'iptables-forward-rules', key: 'iptablesForwardRules', def: true, usage: 'add FORWARD ACCEPT rules for the overlay network' },
   { kind: 'string', name: 'healthz-ip', key: 'healthzIp', def: '0.0.0.0', usage: 'address the health endpoint listens on', check: ipOrEmpty },
-  { kind: 'int', name: 'healthz-port', key: 'healthzPort', def: 0, min: 0, max: 65535, usage: 'port of the /healthz and /readyz endpoint (0 disables it)' },
+  { kind: 'int', name: 'healthz-port', key: 'healthzPort', def: 0, min: 0, max: 65535, usage: 'port of the /healthz, /readyz and /metrics endpoints (0 disables them)' },
   { kind: 'int', name: 'v', key: 'v', def: 0, min: 0, max: 2147483647, usage: 'log verbosity (0 info, higher adds debug output)' },
   { kind: 'bool', name: 'version', key: 'version', def: false, usage: 'print the version and exit' },
   { kind: 'bool', name: 'help', key: 'help', def: false, usage: 'print this help and exit' },

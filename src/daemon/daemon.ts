@@ -263,6 +263,7 @@ class Daemon {
         masq: o.ipMasq,
         forwardRules: o.iptablesForwardRules,
         resyncSeconds: o.iptablesResync,
+        ...(o.ipMasqFullyRandomDisable ? { randomFully: false } : {}),
         previous: this.previousNetworkAndSubnet(o.subnetFile),
         log,
       });

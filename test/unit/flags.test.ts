@@ -15,6 +15,7 @@ const DEFAULTS: Options = {
   subnetFile: '/run/flannel/subnet.env',
   subnetLeaseRenewMargin: 60,
   ipMasq: false,
+  ipMasqFullyRandomDisable: false,
   iptablesResync: 5,
   iptablesForwardRules: true,
   healthzIp: '0.0.0.0',
