@@ -90,6 +90,8 @@ export interface Repetition {
   errors: Record<string, string>;
   /** Per host: drop counters (UDP socket errors, overlay device drops) accumulated over the repetition. */
   drops?: Record<string, Record<string, number>>;
+  /** Per daemon: increase of its data-plane counters (packets, drops by reason, …) over the repetition. */
+  daemonCounters?: Record<string, Record<string, number>>;
 }
 
 export interface Endpoints {
@@ -100,6 +102,8 @@ export interface Endpoints {
   daemons: DaemonProc[];
   /** Hosts whose drop counters are recorded, with their overlay device if any. */
   dropWatch: Array<{ node: NsNode; dev?: string }>;
+  /** Daemons whose data-plane counters can be read (flat name → value), sender first. */
+  counters?: Array<{ label: string; read(): Promise<Record<string, number>> }>;
 }
 
 const IPV4_UDP_HEADERS = 28;
@@ -368,6 +372,7 @@ async function snapshotDrops(ep: Endpoints): Promise<Array<Record<string, number
 export async function measureRepetition(ep: Endpoints, server: IperfServerHandle, opts: MeasureOptions): Promise<Repetition> {
   const rep: Repetition = { udp: {}, errors: {} };
   const before = await snapshotDrops(ep).catch(() => null);
+  const countersBefore = await snapshotDaemonCounters(ep);
   const step = async (name: string, fn: () => Promise<void>): Promise<void> => {
     try {
       await fn();
@@ -406,7 +411,26 @@ export async function measureRepetition(ep: Endpoints, server: IperfServerHandle
     rep.drops = {};
     ep.dropWatch.forEach((w, i) => (rep.drops![w.node.name] = diffCounters(before[i]!, after[i]!)));
   }
+  const countersAfter = await snapshotDaemonCounters(ep);
+  if (countersBefore && countersAfter) {
+    rep.daemonCounters = {};
+    ep.counters!.forEach((c, i) => {
+      const d = diffCounters(countersBefore[i]!, countersAfter[i]!);
+      rep.daemonCounters![c.label] = d;
+      const drops = Object.entries(d).filter(([k, v]) => /drop/i.test(k) && v > 0);
+      if (drops.length > 0) opts.log(`    ${c.label} data-plane drops: ${drops.map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    });
+  }
   return rep;
+}
+
+async function snapshotDaemonCounters(ep: Endpoints): Promise<Array<Record<string, number>> | null> {
+  if (!ep.counters || ep.counters.length === 0) return null;
+  try {
+    return await Promise.all(ep.counters.map((c) => c.read()));
+  } catch {
+    return null; // counters unreachable: they are optional
+  }
 }
 
 function cpuText(r: TcpResult): string {

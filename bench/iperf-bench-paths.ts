@@ -21,12 +21,17 @@ import {
   type TestHost,
 } from '../netns-fixtures/testbed';
 import type { DaemonProc, Endpoints } from './iperf-bench-measure';
+import { parsePromSamples } from './iperf-bench-stats';
 
 export const REPO = path.resolve(__dirname, '..', '..');
 export const ETCD_PREFIX = '/coreos.com/network';
 const NETWORK_CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}';
 const KERNEL_SUBNETS = ['10.5.1.0/24', '10.5.2.0/24'];
 const OVERLAY_DEV = 'flannel.1';
+// The daemons serve /metrics here, inside their own host namespace only.
+const HEALTHZ_PORT = 9701;
+/** Data-plane counters read from the daemons' /metrics around each repetition. */
+const DAEMON_COUNTERS = ['tsflanneld_packets_total', 'tsflanneld_drops_total'];
 
 export type PathKind = 'underlay' | 'kernel' | 'dataplane' | 'tsflanneld';
 
@@ -144,7 +149,21 @@ interface RunnerProc {
   pid: number;
   stderr: () => string;
   exited: () => string | null;
+  /** The runner's counters (stdin {"op":"counters"}), flattened: txPackets, …, drops.<reason>. */
+  counters(): Promise<Record<string, number>>;
   stop(): Promise<void>;
+}
+
+/** Top-level numbers and `drops.<reason>` of a CountersSnapshot; per-peer detail is left out. */
+function flattenCounters(c: Record<string, unknown>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(c)) {
+    if (typeof v === 'number') out[k] = v;
+    else if (k === 'drops' && v && typeof v === 'object') {
+      for (const [r, n] of Object.entries(v as Record<string, unknown>)) if (typeof n === 'number') out[`drops.${r}`] = n;
+    }
+  }
+  return out;
 }
 
 async function startRunner(host: TestHost, cfg: object, ctx: PathContext, spec: PathSpec): Promise<RunnerProc> {
@@ -159,7 +178,9 @@ async function startRunner(host: TestHost, cfg: object, ctx: PathContext, spec: 
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, ...ctx.daemonEnv },
   });
-  let out = '';
+  // stdout is JSON lines; events are queued and taken in order (ready first, then counter replies).
+  const events: Array<Record<string, unknown>> = [];
+  let partial = '';
   let err = '';
   let exited: string | null = null;
   const exitedP = new Promise<void>((resolve) =>
@@ -168,8 +189,21 @@ async function startRunner(host: TestHost, cfg: object, ctx: PathContext, spec: 
       resolve();
     }),
   );
-  child.stdout!.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-20000)));
+  child.stdout!.on('data', (b: Buffer) => {
+    partial += b.toString();
+    let nl: number;
+    while ((nl = partial.indexOf('\n')) >= 0) {
+      const line = partial.slice(0, nl);
+      partial = partial.slice(nl + 1);
+      try {
+        events.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        err = `${err}stdout: ${line}\n`.slice(-8000);
+      }
+    }
+  });
   child.stderr!.on('data', (b: Buffer) => (err = (err + b.toString()).slice(-8000)));
+  child.stdin!.on('error', () => undefined); // a dead runner shows up as `exited`
   const stop = async (): Promise<void> => {
     if (exited !== null) return;
     child.kill('SIGTERM');
@@ -177,18 +211,26 @@ async function startRunner(host: TestHost, cfg: object, ctx: PathContext, spec: 
     await exitedP;
     clearTimeout(timer);
   };
-  let ready: { pid?: number } | undefined;
-  try {
-    ready = await waitFor(`data-plane runner on ${host.name}`, async () => {
+  const nextEvent = (event: string, timeoutMs: number): Promise<Record<string, unknown>> =>
+    waitFor(`"${event}" from the data-plane runner on ${host.name}`, async () => {
+      const i = events.findIndex((e) => e.event === event);
+      if (i >= 0) return events.splice(0, i + 1)[i]!;
       if (exited !== null) throw new PathSetupError(`static-runner on ${host.name} ${exited}: ${err.trim().slice(-1500)}`);
-      const line = out.split('\n').find((l) => l.includes('"event":"ready"'));
-      return line ? (JSON.parse(line) as { pid?: number }) : undefined;
-    }, 15000, 50);
+      return undefined;
+    }, timeoutMs, 20);
+  let ready: { pid?: number };
+  try {
+    ready = (await nextEvent('ready', 15000)) as { pid?: number };
   } catch (e) {
     await stop();
     throw e;
   }
-  return { host, child, pid: ready.pid ?? child.pid!, stderr: () => err, exited: () => exited, stop };
+  const counters = async (): Promise<Record<string, number>> => {
+    child.stdin!.write('{"op":"counters"}\n');
+    const ev = await nextEvent('counters', 10000);
+    return flattenCounters(ev.counters as Record<string, unknown>);
+  };
+  return { host, child, pid: ready.pid ?? child.pid!, stderr: () => err, exited: () => exited, counters, stop };
 }
 
 async function dataplane(bed: Testbed, spec: PathSpec, ctx: PathContext, close: () => Promise<void>): Promise<PathSession> {
@@ -238,6 +280,7 @@ async function dataplane(bed: Testbed, spec: PathSpec, ctx: PathContext, close: 
         serverIp: c2.ip,
         daemons: runners.map((r, i) => ({ label: `${r.host.name} ${i === 0 ? 'tx' : 'rx'}`, pid: r.pid })),
         dropWatch: hosts.map((h) => ({ node: h, dev: OVERLAY_DEV })),
+        counters: runners.map((r, i) => ({ label: `${r.host.name} ${i === 0 ? 'tx' : 'rx'}`, read: () => r.counters() })),
       },
       info: { client: c1.ip, server: c2.ip, subnets: KERNEL_SUBNETS, overlayMtu: mtu, runner: path.relative(REPO, RUNNER), testbed: bed.prefix },
       notes: [],
@@ -279,7 +322,8 @@ function startDaemon(bed: Testbed, host: TestHost, spec: PathSpec, ctx: PathCont
   }
   const fd = fs.openSync(log, 'a');
   const cmd = ['node', ...nodeOptions, path.join(REPO, 'bin', 'tsflanneld'),
-    '-etcd-endpoints', bed.etcdEndpoint!, '-iface', host.underlayDev, '-subnet-file', subnetFile];
+    '-etcd-endpoints', bed.etcdEndpoint!, '-iface', host.underlayDev, '-subnet-file', subnetFile,
+    '-healthz-ip', '127.0.0.1', '-healthz-port', String(HEALTHZ_PORT)];
   fs.writeSync(fd, `# ${cmd.join(' ')}${spec.rung ? ` (TSFLANNELD_OFFLOAD=${spec.rung})` : ''}\n`);
   const child = host.spawn(cmd, { stdio: ['ignore', fd, fd], env });
   fs.closeSync(fd);
@@ -338,6 +382,27 @@ export function readDaemonLog(file: string): string[] {
         return line;
       }
     });
+}
+
+const HTTP_GET_JS = `
+const http = require('node:http');
+const req = http.get({ host: '127.0.0.1', port: Number(process.argv[1]), path: process.argv[2], timeout: 10000 }, (res) => {
+  const chunks = [];
+  res.on('data', (c) => chunks.push(c));
+  res.on('end', () => { process.stdout.write(Buffer.concat(chunks)); process.exit(res.statusCode === 200 ? 0 : 1); });
+});
+req.on('timeout', () => req.destroy(new Error('timeout')));
+req.on('error', (e) => { process.stderr.write(e.message); process.exit(1); });`;
+
+/** The daemon's Prometheus text, fetched from inside its namespace. */
+async function fetchMetrics(host: TestHost): Promise<string> {
+  const res = await host.exec([process.execPath, '-e', HTTP_GET_JS, String(HEALTHZ_PORT), '/metrics'], { timeoutMs: 20000 });
+  return res.stdout;
+}
+
+/** The rung label of the `tsflanneld_offload_rung` series whose value is 1, if the daemon exports one. */
+function activeRung(metrics: string): string | undefined {
+  return /^tsflanneld_offload_rung\{[^}]*rung="([^"]*)"[^}]*\}\s+1(?:\s|$)/m.exec(metrics)?.[1];
 }
 
 function tail(lines: string[], n: number): string {
@@ -430,6 +495,10 @@ async function tsflanneld(bed: Testbed, spec: PathSpec, ctx: PathContext, closeB
     serverIp: c2.ip,
     daemons: procs,
     dropWatch: hosts.map((h) => ({ node: h, dev: OVERLAY_DEV })),
+    counters: hosts.map((h, i) => ({
+      label: procs[i]!.label,
+      read: async () => parsePromSamples(await fetchMetrics(h), DAEMON_COUNTERS),
+    })),
   };
 
   // Routes and peers land shortly after the lease appears; give the daemons time to forward.
@@ -452,7 +521,13 @@ async function tsflanneld(bed: Testbed, spec: PathSpec, ctx: PathContext, closeB
 
   const offloadLines = readDaemonLog(daemons[0]!.log).filter((l) => /offload|vnet|gso|gro|\buso\b|rung/i.test(l));
   const notes: string[] = [];
-  if (spec.rung && offloadLines.length === 0) notes.push(`daemon logged nothing about offloads with TSFLANNELD_OFFLOAD=${spec.rung}`);
+  const rungs = await Promise.all(hosts.map((h) => fetchMetrics(h).then(activeRung, () => undefined)));
+  if (rungs.some((r) => r !== undefined)) {
+    if (spec.rung && rungs.some((r) => r !== spec.rung)) notes.push(`forced ${spec.rung}, daemons report rung ${rungs.map((r) => r ?? '?').join('/')}`);
+    else if (!spec.rung) notes.push(`offload rung ${[...new Set(rungs.map((r) => r ?? '?'))].join('/')}`);
+  } else if (spec.rung && offloadLines.length === 0) {
+    notes.push(`daemon reported nothing about offloads with TSFLANNELD_OFFLOAD=${spec.rung}`);
+  }
   return {
     endpoints,
     info: {
@@ -461,12 +536,14 @@ async function tsflanneld(bed: Testbed, spec: PathSpec, ctx: PathContext, closeB
       subnets,
       overlayMtu: mtus[0],
       rung: spec.rung ?? 'default',
+      reportedRungs: rungs,
       daemonOffloadLog: offloadLines.slice(0, 8),
       daemonPids: procs.map((p) => p.pid),
       testbed: bed.prefix,
     },
     notes,
     close: async () => {
+      for (const d of daemons) if (d.exited) notes.push(`tsflanneld on ${d.host.name} ${d.exited} during the measurement`);
       await stopAll();
       const problems = daemons.flatMap((d) => readDaemonLog(d.log).filter((l) => /^(warn|error|fatal):/.test(l)).map((l) => `${d.host.name}: ${l}`));
       if (problems.length > 0) ctx.log(`  daemon warnings/errors:\n    ${problems.slice(0, 10).join('\n    ')}`);

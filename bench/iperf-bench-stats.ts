@@ -70,6 +70,22 @@ export function parseSnmp(text: string, proto: string): Record<string, number> {
   return out;
 }
 
+/**
+ * Samples of the named metrics in Prometheus text, keyed `name{labels}` as written (`name` without
+ * labels). Comments and other metrics are skipped.
+ */
+export function parsePromSamples(text: string, names: readonly string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (!m || !names.includes(m[1]!)) continue;
+    const v = Number(m[3]);
+    if (Number.isFinite(v)) out[`${m[1]}${m[2] ?? ''}`] = v;
+  }
+  return out;
+}
+
 /** Difference b − a for every numeric key present in both. */
 export function diffCounters(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
   const out: Record<string, number> = {};

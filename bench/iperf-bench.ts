@@ -211,7 +211,6 @@ async function main(): Promise<number> {
         onTestbed: (bed) => (currentBed = bed),
       });
       result.info = session.info;
-      result.notes.push(...session.notes);
       const ep = session.endpoints;
       const server = new IperfServerHandle(ep.server);
       const mopts: MeasureOptions = {
@@ -244,6 +243,7 @@ async function main(): Promise<number> {
       } finally {
         await server.stop().catch(() => undefined);
         await session.close().catch((e: Error) => say(`  teardown: ${e.message}`));
+        result.notes.push(...session.notes); // close() may add some (a daemon that died meanwhile)
       }
     } catch (e) {
       result.error = (e as Error).message;
