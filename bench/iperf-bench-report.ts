@@ -59,6 +59,8 @@ export const UNITS: Record<string, string> = {
   pingP99Us: 'ping RTT 99th percentile (nearest rank), µs',
   'udp<size>Kpps': 'received kpps of the fastest UDP trial with loss under the limit; inner IPv4 packet = <size> bytes',
   'udp<size>Loss': 'loss percent of that trial',
+  'udp<size>SaturatedKpps': 'received kpps of the unlimited (-b 0) probe: what gets through when the sender floods',
+  'udp<size>SaturatedLoss': 'loss percent of the unlimited probe',
   'udp<size>SenderBound': '1 if the unlimited (-b 0) probe already met the loss limit (iperf3 sender is the bottleneck)',
   'cpu<i>': 'cores used by daemon i (0 = sender host, 1 = receiver host) during the 1-stream TCP run (utime+stime / wall)',
   'cpuPerGbit<i>': 'cpu<i> / tcp1Gbit',
@@ -83,6 +85,11 @@ function repValues(rep: Repetition): Record<string, number | undefined> {
     v[`udp${size}Kpps`] = u.pps / 1000;
     v[`udp${size}Loss`] = u.lossPercent;
     v[`udp${size}SenderBound`] = u.senderBound ? 1 : 0;
+    const probe = u.trials[0];
+    if (probe) {
+      v[`udp${size}SaturatedKpps`] = probe.recvPps / 1000;
+      v[`udp${size}SaturatedLoss`] = probe.lossPercent;
+    }
   }
   rep.tcp1?.daemons.forEach((d, i) => {
     v[`cpu${i}`] = d.cores;
@@ -240,10 +247,11 @@ export function svgChart(results: PathResult[], udpSizes: number[], streams: num
     if (xs.some((x) => x === undefined)) return {};
     return { v: xs.reduce<number>((s, x) => s + x!, 0) };
   };
-  const W = 880;
-  const labelW = 250;
+  // ~7 px per character of a 12 px label; the value text after a bar needs ~150 px.
+  const labelW = Math.max(150, Math.max(...results.map((r) => r.spec.label.length)) * 7 + 10);
   const barX = labelW + 10;
   const barMaxW = 470;
+  const W = barX + barMaxW + 160;
   const rowH = 22;
   const top = 56;
   let y = top;

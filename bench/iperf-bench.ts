@@ -139,7 +139,7 @@ function pathSpecs(args: Args, notes: string[]): PathSpec[] {
   const specs: PathSpec[] = [];
   if (args.only.has('underlay')) specs.push({ id: 'underlay', label: 'underlay veth (host ↔ host)', kind: 'underlay' });
   if (args.only.has('kernel')) specs.push({ id: 'kernel', label: 'kernel VXLAN (flannel.1)', kind: 'kernel' });
-  if (args.only.has('dataplane')) specs.push({ id: 'dataplane', label: 'tsflanneld data plane alone (static runner)', kind: 'dataplane' });
+  if (args.only.has('dataplane')) specs.push({ id: 'dataplane', label: 'data plane only (static runner)', kind: 'dataplane' });
   if (args.only.has('tsflanneld')) {
     specs.push({ id: 'tsflanneld', label: 'tsflanneld', kind: 'tsflanneld' });
     if (args.rungs.length > 0) {
