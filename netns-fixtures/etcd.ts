@@ -18,6 +18,35 @@ export interface EtcdOptions {
   extraArgs?: string[];
   /** How long to wait for the member to become healthy; default 30 s. */
   startTimeoutMs?: number;
+  /** Serve clients over TLS (endpoint becomes https://); peers stay plain http. */
+  tls?: EtcdTlsOptions;
+  /** Enable etcd authentication once the member is first healthy (see EtcdAuthOptions). */
+  auth?: EtcdAuthOptions;
+}
+
+export interface EtcdTlsOptions {
+  /** CA that signed the server certificate (and the client certificates etcd accepts). */
+  caFile: string;
+  /** Server certificate; its subjectAltNames must include the listen IP. */
+  certFile: string;
+  keyFile: string;
+  /** --client-cert-auth: refuse clients without a certificate signed by caFile. */
+  clientCertAuth: boolean;
+  /** Client certificate for the fixture's own etcdctl; required when clientCertAuth. */
+  clientCertFile?: string;
+  clientKeyFile?: string;
+}
+
+/**
+ * Users: root (role root) and `user` with a role granting readwrite on `prefix`; then `auth enable`.
+ * The fixture's own etcdctl calls authenticate as root from then on.
+ */
+export interface EtcdAuthOptions {
+  rootPassword: string;
+  user: string;
+  password: string;
+  /** Key prefix `user` may read and write; default "/coreos.com/network/". */
+  prefix?: string;
 }
 
 export interface EtcdServer {
@@ -105,7 +134,51 @@ class EtcdProcess implements EtcdServer {
     private readonly peerPort: number,
     private readonly opts: EtcdOptions,
   ) {
-    this.endpoint = `http://${ip}:${clientPort}`;
+    this.endpoint = `${opts.tls ? 'https' : 'http'}://${ip}:${clientPort}`;
+    if (opts.tls?.clientCertAuth && !(opts.tls.clientCertFile && opts.tls.clientKeyFile)) {
+      throw new EtcdFixtureError('tls.clientCertAuth needs tls.clientCertFile and tls.clientKeyFile for the fixture\'s etcdctl');
+    }
+  }
+
+  private authEnabled = false;
+
+  private tlsArgs(): string[] {
+    const tls = this.opts.tls;
+    if (!tls) return [];
+    // etcd requires client certificates whenever --trusted-ca-file is set, so the CA goes with --client-cert-auth.
+    return [
+      `--cert-file=${tls.certFile}`,
+      `--key-file=${tls.keyFile}`,
+      ...(tls.clientCertAuth ? [`--trusted-ca-file=${tls.caFile}`, '--client-cert-auth'] : []),
+    ];
+  }
+
+  /** etcdctl flags for TLS and, once auth is on, root's credentials. */
+  private ctlAuthArgs(): string[] {
+    const out: string[] = [];
+    const tls = this.opts.tls;
+    if (tls) {
+      out.push(`--cacert=${tls.caFile}`);
+      if (tls.clientCertFile && tls.clientKeyFile) out.push(`--cert=${tls.clientCertFile}`, `--key=${tls.clientKeyFile}`);
+    }
+    if (this.authEnabled && this.opts.auth) out.push('--user=root', `--password=${this.opts.auth.rootPassword}`);
+    return out;
+  }
+
+  private async enableAuth(auth: EtcdAuthOptions): Promise<void> {
+    const role = `${auth.user}-rw`;
+    const steps: string[][] = [
+      ['role', 'add', 'root'],
+      ['user', 'add', 'root', `--new-user-password=${auth.rootPassword}`, '--interactive=false'],
+      ['user', 'grant-role', 'root', 'root'],
+      ['role', 'add', role],
+      ['role', 'grant-permission', role, '--prefix=true', 'readwrite', auth.prefix ?? '/coreos.com/network/'],
+      ['user', 'add', auth.user, `--new-user-password=${auth.password}`, '--interactive=false'],
+      ['user', 'grant-role', auth.user, role],
+      ['auth', 'enable'],
+    ];
+    for (const step of steps) await this.etcdctl(step);
+    this.authEnabled = true;
   }
 
   private command(): [string, string[]] {
@@ -123,6 +196,7 @@ class EtcdProcess implements EtcdServer {
       '--logger=zap',
       '--log-outputs=stderr',
       '--log-level=warn',
+      ...this.tlsArgs(),
       ...(this.opts.extraArgs ?? []),
     ];
     // setpriv --pdeathsig: if the test runner dies without teardown, etcd dies with it.
@@ -132,7 +206,7 @@ class EtcdProcess implements EtcdServer {
   }
 
   private ctlCommand(args: string[]): [string, string[]] {
-    const full = [`--endpoints=${this.endpoint}`, '--command-timeout=10s', ...args];
+    const full = [`--endpoints=${this.endpoint}`, '--command-timeout=10s', ...this.ctlAuthArgs(), ...args];
     if (this.opts.netns) return ['ip', ['netns', 'exec', this.opts.netns, ETCDCTL, ...full]];
     return [ETCDCTL, full];
   }
@@ -175,7 +249,7 @@ class EtcdProcess implements EtcdServer {
       }
       try {
         await this.etcdctl(['endpoint', 'health']);
-        return;
+        break;
       } catch (err) {
         if (Date.now() > deadline) {
           await this.kill();
@@ -183,6 +257,15 @@ class EtcdProcess implements EtcdServer {
         }
       }
       await sleep(100);
+    }
+    // Auth state lives in the data dir: only the first start enables it.
+    if (this.opts.auth && !this.authEnabled) {
+      try {
+        await this.enableAuth(this.opts.auth);
+      } catch (err) {
+        await this.kill();
+        throw err;
+      }
     }
   }
 
