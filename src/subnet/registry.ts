@@ -122,13 +122,17 @@ function buildClientOptions(opts: RegistryOptions): IOptions {
     // Streams must live forever; unary calls get a deadline.
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
   };
-  // Like flanneld ≥ v0.20.1: TLS only when both key and cert are given; the CA is optional.
+  // Like flanneld ≥ v0.20.1: client-certificate TLS only when both key and cert are given; the CA is optional.
   if (opts.keyfile && opts.certfile) {
     options.credentials = {
       rootCertificate: opts.cafile ? fs.readFileSync(opts.cafile) : (undefined as unknown as Buffer),
       privateKey: fs.readFileSync(opts.keyfile),
       certChain: fs.readFileSync(opts.certfile),
     };
+  } else if (opts.cafile && opts.endpoints.every((e) => /^https:\/\//i.test(e))) {
+    // https endpoints with only a CA: verify the server against it. flanneld ignores the CA here and
+    // verifies against the system roots, which can never work with a private etcd CA.
+    options.credentials = { rootCertificate: fs.readFileSync(opts.cafile) };
   }
   if (opts.username) options.auth = { username: opts.username, password: opts.password ?? '' };
   return options;
@@ -164,8 +168,25 @@ export class EtcdRegistry implements Registry {
     try {
       return await fn();
     } catch (err) {
-      throw new EtcdError(this.endpoints, operation, err);
+      throw this.error(operation, err);
     }
+  }
+
+  /** Last failure that was not the client's circuit breaker, to explain why the breaker is open. */
+  private lastFailure: string | null = null;
+
+  /**
+   * After repeated failures etcd3's per-host circuit breaker fails calls without trying, with a message
+   * that hides the cause (TLS handshake, refused connection, …); report the last real failure with it.
+   */
+  private error(operation: string, err: unknown): EtcdError {
+    const broken = (err as { isBrokenCircuitError?: boolean } | null)?.isBrokenCircuitError === true;
+    if (!broken) {
+      this.lastFailure = err instanceof Error ? err.message : String(err);
+      return new EtcdError(this.endpoints, operation, err);
+    }
+    const why = this.lastFailure === null ? '' : `; last error: ${this.lastFailure}`;
+    return new EtcdError(this.endpoints, operation, new Error(`not tried, circuit breaker open after repeated failures${why}`));
   }
 
   async getNetworkConfig(): Promise<NetworkConfig> {
@@ -338,7 +359,18 @@ export class EtcdRegistry implements Registry {
       stream?.cancel();
       report();
     };
-    const fail = (err: unknown): void => finish(() => handlers.onError(new EtcdError(this.endpoints, what, err)));
+    const fail = (err: unknown): void => finish(() => handlers.onError(this.error(what, err)));
+    // etcd keeps auth tokens in memory only (lost on restart, expired after --auth-token-ttl idle), and
+    // etcd3 re-authenticates only when a unary call is refused. A watch refused for its token would be
+    // retried with the same token forever; a unary read renews the token first (or fails, then the
+    // next attempt tries again).
+    const failAfterReauth = (err: Error): void => {
+      if (done) return;
+      this.client.kv
+        .range({ key, count_only: true })
+        .catch(() => undefined)
+        .finally(() => fail(err));
+    };
 
     this.client.watchClient
       .watch()
@@ -356,7 +388,9 @@ export class EtcdRegistry implements Registry {
             return;
           }
           if (res.canceled) {
-            fail(new Error(`watch canceled by server: ${res.cancel_reason || 'no reason given'}`));
+            const err = new Error(`watch canceled by server: ${res.cancel_reason || 'no reason given'}`);
+            if (/invalid auth token/i.test(res.cancel_reason)) failAfterReauth(err);
+            else fail(err);
             return;
           }
           if (res.created) {
