@@ -16,7 +16,6 @@ import {
   kernelPeerAddRemote,
   randomVtepMac,
   setupKernelFlannelPeer,
-  waitFor,
   type Testbed,
   type TestHost,
 } from '../netns-fixtures/testbed';
@@ -66,6 +65,10 @@ export interface PathSession {
   notes: string[];
   /** Stops daemons (reporting their warnings/errors) and tears the testbed down. */
   close(): Promise<void>;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }
 
 export class PathSetupError extends Error {
@@ -211,13 +214,15 @@ async function startRunner(host: TestHost, cfg: object, ctx: PathContext, spec: 
     await exitedP;
     clearTimeout(timer);
   };
-  const nextEvent = (event: string, timeoutMs: number): Promise<Record<string, unknown>> =>
-    waitFor(`"${event}" from the data-plane runner on ${host.name}`, async () => {
+  const nextEvent = async (event: string, timeoutMs: number): Promise<Record<string, unknown>> => {
+    for (const deadline = Date.now() + timeoutMs; ; ) {
       const i = events.findIndex((e) => e.event === event);
       if (i >= 0) return events.splice(0, i + 1)[i]!;
       if (exited !== null) throw new PathSetupError(`static-runner on ${host.name} ${exited}: ${err.trim().slice(-1500)}`);
-      return undefined;
-    }, timeoutMs, 20);
+      if (Date.now() > deadline) throw new PathSetupError(`no "${event}" from the static runner on ${host.name} within ${timeoutMs} ms: ${err.trim().slice(-1500)}`);
+      await sleep(20);
+    }
+  };
   let ready: { pid?: number };
   try {
     ready = (await nextEvent('ready', 15000)) as { pid?: number };
@@ -460,23 +465,20 @@ async function tsflanneld(bed: Testbed, spec: PathSpec, ctx: PathContext, closeB
     throw new PathSetupError(`${msg}\n${logs}`);
   };
 
-  const envs: Array<Record<string, string>> = [];
-  try {
-    await Promise.all(
-      daemons.map(async (d, i) => {
-        envs[i] = await waitFor(
-          `${d.host.name} subnet.env`,
-          async () => {
-            if (d.exited) throw new PathSetupError(`tsflanneld on ${d.host.name} ${d.exited}`);
-            return readSubnetEnv(d.subnetFile);
-          },
-          ctx.readyTimeoutMs,
-          200,
-        );
-      }),
-    );
-  } catch (e) {
-    return fail(`tsflanneld did not become ready: ${(e as Error).message}`);
+  let envs: Array<Record<string, string>>;
+  for (const deadline = Date.now() + ctx.readyTimeoutMs; ; ) {
+    const dead = daemons.find((d) => d.exited);
+    if (dead) return fail(`tsflanneld on ${dead.host.name} ${dead.exited} before it was ready`);
+    const got = daemons.map((d) => readSubnetEnv(d.subnetFile));
+    if (got.every((e) => e !== null)) {
+      envs = got as Array<Record<string, string>>;
+      break;
+    }
+    if (Date.now() > deadline) {
+      const missing = daemons.filter((_, i) => got[i] === null).map((d) => d.host.name);
+      return fail(`tsflanneld did not become ready: no subnet.env from ${missing.join(', ')} within ${Math.round(ctx.readyTimeoutMs / 1000)} s`);
+    }
+    await sleep(200);
   }
   const subnets = envs.map((e) => formatIp4Net(parseIp4Net(e.FLANNEL_SUBNET!)));
   const mtus = envs.map((e) => Number(e.FLANNEL_MTU));
