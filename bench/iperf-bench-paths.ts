@@ -23,6 +23,30 @@ import type { DaemonProc, Endpoints } from './iperf-bench-measure';
 import { parsePromSamples } from './iperf-bench-stats';
 
 export const REPO = path.resolve(__dirname, '..', '..');
+
+/**
+ * Where the daemon and runner code is taken from: the repo, or a snapshot of its build (see
+ * snapshotCode) so a long run measures one build even while dist/ is rebuilt meanwhile.
+ */
+let codeRoot = REPO;
+
+/**
+ * Copies the runnable build (bin/, dist/src, the addon, package.json) to dir and runs daemons from
+ * there. dir must be inside the repo so node_modules still resolves by walking up.
+ */
+export function snapshotCode(dir: string): void {
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.cpSync(path.join(REPO, 'dist', 'src'), path.join(dir, 'dist', 'src'), { recursive: true });
+  fs.cpSync(path.join(REPO, 'bin'), path.join(dir, 'bin'), { recursive: true });
+  fs.mkdirSync(path.join(dir, 'build', 'Release'), { recursive: true });
+  fs.copyFileSync(path.join(REPO, 'build', 'Release', 'tsflanneld_native.node'), path.join(dir, 'build', 'Release', 'tsflanneld_native.node'));
+  fs.copyFileSync(path.join(REPO, 'package.json'), path.join(dir, 'package.json'));
+  codeRoot = dir;
+}
+
+function runnerPath(): string {
+  return path.join(codeRoot, 'dist', 'src', 'dataplane', 'static-runner.js');
+}
 export const ETCD_PREFIX = '/coreos.com/network';
 const NETWORK_CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}';
 const KERNEL_SUBNETS = ['10.5.1.0/24', '10.5.2.0/24'];
@@ -144,8 +168,6 @@ async function kernel(bed: Testbed, close: () => Promise<void>): Promise<PathSes
 // ------------------------------------------------------------------------------------------------
 // data plane alone (static runner)
 
-const RUNNER = path.join(REPO, 'dist', 'src', 'dataplane', 'static-runner.js');
-
 interface RunnerProc {
   host: TestHost;
   child: ChildProcess;
@@ -170,14 +192,15 @@ function flattenCounters(c: Record<string, unknown>): Record<string, number> {
 }
 
 async function startRunner(host: TestHost, cfg: object, ctx: PathContext, spec: PathSpec): Promise<RunnerProc> {
-  if (!fs.existsSync(RUNNER)) throw new PathSetupError(`${RUNNER} missing: build first`);
+  const runner = runnerPath();
+  if (!fs.existsSync(runner)) throw new PathSetupError(`${runner} missing: build first`);
   const nodeOptions = [...ctx.nodeOptions];
   if (ctx.cpuProfDir) {
     const profDir = path.join(ctx.cpuProfDir, `${spec.id}-${host.name}`);
     fs.mkdirSync(profDir, { recursive: true });
     nodeOptions.push('--cpu-prof', `--cpu-prof-dir=${profDir}`);
   }
-  const child = host.spawn(['node', ...nodeOptions, RUNNER, JSON.stringify(cfg)], {
+  const child = host.spawn(['node', ...nodeOptions, runner, JSON.stringify(cfg)], {
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, ...ctx.daemonEnv },
   });
@@ -287,7 +310,7 @@ async function dataplane(bed: Testbed, spec: PathSpec, ctx: PathContext, close: 
         dropWatch: hosts.map((h) => ({ node: h, dev: OVERLAY_DEV })),
         counters: runners.map((r, i) => ({ label: `${r.host.name} ${i === 0 ? 'tx' : 'rx'}`, read: () => r.counters() })),
       },
-      info: { client: c1.ip, server: c2.ip, subnets: KERNEL_SUBNETS, overlayMtu: mtu, runner: path.relative(REPO, RUNNER), testbed: bed.prefix },
+      info: { client: c1.ip, server: c2.ip, subnets: KERNEL_SUBNETS, overlayMtu: mtu, runner: path.relative(REPO, runnerPath()), testbed: bed.prefix },
       notes: [],
       close: async () => {
         await stopAll();
@@ -326,7 +349,7 @@ function startDaemon(bed: Testbed, host: TestHost, spec: PathSpec, ctx: PathCont
     nodeOptions.push('--cpu-prof', `--cpu-prof-dir=${profDir}`);
   }
   const fd = fs.openSync(log, 'a');
-  const cmd = ['node', ...nodeOptions, path.join(REPO, 'bin', 'tsflanneld'),
+  const cmd = ['node', ...nodeOptions, path.join(codeRoot, 'bin', 'tsflanneld'),
     '-etcd-endpoints', bed.etcdEndpoint!, '-iface', host.underlayDev, '-subnet-file', subnetFile,
     '-healthz-ip', '127.0.0.1', '-healthz-port', String(HEALTHZ_PORT)];
   fs.writeSync(fd, `# ${cmd.join(' ')}${spec.rung ? ` (TSFLANNELD_OFFLOAD=${spec.rung})` : ''}\n`);
@@ -430,7 +453,7 @@ function daemonPid(d: Daemon): number {
 
 /** True if the built daemon (JS or addon) mentions the variable at all; otherwise rungs can't be forced. */
 export function daemonReadsEnv(name: string): boolean {
-  const roots = [path.join(REPO, 'dist', 'src'), path.join(REPO, 'build', 'Release')];
+  const roots = [path.join(codeRoot, 'dist', 'src'), path.join(codeRoot, 'build', 'Release')];
   const stack = roots.filter((r) => fs.existsSync(r));
   while (stack.length > 0) {
     const p = stack.pop()!;

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import type { Repetition } from './iperf-bench-measure';
-import type { PathSpec } from './iperf-bench-paths';
+import { REPO, type PathSpec } from './iperf-bench-paths';
 import { escapeMd, escapeXml, fmtNum, fmtRatio, median, minMax, ratio } from './iperf-bench-stats';
 
 export interface PathResult {
@@ -36,6 +36,8 @@ export interface MachineInfo {
   iperf3: string;
   underlayMtu: number;
   overlayMtu: number;
+  /** HEAD and the uncommitted changes under src/, native/, bin/ at start: what the daemons ran. */
+  git: { commit: string; dirty: string[] };
 }
 
 export interface RunDocument {
@@ -326,7 +328,21 @@ export function machineInfo(underlayMtu: number): MachineInfo {
     iperf3: sh('iperf3', ['--version']).split('\n')[0] ?? '?',
     underlayMtu,
     overlayMtu: underlayMtu - 50,
+    git: gitState(),
   };
+}
+
+function gitState(): MachineInfo['git'] {
+  const commit = sh('git', ['-C', REPO, 'rev-parse', '--short=12', 'HEAD']);
+  let dirty: string[] = [];
+  try {
+    // Porcelain lines are "XY path"; no trimming, the status columns may be blank.
+    const status = execFileSync('git', ['-C', REPO, 'status', '--porcelain', '--', 'src', 'native', 'bin', 'binding.gyp'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+    dirty = status.split('\n').filter((l) => l.length > 3).map((l) => l.slice(3));
+  } catch {
+    dirty = ['(git status failed)'];
+  }
+  return { commit, dirty };
 }
 
 const HISTORY_START = '<!-- history:start -->';
@@ -339,7 +355,8 @@ function historyLine(doc: RunDocument, jsonName: string): string {
     const rel = r.spec.kind !== 'kernel' && r.ratios.tcp1Gbit !== undefined ? ` (${r.ratios.tcp1Gbit.toFixed(2)}×)` : '';
     return `${r.spec.label} ${t !== undefined ? `${fmtNum(t)} Gbit/s${rel}` : '—'}`;
   });
-  return `- ${doc.startedAt.slice(0, 16).replace('T', ' ')} UTC${doc.quick ? ' (quick)' : ''}, TCP 1 stream: ${bits.join('; ')} — \`out/${jsonName}\``;
+  const code = `${doc.machine.git.commit}${doc.machine.git.dirty.length > 0 ? '+dirty' : ''}`;
+  return `- ${doc.startedAt.slice(0, 16).replace('T', ' ')} UTC, ${code}${doc.quick ? ' (quick)' : ''}, TCP 1 stream: ${bits.join('; ')} — \`out/${jsonName}\``;
 }
 
 export function resultsMarkdown(doc: RunDocument, table: string, previous: string | null, jsonName: string, reps: number): string {
@@ -364,6 +381,7 @@ export function resultsMarkdown(doc: RunDocument, table: string, previous: strin
     `- CPU: ${m.cpuModel}, ${m.cpus} cores; RAM ${m.memTotalMiB} MiB`,
     `- Kernel: \`${m.uname}\``,
     `- Node ${m.node}, ${m.iperf3}`,
+    `- Code: commit ${m.git.commit}${m.git.dirty.length > 0 ? ` plus uncommitted changes in ${m.git.dirty.length} file(s) (${m.git.dirty.slice(0, 8).join(', ')}${m.git.dirty.length > 8 ? ', …' : ''})` : ''}`,
     `- Testbed: network namespaces; underlay = veth pairs on a bridge, MTU ${m.underlayMtu}; overlay MTU ${m.overlayMtu}; containers on a cni0 bridge behind each host`,
     '- iperf3 client, server and both daemons share all cores: compare ratios within one run, not absolute figures across runs.',
     '',

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Testbed } from '../netns-fixtures/testbed';
 import { IperfServerHandle, measureRepetition, type MeasureOptions } from './iperf-bench-measure';
-import { daemonReadsEnv, openPath, perfRecord, REPO, type PathSpec } from './iperf-bench-paths';
+import { daemonReadsEnv, openPath, perfRecord, REPO, snapshotCode, type PathSpec } from './iperf-bench-paths';
 import { headlines, machineInfo, markdownTable, resultsMarkdown, summarize, svgChart, UNITS, type PathResult, type RunDocument } from './iperf-bench-report';
 import { fileTimestamp } from './iperf-bench-stats';
 
@@ -164,6 +164,13 @@ async function main(): Promise<number> {
   const stamp = fileTimestamp(started);
   fs.mkdirSync(args.outDir, { recursive: true });
   const runNotes: string[] = [];
+  // Everyone rebuilds dist/ all the time: every path of this run uses one copy of the build.
+  const codeDir = path.join(args.outDir, `${stamp}-code`);
+  snapshotCode(codeDir);
+  // Kept next to profiles (their frames point into it); otherwise removed when the run ends.
+  const dropCode = (): void => {
+    if (!args.cpuProf && !args.perf) fs.rmSync(codeDir, { recursive: true, force: true });
+  };
   const specs = pathSpecs(args, runNotes);
   const machine = machineInfo(args.mtu);
   const profDir = args.cpuProf || args.perf ? path.join(args.outDir, `${stamp}-prof`) : undefined;
@@ -180,14 +187,18 @@ async function main(): Promise<number> {
       interrupted = true;
       say(`\niperf-bench: ${sig}, tearing down`);
       const bed = currentBed;
-      void (bed ? bed.teardown().catch((e: Error) => process.stderr.write(`teardown: ${e.message}\n`)) : Promise.resolve()).then(() =>
-        process.exit(sig === 'SIGINT' ? 130 : 143),
-      );
+      const down = bed ? bed.teardown().catch((e: Error) => void process.stderr.write(`teardown: ${e.message}\n`)) : Promise.resolve();
+      void down.then(() => {
+        dropCode();
+        process.exit(sig === 'SIGINT' ? 130 : 143);
+      });
     });
   }
 
   say(`iperf-bench: ${specs.map((s) => s.label).join(', ')}; ${args.reps} repetition(s), TCP ${args.tcpSeconds} s, UDP trials ${args.udpSeconds} s`);
   say(`machine: ${machine.cpuModel} × ${machine.cpus}, ${machine.uname}, underlay MTU ${machine.underlayMtu}`);
+  const dirty = machine.git.dirty;
+  say(`code: ${machine.git.commit}${dirty.length > 0 ? ` + uncommitted changes in ${dirty.join(', ')}` : ''}`);
   for (const n of runNotes) say(`note: ${n}`);
 
   let perfCount = 0;
@@ -252,6 +263,7 @@ async function main(): Promise<number> {
     }
     result.seconds = (Date.now() - t0) / 1000;
   }
+  dropCode();
   if (interrupted) return 130;
 
   summarize(results);
