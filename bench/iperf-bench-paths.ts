@@ -6,7 +6,7 @@
 //                isolates the packet path from the control plane;
 //   tsflanneld — etcd + two hosts running the real daemon (bin/tsflanneld), containers behind each,
 //                optionally with an offload rung forced through the daemon's environment.
-import { spawn as cpSpawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn as cpSpawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { formatIp4Net, parseIp4Net } from '../src/subnet/ip4';
@@ -42,6 +42,41 @@ export function snapshotCode(dir: string): void {
   fs.copyFileSync(path.join(REPO, 'build', 'Release', 'tsflanneld_native.node'), path.join(dir, 'build', 'Release', 'tsflanneld_native.node'));
   fs.copyFileSync(path.join(REPO, 'package.json'), path.join(dir, 'package.json'));
   codeRoot = dir;
+}
+
+/** How a rung is forced on the daemon: its -offload flag, or an environment variable. */
+export type RungControl = { kind: 'flag'; flag: string } | { kind: 'env'; name: string };
+let rungControl: RungControl | null = null;
+
+/**
+ * Finds how the built daemon lets a rung be forced: an `-offload` flag in its --help, else an
+ * OFFLOAD variable its code mentions (the static runner's own reading doesn't count). Null: it can't.
+ */
+export function detectRungControl(envNames: readonly string[]): RungControl | null {
+  let help = '';
+  try {
+    help = execFileSync(process.execPath, [path.join(codeRoot, 'bin', 'tsflanneld'), '--help'], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 20000 }).toString();
+  } catch (e) {
+    const err = e as { stdout?: Buffer; stderr?: Buffer };
+    help = `${err.stdout?.toString() ?? ''}${err.stderr?.toString() ?? ''}`;
+  }
+  const m = /(^|\s)(--?offload)\b/m.exec(help);
+  rungControl = m ? { kind: 'flag', flag: m[2]! } : null;
+  if (!rungControl) {
+    const name = envNames.find((n) => daemonReadsEnv(n));
+    if (name) rungControl = { kind: 'env', name };
+  }
+  return rungControl;
+}
+
+/** The parent's environment minus flanneld settings and test knobs, plus the bench's extras. */
+function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (k.startsWith('FLANNELD_') || k.startsWith('TSFLANNELD_TEST_')) continue;
+    env[k] = v;
+  }
+  return Object.assign(env, extra);
 }
 
 function runnerPath(): string {
@@ -172,6 +207,8 @@ interface RunnerProc {
   host: TestHost;
   child: ChildProcess;
   pid: number;
+  /** Offload rung the runner reports in force (newer runners only). */
+  rung?: string;
   stderr: () => string;
   exited: () => string | null;
   /** The runner's counters (stdin {"op":"counters"}), flattened: txPackets, …, drops.<reason>. */
@@ -202,7 +239,7 @@ async function startRunner(host: TestHost, cfg: object, ctx: PathContext, spec: 
   }
   const child = host.spawn(['node', ...nodeOptions, runner, JSON.stringify(cfg)], {
     stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, ...ctx.daemonEnv },
+    env: childEnv(ctx.daemonEnv),
   });
   // stdout is JSON lines; events are queued and taken in order (ready first, then counter replies).
   const events: Array<Record<string, unknown>> = [];
@@ -246,9 +283,9 @@ async function startRunner(host: TestHost, cfg: object, ctx: PathContext, spec: 
       await sleep(20);
     }
   };
-  let ready: { pid?: number };
+  let ready: { pid?: number; offloadRung?: string };
   try {
-    ready = (await nextEvent('ready', 15000)) as { pid?: number };
+    ready = (await nextEvent('ready', 15000)) as { pid?: number; offloadRung?: string };
   } catch (e) {
     await stop();
     throw e;
@@ -258,7 +295,7 @@ async function startRunner(host: TestHost, cfg: object, ctx: PathContext, spec: 
     const ev = await nextEvent('counters', 10000);
     return flattenCounters(ev.counters as Record<string, unknown>);
   };
-  return { host, child, pid: ready.pid ?? child.pid!, stderr: () => err, exited: () => exited, counters, stop };
+  return { host, child, pid: ready.pid ?? child.pid!, rung: ready.offloadRung, stderr: () => err, exited: () => exited, counters, stop };
 }
 
 async function dataplane(bed: Testbed, spec: PathSpec, ctx: PathContext, close: () => Promise<void>): Promise<PathSession> {
@@ -310,8 +347,16 @@ async function dataplane(bed: Testbed, spec: PathSpec, ctx: PathContext, close: 
         dropWatch: hosts.map((h) => ({ node: h, dev: OVERLAY_DEV })),
         counters: runners.map((r, i) => ({ label: `${r.host.name} ${i === 0 ? 'tx' : 'rx'}`, read: () => r.counters() })),
       },
-      info: { client: c1.ip, server: c2.ip, subnets: KERNEL_SUBNETS, overlayMtu: mtu, runner: path.relative(REPO, runnerPath()), testbed: bed.prefix },
-      notes: [],
+      info: {
+        client: c1.ip,
+        server: c2.ip,
+        subnets: KERNEL_SUBNETS,
+        overlayMtu: mtu,
+        runner: path.relative(REPO, runnerPath()),
+        reportedRungs: runners.map((r) => r.rung),
+        testbed: bed.prefix,
+      },
+      notes: runners.some((r) => r.rung) ? [`offload rung ${[...new Set(runners.map((r) => r.rung ?? '?'))].join('/')}`] : [],
       close: async () => {
         await stopAll();
         await close();
@@ -340,8 +385,13 @@ function startDaemon(bed: Testbed, host: TestHost, spec: PathSpec, ctx: PathCont
   fs.mkdirSync(dir, { recursive: true });
   const subnetFile = path.join(dir, 'subnet.env');
   const log = path.join(dir, 'tsflanneld.log');
-  const env: NodeJS.ProcessEnv = { ...process.env, ...ctx.daemonEnv };
-  if (spec.rung) env.TSFLANNELD_OFFLOAD = spec.rung;
+  const env = childEnv(ctx.daemonEnv);
+  const rungArgs: string[] = [];
+  if (spec.rung) {
+    if (rungControl?.kind === 'flag') rungArgs.push(rungControl.flag, spec.rung);
+    else if (rungControl?.kind === 'env') env[rungControl.name] = spec.rung;
+    else throw new PathSetupError(`cannot force rung ${spec.rung}: the daemon has no -offload flag or OFFLOAD variable`);
+  }
   const nodeOptions = [...ctx.nodeOptions];
   if (ctx.cpuProfDir) {
     const profDir = path.join(ctx.cpuProfDir, `${spec.id}-${host.name}`);
@@ -351,8 +401,9 @@ function startDaemon(bed: Testbed, host: TestHost, spec: PathSpec, ctx: PathCont
   const fd = fs.openSync(log, 'a');
   const cmd = ['node', ...nodeOptions, path.join(codeRoot, 'bin', 'tsflanneld'),
     '-etcd-endpoints', bed.etcdEndpoint!, '-iface', host.underlayDev, '-subnet-file', subnetFile,
-    '-healthz-ip', '127.0.0.1', '-healthz-port', String(HEALTHZ_PORT)];
-  fs.writeSync(fd, `# ${cmd.join(' ')}${spec.rung ? ` (TSFLANNELD_OFFLOAD=${spec.rung})` : ''}\n`);
+    '-healthz-ip', '127.0.0.1', '-healthz-port', String(HEALTHZ_PORT), ...rungArgs];
+  const envNote = spec.rung && rungControl?.kind === 'env' ? ` (${rungControl.name}=${spec.rung})` : '';
+  fs.writeSync(fd, `# ${cmd.join(' ')}${envNote}\n`);
   const child = host.spawn(cmd, { stdio: ['ignore', fd, fd], env });
   fs.closeSync(fd);
   const d: Daemon = { host, child, log, subnetFile, exited: null, exitedP: Promise.resolve() };
@@ -460,7 +511,7 @@ export function daemonReadsEnv(name: string): boolean {
     const st = fs.statSync(p);
     if (st.isDirectory()) {
       for (const e of fs.readdirSync(p)) if (e !== 'obj.target' && e !== '.deps') stack.push(path.join(p, e));
-    } else if (/\.(js|node)$/.test(p) && fs.readFileSync(p).includes(name)) {
+    } else if (/\.(js|node)$/.test(p) && !p.endsWith('static-runner.js') && fs.readFileSync(p).includes(name)) {
       return true;
     }
   }
@@ -551,7 +602,7 @@ async function tsflanneld(bed: Testbed, spec: PathSpec, ctx: PathContext, closeB
     if (spec.rung && rungs.some((r) => r !== spec.rung)) notes.push(`forced ${spec.rung}, daemons report rung ${rungs.map((r) => r ?? '?').join('/')}`);
     else if (!spec.rung) notes.push(`offload rung ${[...new Set(rungs.map((r) => r ?? '?'))].join('/')}`);
   } else if (spec.rung && offloadLines.length === 0) {
-    notes.push(`daemon reported nothing about offloads with TSFLANNELD_OFFLOAD=${spec.rung}`);
+    notes.push(`daemon reported nothing about offloads with rung ${spec.rung} forced`);
   }
   return {
     endpoints,

@@ -9,12 +9,13 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Testbed } from '../netns-fixtures/testbed';
 import { IperfServerHandle, measureRepetition, type MeasureOptions } from './iperf-bench-measure';
-import { daemonReadsEnv, openPath, perfRecord, REPO, snapshotCode, type PathSpec } from './iperf-bench-paths';
+import { detectRungControl, openPath, perfRecord, REPO, snapshotCode, type PathSpec } from './iperf-bench-paths';
 import { headlines, machineInfo, markdownTable, resultsMarkdown, summarize, svgChart, UNITS, type PathResult, type RunDocument } from './iperf-bench-report';
 import { fileTimestamp } from './iperf-bench-stats';
 
 const ALL_RUNGS = ['full', 'no-tun-uso', 'no-udp-gro', 'no-udp-gso', 'none'];
-const OFFLOAD_ENV = 'TSFLANNELD_OFFLOAD';
+// Variables that may force a rung when the daemon has no -offload flag (first one its code mentions).
+const OFFLOAD_ENVS = ['TSFLANNELD_OFFLOAD', 'FLANNELD_OFFLOAD'];
 // A 1-minute load average above this when a path starts is noted in its row (others share the cores).
 const BUSY_LOAD = 1.5;
 const ALL_PATHS = ['underlay', 'kernel', 'dataplane', 'tsflanneld'];
@@ -42,8 +43,8 @@ const USAGE = `usage: npm run bench -- [options]
   --quick               1 repetition, short runs (development); does not touch RESULTS.md
   --only LIST           paths to run, comma-separated: ${ALL_PATHS.join(',')} (default: all);
                         dataplane = the data plane alone (static runner, no etcd/daemon)
-  --rungs LIST          offload rungs to force via ${OFFLOAD_ENV} (default: ${ALL_RUNGS.join(',')});
-                        "" = only the daemon's default
+  --rungs LIST          offload rungs to force (default: ${ALL_RUNGS.join(',')}) through the daemon's
+                        -offload flag, else ${OFFLOAD_ENVS.join(' or ')}; "" = only the daemon's default
   --reps N              repetitions per path (default 3, quick 1)
   --tcp-seconds S       iperf3 TCP duration (default 10, quick 3)
   --udp-seconds S       duration of each UDP search trial (default 2, quick 1)
@@ -144,10 +145,12 @@ function pathSpecs(args: Args, notes: string[]): PathSpec[] {
   if (args.only.has('tsflanneld')) {
     specs.push({ id: 'tsflanneld', label: 'tsflanneld', kind: 'tsflanneld' });
     if (args.rungs.length > 0) {
-      if (daemonReadsEnv(OFFLOAD_ENV)) {
+      const control = detectRungControl(OFFLOAD_ENVS);
+      if (control) {
+        notes.push(`rungs forced with ${control.kind === 'flag' ? `the ${control.flag} flag` : `${control.name}=<rung>`}`);
         for (const rung of args.rungs) specs.push({ id: `tsflanneld-${rung}`, label: `tsflanneld [${rung}]`, kind: 'tsflanneld', rung });
       } else {
-        notes.push(`the built daemon never reads ${OFFLOAD_ENV}: offload rungs not measured, only its default`);
+        notes.push(`the built daemon has no -offload flag and reads none of ${OFFLOAD_ENVS.join(', ')}: offload rungs not measured, only its default`);
       }
     }
   }
