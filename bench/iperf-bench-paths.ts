@@ -79,6 +79,15 @@ function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   return Object.assign(env, extra);
 }
 
+/** Whether the built static runner accepts an `offload` rung in its config. */
+export function runnerTakesOffload(): boolean {
+  try {
+    return /\bcfg\.offload\b/.test(fs.readFileSync(runnerPath(), 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
 function runnerPath(): string {
   return path.join(codeRoot, 'dist', 'src', 'dataplane', 'static-runner.js');
 }
@@ -298,6 +307,12 @@ async function startRunner(host: TestHost, cfg: object, ctx: PathContext, spec: 
   return { host, child, pid: ready.pid ?? child.pid!, rung: ready.offloadRung, stderr: () => err, exited: () => exited, counters, stop };
 }
 
+function runnerRungNotes(spec: PathSpec, runners: RunnerProc[]): string[] {
+  const reported = [...new Set(runners.map((r) => r.rung ?? '?'))];
+  if (spec.rung && reported.some((r) => r !== spec.rung)) return [`forced ${spec.rung}, runners report rung ${reported.join('/')}`];
+  return !spec.rung && runners.some((r) => r.rung) ? [`offload rung ${reported.join('/')}`] : [];
+}
+
 async function dataplane(bed: Testbed, spec: PathSpec, ctx: PathContext, close: () => Promise<void>): Promise<PathSession> {
   const hosts = bed.hosts as [TestHost, TestHost];
   const mtu = ctx.mtu - 50;
@@ -314,6 +329,7 @@ async function dataplane(bed: Testbed, spec: PathSpec, ctx: PathContext, close: 
           tunName: OVERLAY_DEV,
           vni: 1,
           localMac: n.mac,
+          ...(spec.rung ? { offload: spec.rung } : {}),
           peers: [{ subnet: peer.subnet, publicIp: peer.host.underlayIp, vtepMac: peer.mac }],
         }, ctx, spec),
       );
@@ -356,7 +372,7 @@ async function dataplane(bed: Testbed, spec: PathSpec, ctx: PathContext, close: 
         reportedRungs: runners.map((r) => r.rung),
         testbed: bed.prefix,
       },
-      notes: runners.some((r) => r.rung) ? [`offload rung ${[...new Set(runners.map((r) => r.rung ?? '?'))].join('/')}`] : [],
+      notes: runnerRungNotes(spec, runners),
       close: async () => {
         await stopAll();
         await close();

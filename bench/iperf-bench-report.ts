@@ -225,10 +225,11 @@ interface Panel {
   digits: number;
 }
 
-const COLORS: Record<string, string> = { underlay: '#8c8c8c', kernel: '#1f77b4', dataplane: '#9467bd', tsflanneld: '#e6550d', rung: '#fd8d3c' };
+const COLORS: Record<string, string> = { underlay: '#8c8c8c', kernel: '#1f77b4', dataplane: '#9467bd', dataplaneRung: '#c5b0d5', tsflanneld: '#e6550d', rung: '#fd8d3c' };
 
 function barColor(spec: PathSpec): string {
   if (spec.kind === 'tsflanneld' && spec.rung) return COLORS.rung!;
+  if (spec.kind === 'dataplane' && spec.rung) return COLORS.dataplaneRung!;
   return COLORS[spec.kind]!;
 }
 
@@ -298,7 +299,7 @@ export function svgChart(results: PathResult[], udpSizes: number[], streams: num
     '<text x="10" y="22" style="font-size:17px;font-weight:bold">tsflanneld vs kernel VXLAN vs underlay (medians; whiskers = min–max)</text>',
     `<text x="10" y="40" class="sub">${escapeXml(subtitle)}</text>`,
     ...parts,
-    `<text x="10" y="${H - 8}" class="sub">Bar colours: grey underlay, blue kernel flannel.1, purple data plane alone, dark orange tsflanneld default, light orange forced offload rungs.</text>`,
+    `<text x="10" y="${H - 8}" class="sub">Bar colours: grey underlay, blue kernel flannel.1, purple data plane alone (light: forced rungs), dark orange tsflanneld default, light orange forced offload rungs.</text>`,
     '</svg>',
     '',
   ].join('\n');

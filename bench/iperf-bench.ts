@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Testbed } from '../netns-fixtures/testbed';
 import { IperfServerHandle, measureRepetition, type MeasureOptions } from './iperf-bench-measure';
-import { detectRungControl, openPath, perfRecord, REPO, snapshotCode, type PathSpec } from './iperf-bench-paths';
+import { detectRungControl, runnerTakesOffload, openPath, perfRecord, REPO, snapshotCode, type PathSpec } from './iperf-bench-paths';
 import { headlines, machineInfo, markdownTable, resultsMarkdown, summarize, svgChart, UNITS, type PathResult, type RunDocument } from './iperf-bench-report';
 import { fileTimestamp } from './iperf-bench-stats';
 
@@ -139,19 +139,25 @@ function say(msg: string): void {
 
 function pathSpecs(args: Args, notes: string[]): PathSpec[] {
   const specs: PathSpec[] = [];
+  const wantRungs = args.rungs.length > 0;
+  const control = wantRungs && args.only.has('tsflanneld') ? detectRungControl(OFFLOAD_ENVS) : null;
   if (args.only.has('underlay')) specs.push({ id: 'underlay', label: 'underlay veth (host ↔ host)', kind: 'underlay' });
   if (args.only.has('kernel')) specs.push({ id: 'kernel', label: 'kernel VXLAN (flannel.1)', kind: 'kernel' });
-  if (args.only.has('dataplane')) specs.push({ id: 'dataplane', label: 'data plane only (static runner)', kind: 'dataplane' });
+  if (args.only.has('dataplane')) {
+    specs.push({ id: 'dataplane', label: 'data plane only (static runner)', kind: 'dataplane' });
+    // Until the daemon can be told a rung, the runner (which takes one in its config) shows the ladder.
+    if (wantRungs && !control && runnerTakesOffload()) {
+      notes.push('offload rungs measured on the data plane alone (static runner "offload" config): the daemon cannot be told a rung');
+      for (const rung of args.rungs) specs.push({ id: `dataplane-${rung}`, label: `data plane only [${rung}]`, kind: 'dataplane', rung });
+    }
+  }
   if (args.only.has('tsflanneld')) {
     specs.push({ id: 'tsflanneld', label: 'tsflanneld', kind: 'tsflanneld' });
-    if (args.rungs.length > 0) {
-      const control = detectRungControl(OFFLOAD_ENVS);
-      if (control) {
-        notes.push(`rungs forced with ${control.kind === 'flag' ? `the ${control.flag} flag` : `${control.name}=<rung>`}`);
-        for (const rung of args.rungs) specs.push({ id: `tsflanneld-${rung}`, label: `tsflanneld [${rung}]`, kind: 'tsflanneld', rung });
-      } else {
-        notes.push(`the built daemon has no -offload flag and reads none of ${OFFLOAD_ENVS.join(', ')}: offload rungs not measured, only its default`);
-      }
+    if (control) {
+      notes.push(`rungs forced with ${control.kind === 'flag' ? `the ${control.flag} flag` : `${control.name}=<rung>`}`);
+      for (const rung of args.rungs) specs.push({ id: `tsflanneld-${rung}`, label: `tsflanneld [${rung}]`, kind: 'tsflanneld', rung });
+    } else if (wantRungs) {
+      notes.push(`the built daemon has no -offload flag and reads none of ${OFFLOAD_ENVS.join(', ')}: its rungs are not measured, only its default`);
     }
   }
   return specs;
