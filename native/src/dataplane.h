@@ -31,13 +31,21 @@
 //   6 PEER       TS scratch: forwarding-table peer slot of the packet
 //   7 STATUS     native → 0 done, else errno (udpSend/tunWrite per packet; EAGAIN/ENOBUFS = dropped)
 //   8 FLAGS      native → F_* below, | virtio_net_hdr.flags << 8 when the vnet header is on (tunRead)
-//   9 GSO_TYPE   virtio gso_type (0 none, 1 TCPv4, 4 TCPv6, 5 UDP_L4): reserved for the offload path
-//  10 GSO_SIZE   virtio gso_size / UDP_SEGMENT / UDP_GRO segment size: reserved for the offload path
-//  11 HDR_LEN    virtio hdr_len
+//   9 GSO_TYPE   tunRead → virtio gso_type (0 none, 1 TCPv4, 4 TCPv6, 5 UDP_L4); udpSend splits 1 and 5
+//  10 GSO_SIZE   tunRead → virtio gso_size (MSS); udpRecv → UDP_GRO segment size (0 = one datagram)
+//  11 HDR_LEN    tunRead → virtio hdr_len; udpSend (offload) → the real IP+L4 header length it split with
 //  12 CSUM_START virtio csum_start (relative to the IP packet)
 //  13 CSUM_OFF   virtio csum_offset
-//  14 SEGS       reserved: segment count of a super-packet
-//  15 RESERVED
+//  14 SEGS       udpRecv → datagrams in the slot; udpSend (offload) → segments sent for this descriptor;
+//                tunWrite (coalesce) ← TS: segments it accepted (for its counters; native ignores it)
+//  15 AUX        TS scratch (ingress: inner bytes accepted)
+//
+// OFFLOAD FORMAT (udpSend mode S_SPLIT, tunWrite mode M_COALESCE):
+//   egress: a descriptor may hold a TSO/USO super-packet (GSO_TYPE/GSO_SIZE from tunRead) behind the one
+//     22 B header TS wrote; udpSend splits it into MSS segments, each sent behind a copy of that header.
+//   ingress: the descriptor stays in datagram form (OFF at the VXLAN header, LEN the whole UDP_GRO train,
+//     GSO_SIZE its segment size). TS validates each segment and marks rejected ones by zeroing their VXLAN
+//     flags byte; tunWrite strips the 22 B of every segment still flagged 0x08 and coalesces them.
 #pragma once
 #include <node_api.h>
 
@@ -63,15 +71,35 @@ enum DescWord : int {
   D_CSUM_START = 12,
   D_CSUM_OFF = 13,
   D_SEGS = 14,
+  D_AUX = 15,
 };
 // FLAGS bits set by native code.
 constexpr int32_t F_TRUNC = 1;      // datagram/packet did not fit the slot (length is what was stored)
 constexpr int32_t F_NOT_IPV4 = 2;   // tunRead: not a parseable IPv4 packet (ADDR is 0)
 constexpr int32_t F_CSUM_FIXED = 4; // tunWrite: completed a CHECKSUM_PARTIAL inner TCP/UDP checksum
-constexpr int32_t F_SEGMENTED = 8;  // tunWrite: TCP super-packet written as MTU-sized segments
+constexpr int32_t F_SEGMENTED = 8;  // tunWrite: TCP super-packet written as MTU-sized segments (or as one GSO write)
+constexpr int32_t F_COALESCED = 16; // tunWrite (coalesce): segments of this descriptor went out merged
+constexpr int32_t F_GSO_EIO = 32;   // udpSend: a UDP_SEGMENT send failed with EIO (no checksum offload on the
+                                    // route's device); its segments were resent one by one
+constexpr int32_t F_TUN_GSO_REFUSED = 64;  // tunWrite (coalesce): the TUN refused a GSO write (EINVAL); its
+                                           // segments were written one by one
 // tunRead/tunWrite `mode` bits.
 constexpr int32_t M_VNET = 1;         // the TUN carries a virtio_net_hdr (IFF_VNET_HDR)
 constexpr int32_t M_CSUM_REPAIR = 2;  // tunWrite: complete partial inner checksums (see tun.cc)
+constexpr int32_t M_COALESCE = 4;     // tunWrite: offload format, GRO-style coalescing into GSO writes (needs M_VNET)
+constexpr int32_t M_USO = 8;          // tunWrite (coalesce): UDP may be written as GSO_UDP_L4 (kernel ≥ 6.2)
+constexpr int32_t M_NO_MERGE = 16;    // tunWrite (coalesce): no GSO writes at all (after a refusal): one packet each
+// udpSend `mode` bits (0 = one datagram per descriptor, the per-packet path).
+constexpr int32_t S_SPLIT = 1;  // descriptors may be TSO/USO super-packets: split them into segments
+constexpr int32_t S_GSO = 2;    // send runs of equal-size datagrams to one peer as one UDP_SEGMENT sendmsg
+// tunOpen offload bits (TUNSETOFFLOAD; this system's linux/if_tun.h predates USO).
+constexpr int32_t TUN_OFF_CSUM = 0x01;
+constexpr int32_t TUN_OFF_TSO4 = 0x02;
+constexpr int32_t TUN_OFF_TSO6 = 0x04;
+constexpr int32_t TUN_OFF_USO4 = 0x20;
+constexpr int32_t TUN_OFF_USO6 = 0x40;
+// udpOpen flag bits.
+constexpr int32_t U_GRO = 1;  // enable UDP_GRO on the socket
 
 constexpr int kVxlanEthLen = 22;  // 8 VXLAN + 14 Ethernet
 constexpr int kVnetHdrLen = 10;   // struct virtio_net_hdr (no num_buffers)

@@ -7,6 +7,7 @@
 
 #include "addon.h"
 #include "dataplane.h"
+#include "offload.h"
 
 namespace tsf {
 
@@ -135,25 +136,9 @@ napi_value ThrowType(napi_env env, const char* msg) {
 }
 
 uint32_t CsumPartial(const uint8_t* p, size_t len, uint32_t sum) {
-  uint64_t acc = sum;
-  while (len >= 8) {
-    uint64_t w;
-    memcpy(&w, p, 8);
-    // Sum 32-bit halves into 64 bits; carries are folded at the end (one's complement is byte-order agnostic
-    // as long as the final fold is swapped back, see CsumFold callers which store the result in memory order).
-    acc += (w & 0xffffffffu) + (w >> 32);
-    p += 8;
-    len -= 8;
-  }
-  while (len >= 2) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    acc += h;
-    p += 2;
-    len -= 2;
-  }
-  if (len) acc += *p;  // little-endian: the odd byte is the low byte of a memory-order halfword
-  while (acc >> 32) acc = (acc & 0xffffffffu) + (acc >> 32);
+  uint64_t acc = CsumAcc(p, len, sum);
+  acc = (acc & 0xffffffffu) + (acc >> 32);
+  acc = (acc & 0xffffffffu) + (acc >> 32);
   return static_cast<uint32_t>(acc);
 }
 
@@ -188,12 +173,27 @@ void InitRing(napi_env env, napi_value exports) {
   SetInt(env, layout, "D_CSUM_START", D_CSUM_START);
   SetInt(env, layout, "D_CSUM_OFF", D_CSUM_OFF);
   SetInt(env, layout, "D_SEGS", D_SEGS);
+  SetInt(env, layout, "D_AUX", D_AUX);
   SetInt(env, layout, "F_TRUNC", F_TRUNC);
   SetInt(env, layout, "F_NOT_IPV4", F_NOT_IPV4);
   SetInt(env, layout, "F_CSUM_FIXED", F_CSUM_FIXED);
   SetInt(env, layout, "F_SEGMENTED", F_SEGMENTED);
+  SetInt(env, layout, "F_COALESCED", F_COALESCED);
+  SetInt(env, layout, "F_GSO_EIO", F_GSO_EIO);
+  SetInt(env, layout, "F_TUN_GSO_REFUSED", F_TUN_GSO_REFUSED);
   SetInt(env, layout, "M_VNET", M_VNET);
   SetInt(env, layout, "M_CSUM_REPAIR", M_CSUM_REPAIR);
+  SetInt(env, layout, "M_COALESCE", M_COALESCE);
+  SetInt(env, layout, "M_USO", M_USO);
+  SetInt(env, layout, "M_NO_MERGE", M_NO_MERGE);
+  SetInt(env, layout, "S_SPLIT", S_SPLIT);
+  SetInt(env, layout, "S_GSO", S_GSO);
+  SetInt(env, layout, "TUN_OFF_CSUM", TUN_OFF_CSUM);
+  SetInt(env, layout, "TUN_OFF_TSO4", TUN_OFF_TSO4);
+  SetInt(env, layout, "TUN_OFF_TSO6", TUN_OFF_TSO6);
+  SetInt(env, layout, "TUN_OFF_USO4", TUN_OFF_USO4);
+  SetInt(env, layout, "TUN_OFF_USO6", TUN_OFF_USO6);
+  SetInt(env, layout, "U_GRO", U_GRO);
   SetInt(env, layout, "VXLAN_ETH_LEN", kVxlanEthLen);
   SetInt(env, layout, "VNET_HDR_LEN", kVnetHdrLen);
   SetInt(env, layout, "MIN_HEADROOM", kMinHeadroom);

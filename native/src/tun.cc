@@ -1,7 +1,8 @@
 // TUN device: open/configure (control path, node-addon-api style errors via ThrowErrno) and the
 // batched read/write hot calls (raw napi_callbacks over a registered ring, integer arguments only).
-// One read()/write() per packet is the kernel's TUN interface without offloads; batching here only
-// saves JS↔native crossings. The vnet-header path is the hook for the offload work (perf-notes §2, §6).
+// Without offloads a read()/write() moves one packet and batching only saves JS↔native crossings. With
+// IFF_VNET_HDR + TUNSETOFFLOAD a read returns a whole TSO/USO super-packet (split later by udpSend) and
+// the coalescing write puts up to 64 received segments into one GSO write (perf-notes §2, §6).
 #include <fcntl.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
@@ -18,14 +19,11 @@
 
 #include "addon.h"
 #include "dataplane.h"
+#include "offload.h"
 
 namespace tsf {
 
 namespace {
-
-// virtio_net_hdr values (linux/virtio_net.h clashes with glibc <net/if.h>, so they are spelled out here).
-constexpr uint8_t kVnetNeedsCsum = 1;
-constexpr uint8_t kVnetGsoNone = 0;
 
 inline uint16_t Load16le(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 inline uint32_t Load32be(const uint8_t* p) {
@@ -174,16 +172,32 @@ int WriteSegmented(int fd, const uint8_t* ip, size_t total, size_t maxPacket, bo
   return err;
 }
 
-// tunOpen(name: string, vnetHdr: boolean, persist: boolean, txQueueLen: number) → { fd, name, ifindex }
+// Applies the wanted TUNSETOFFLOAD bits, dropping what the kernel refuses: USO first (kernel < 6.2),
+// then everything but checksum offload, then all. Returns the bits in force.
+int32_t ApplyTunOffload(int fd, int32_t want) {
+  const int32_t tries[] = {want, want & ~(TUN_OFF_USO4 | TUN_OFF_USO6), want & TUN_OFF_CSUM, 0};
+  for (int32_t bits : tries) {
+    if ((bits & ~want) != 0) continue;
+    if (ioctl(fd, TUNSETOFFLOAD, static_cast<unsigned long>(bits)) == 0) return bits;
+  }
+  return 0;
+}
+
+// tunOpen(name: string, vnetHdr: boolean, persist: boolean, txQueueLen: number, offloads?: number)
+//   → { fd, name, ifindex, offloads }
 // txQueueLen > 0 sets the device queue (the kernel→userspace backlog; TUN's default 500 overflows
-// under bulk TCP while the loop is busy with the other direction).
+// under bulk TCP while the loop is busy with the other direction). offloads: TUN_OFF_* bits wanted
+// (only with vnetHdr); the result has the bits the kernel accepted. Offloads are always set explicitly:
+// a persistent device keeps them from an earlier run, and a reader without the vnet header must never
+// be handed super-packets.
 napi_value TunOpen(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  if (argc < 4) return ThrowType(env, "tunOpen(name, vnetHdr, persist, txQueueLen): 4 arguments expected");
-  int32_t txQueueLen;
+  if (argc < 4) return ThrowType(env, "tunOpen(name, vnetHdr, persist, txQueueLen, offloads?): 4 arguments expected");
+  int32_t txQueueLen, wantOffloads = 0;
   if (!ArgInt32(env, argv[3], "tunOpen", "txQueueLen", &txQueueLen)) return nullptr;
+  if (argc >= 5 && !ArgInt32(env, argv[4], "tunOpen", "offloads", &wantOffloads)) return nullptr;
   char name[IFNAMSIZ + 1] = {0};
   size_t nameLen = 0;
   if (napi_get_value_string_utf8(env, argv[0], name, sizeof name, &nameLen) != napi_ok) {
@@ -213,6 +227,12 @@ napi_value TunOpen(napi_env env, napi_callback_info info) {
       close(fd);
       return ThrowErrno(env, (std::string("set vnet header size on TUN ") + name).c_str(), e);
     }
+  }
+  const int32_t offloads = vnet ? ApplyTunOffload(fd, wantOffloads) : 0;
+  if (!vnet && ioctl(fd, TUNSETOFFLOAD, 0UL) < 0) {
+    int e = errno;
+    close(fd);
+    return ThrowErrno(env, (std::string("clear offloads on TUN ") + name).c_str(), e);
   }
   // Always set persistence explicitly: a device left persistent by an earlier run must stop being
   // persistent when this run asks for a non-persistent one.
@@ -247,6 +267,7 @@ napi_value TunOpen(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ), &vname);
   napi_set_named_property(env, out, "name", vname);
   napi_set_named_property(env, out, "ifindex", MakeInt32(env, static_cast<int32_t>(ifindex)));
+  napi_set_named_property(env, out, "offloads", MakeInt32(env, offloads));
   return out;
 }
 
@@ -327,7 +348,7 @@ napi_value TunRead(napi_env env, napi_callback_info info) {
     int32_t* d = r->desc + n * kDescWords;
     int32_t flags = static_cast<size_t>(got) == cap ? F_TRUNC : 0;
     size_t len = static_cast<size_t>(got);
-    d[D_GSO_TYPE] = d[D_GSO_SIZE] = d[D_HDR_LEN] = d[D_CSUM_START] = d[D_CSUM_OFF] = 0;
+    d[D_GSO_TYPE] = d[D_GSO_SIZE] = d[D_HDR_LEN] = d[D_CSUM_START] = d[D_CSUM_OFF] = d[D_SEGS] = 0;
     if (vnet) {
       if (len < lead) {
         len = lead;  // cannot happen with a vnet TUN; treated as an empty packet
@@ -364,10 +385,60 @@ napi_value TunRead(napi_env env, napi_callback_info info) {
   return MakeInt32(env, n);
 }
 
-// tunWrite(ring, fd, n, mode, maxPacket) → packets written. Descriptors with LEN 0 are skipped; STATUS
+class FdSink : public TunSink {
+ public:
+  explicit FdSink(int fd) : fd_(fd) {}
+  int Write(struct iovec* iov, int cnt) override {
+    ssize_t w;
+    do {
+      w = writev(fd_, iov, cnt);
+    } while (w < 0 && errno == EINTR);
+    return w < 0 ? errno : 0;
+  }
+
+ private:
+  int fd_;
+};
+
+// The offload-format write (dataplane.h): every segment TS left flagged 0x08 is stripped of its 22 B and
+// handed to the coalescer in arrival order. Segments of a UDP_GRO train (GSO_SIZE > 0) were covered by
+// a non-zero outer checksum the kernel verified; single datagrams may have had none, so their inner
+// checksums are verified before they are merged. → TUN writes made.
+int32_t WriteCoalesced(Ring* r, int fd, int32_t n, int32_t mode, int32_t maxPacket) {
+  FdSink sink(fd);
+  Coalescer co(&sink, r->desc, maxPacket > 0 ? static_cast<size_t>(maxPacket) : 0, (mode & M_USO) != 0,
+               (mode & M_NO_MERGE) == 0);
+  for (int32_t i = 0; i < n; i++) {
+    int32_t* d = r->desc + i * kDescWords;
+    const int32_t off = d[D_OFF], len = d[D_LEN];
+    if (len <= 0) continue;
+    if (off < 0 || static_cast<size_t>(off) + static_cast<size_t>(len) > r->arenaLen) {
+      d[D_STATUS] = EINVAL;
+      continue;
+    }
+    d[D_STATUS] = 0;
+    const bool trusted = d[D_GSO_SIZE] > 0;
+    const size_t seg = trusted ? static_cast<size_t>(d[D_GSO_SIZE]) : static_cast<size_t>(len);
+    uint8_t* base = r->arena + off;
+    for (size_t o = 0; o < static_cast<size_t>(len); o += seg) {
+      const size_t slen = static_cast<size_t>(len) - o < seg ? static_cast<size_t>(len) - o : seg;
+      uint8_t* f = base + o;
+      if (slen < static_cast<size_t>(kVxlanEthLen) + 20 || f[0] != 0x08) continue;  // rejected by TS
+      uint8_t* ip = f + kVxlanEthLen;
+      const size_t total = (static_cast<size_t>(ip[2]) << 8) | ip[3];
+      if ((ip[0] >> 4) != 4 || total < 20 || total > slen - kVxlanEthLen) continue;
+      co.Add(ip, total, trusted, i);
+    }
+  }
+  co.Flush();
+  return co.writes();
+}
+
+// tunWrite(ring, fd, n, mode, maxPacket) → packets written (M_COALESCE: TUN writes made). Descriptors with LEN 0 are skipped; STATUS
 // gets 0 or errno. With M_VNET the packet goes out as writev([zero virtio_net_hdr, packet]). With
 // M_CSUM_REPAIR partial inner checksums are completed first (RepairPartialCsum; FLAGS |= F_CSUM_FIXED).
 // TCP packets longer than maxPacket (> 0) are written as segments (WriteSegmented; FLAGS |= F_SEGMENTED).
+// M_COALESCE (with M_VNET): descriptors are in the offload format and go through WriteCoalesced.
 napi_value TunWrite(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
@@ -383,6 +454,7 @@ napi_value TunWrite(napi_env env, napi_callback_info info) {
   Ring* r = GetRing(env, ringId);
   if (r == nullptr) return nullptr;
   if (n > static_cast<int32_t>(r->nSlots)) n = static_cast<int32_t>(r->nSlots);
+  if ((mode & M_COALESCE) != 0 && vnet) return MakeInt32(env, WriteCoalesced(r, fd, n, mode, maxPacket));
   int32_t written = 0;
   for (int32_t i = 0; i < n; i++) {
     int32_t* d = r->desc + i * kDescWords;
@@ -426,6 +498,7 @@ void InitTun(napi_env env, napi_value exports) {
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   InitRing(env, exports);
+  InitOffload(env, exports);
 }
 
 }  // namespace tsf

@@ -15,7 +15,9 @@ export interface RingOptions {
 
 /** TUN reads without offloads: packets ≤ MTU. */
 export const DEFAULT_TX_RING: RingOptions = { slots: 64, slotSize: 2048, headroom: 64 };
-/** UDP receive: a peer's GSO super-packet can arrive as one datagram of up to 64 KiB. */
+/** TUN reads with TSO/USO: a super-packet of up to 64 KiB (+ the vnet header inside the headroom). */
+export const OFFLOAD_TX_RING: RingOptions = { slots: 32, slotSize: 65536 + 64, headroom: 64 };
+/** UDP receive: a peer's GSO super-packet or a UDP_GRO train can arrive as one datagram of up to 64 KiB. */
 export const DEFAULT_RX_RING: RingOptions = { slots: 64, slotSize: 65536 + 64, headroom: 64 };
 
 export class RingConfigError extends Error {

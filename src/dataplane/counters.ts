@@ -18,7 +18,13 @@ export const enum Ctr {
   csumRepaired = 9,
   /** Ingress TCP super-packets (a peer's GSO packet received whole) split into MTU-sized segments. */
   rxSegmented = 10,
-  COUNT = 11,
+  /** Egress TSO/USO super-packets read from the TUN (each split into txPackets segments). */
+  txSuperPackets = 11,
+  /** UDP messages handed to sendmmsg (with UDP GSO one message carries up to 64 datagrams). */
+  txSends = 12,
+  /** Writes to the TUN (with coalescing one write carries up to 64 received segments). */
+  rxTunWrites = 13,
+  COUNT = 14,
 }
 
 /** Per-peer words at peer[slot * PEER_WORDS + i]. */
@@ -50,6 +56,9 @@ export interface CountersSnapshot {
   ioErrors: number;
   csumRepaired: number;
   rxSegmented: number;
+  txSuperPackets: number;
+  txSends: number;
+  rxTunWrites: number;
   drops: Record<string, number>;
   /** Keyed by peer subnet "10.5.2.0/24". */
   peers: Record<string, PeerCounters>;
@@ -102,6 +111,9 @@ export class Counters {
       ioErrors: t[Ctr.ioErrors]!,
       csumRepaired: t[Ctr.csumRepaired]!,
       rxSegmented: t[Ctr.rxSegmented]!,
+      txSuperPackets: t[Ctr.txSuperPackets]!,
+      txSends: t[Ctr.txSends]!,
+      rxTunWrites: t[Ctr.rxTunWrites]!,
       drops,
       peers,
     };

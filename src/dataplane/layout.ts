@@ -20,6 +20,7 @@ export const enum Desc {
   CSUM_START = 12,
   CSUM_OFF = 13,
   SEGS = 14,
+  AUX = 15,
 }
 
 /** FLAGS bits written by native code. */
@@ -28,6 +29,12 @@ export const enum DescFlag {
   NOT_IPV4 = 2,
   CSUM_FIXED = 4,
   SEGMENTED = 8,
+  /** tunWrite (coalesce): segments of this descriptor went out merged into a GSO write. */
+  COALESCED = 16,
+  /** udpSend: a UDP_SEGMENT send was refused with EIO (no checksum offload on the route); resent one by one. */
+  GSO_EIO = 32,
+  /** tunWrite (coalesce): the TUN refused a GSO write (EINVAL); the segments were written one by one. */
+  TUN_GSO_REFUSED = 64,
 }
 
 /** `mode` bits of tunRead/tunWrite. */
@@ -36,6 +43,34 @@ export const enum TunMode {
   VNET = 1,
   /** tunWrite completes inner TCP/UDP checksums left partial by an offloading sender. */
   CSUM_REPAIR = 2,
+  /** tunWrite: offload format (datagram trains, TS-marked segments), coalesced into GSO writes; needs VNET. */
+  COALESCE = 4,
+  /** tunWrite (COALESCE): UDP may be merged into GSO_UDP_L4 writes (TUN USO, kernel ≥ 6.2). */
+  USO = 8,
+  /** tunWrite (COALESCE): no GSO writes at all (after the TUN refused one); oversized packets split here. */
+  NO_MERGE = 16,
+}
+
+/** `mode` bits of udpSend (0 = one datagram per descriptor). */
+export const enum SendMode {
+  /** Descriptors may be TSO/USO super-packets (from a vnet-header TUN): split them into segments. */
+  SPLIT = 1,
+  /** Send equal-size datagrams to one peer as one UDP_SEGMENT sendmsg. */
+  GSO = 2,
+}
+
+/** TUNSETOFFLOAD bits for tunOpen. */
+export const enum TunOffload {
+  CSUM = 0x01,
+  TSO4 = 0x02,
+  TSO6 = 0x04,
+  USO4 = 0x20,
+  USO6 = 0x40,
+}
+
+/** udpOpen flag bits. */
+export const enum UdpFlag {
+  GRO = 1,
 }
 
 export const enum Frame {
@@ -70,12 +105,27 @@ export function checkLayout(native: Record<string, number>): void {
     D_CSUM_START: Desc.CSUM_START,
     D_CSUM_OFF: Desc.CSUM_OFF,
     D_SEGS: Desc.SEGS,
+    D_AUX: Desc.AUX,
     F_TRUNC: DescFlag.TRUNC,
     F_NOT_IPV4: DescFlag.NOT_IPV4,
     F_CSUM_FIXED: DescFlag.CSUM_FIXED,
     F_SEGMENTED: DescFlag.SEGMENTED,
+    F_COALESCED: DescFlag.COALESCED,
+    F_GSO_EIO: DescFlag.GSO_EIO,
+    F_TUN_GSO_REFUSED: DescFlag.TUN_GSO_REFUSED,
     M_VNET: TunMode.VNET,
     M_CSUM_REPAIR: TunMode.CSUM_REPAIR,
+    M_COALESCE: TunMode.COALESCE,
+    M_USO: TunMode.USO,
+    M_NO_MERGE: TunMode.NO_MERGE,
+    S_SPLIT: SendMode.SPLIT,
+    S_GSO: SendMode.GSO,
+    TUN_OFF_CSUM: TunOffload.CSUM,
+    TUN_OFF_TSO4: TunOffload.TSO4,
+    TUN_OFF_TSO6: TunOffload.TSO6,
+    TUN_OFF_USO4: TunOffload.USO4,
+    TUN_OFF_USO6: TunOffload.USO6,
+    U_GRO: UdpFlag.GRO,
     VXLAN_ETH_LEN: Frame.ENCAP_LEN,
     VNET_HDR_LEN: Frame.VNET_HDR_LEN,
     MIN_HEADROOM: Frame.MIN_HEADROOM,

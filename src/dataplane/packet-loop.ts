@@ -4,8 +4,9 @@ import { constants as osConstants } from 'node:os';
 import type { Ring } from './buffer-pool';
 import { Counters, Ctr, PeerCtr } from './counters';
 import type { ForwardingTable } from './forwarding-table';
-import { Desc, DescFlag, Frame, TunMode } from './layout';
+import { Desc, DescFlag, Frame, SendMode, TunMode } from './layout';
 import type { DataplaneNative } from './native';
+import type { OffloadFeatures } from './offload';
 import { decodeVxlanFrame, Drop, macHi, macLo } from './vxlan-codec';
 
 /** The four batched I/O calls the loop makes (the addon, or a syscall-free stand-in in the benchmark). */
@@ -33,6 +34,16 @@ export interface PacketLoopConfig {
   readonly maxPacket: number;
   /** Packets per readiness callback per direction before yielding to the event loop (level-triggered poll resumes). */
   readonly budget: number;
+  /**
+   * Offloads in force (VxlanDataplane probes them). With `vnet` the loop runs the offload format:
+   * super-packets split by udpSend, datagram trains validated per segment and coalesced by tunWrite.
+   * Absent or without vnet: the per-packet path (vnetHdr/repairChecksums above apply).
+   */
+  readonly offload?: OffloadFeatures;
+  /** Called once when a UDP GSO send was refused with EIO; the loop has switched GSO off by then. */
+  readonly onGsoRefused?: () => void;
+  /** Called once when the TUN refused a GSO write (EINVAL); the loop writes segments one by one from then on. */
+  readonly onTunGsoRefused?: () => void;
   /** tunRead/udpRecv failed with this errno (negative return); the owner decides whether to stop. */
   readonly onIoError: (direction: 'tun' | 'udp', errno: number) => void;
 }
@@ -71,7 +82,14 @@ export class PacketLoop {
   private readonly ownHi: number;
   private readonly ownLo: number;
   private readonly readMode: number;
-  private readonly writeMode: number;
+  /** TunMode bits for tunWrite; NO_MERGE is added at runtime if the TUN refuses GSO writes. */
+  private writeMode: number;
+  /** SendMode bits for udpSend; GSO is dropped at runtime if a route refuses it. */
+  private sendMode: number;
+  /** Offload format on ingress (decapSegments + coalescing tunWrite). */
+  private readonly coalesce: boolean;
+  private readonly onGsoRefused: (() => void) | undefined;
+  private readonly onTunGsoRefused: (() => void) | undefined;
   private readonly budget: number;
   /** See PacketLoopConfig.maxPacket; follows MTU changes (VxlanDataplane.setMtu). */
   maxPacket: number;
@@ -91,8 +109,20 @@ export class PacketLoop {
     this.vni = config.vni;
     this.ownHi = macHi(config.localMac);
     this.ownLo = macLo(config.localMac);
-    this.readMode = config.vnetHdr ? TunMode.VNET : 0;
-    this.writeMode = this.readMode | (config.repairChecksums ? TunMode.CSUM_REPAIR : 0);
+    const off = config.offload;
+    if (off?.vnet) {
+      this.readMode = TunMode.VNET;
+      this.writeMode = TunMode.VNET | TunMode.COALESCE | (off.uso ? TunMode.USO : 0);
+      this.sendMode = SendMode.SPLIT | (off.gso ? SendMode.GSO : 0);
+      this.coalesce = true;
+    } else {
+      this.readMode = config.vnetHdr ? TunMode.VNET : 0;
+      this.writeMode = this.readMode | (config.repairChecksums ? TunMode.CSUM_REPAIR : 0);
+      this.sendMode = 0;
+      this.coalesce = false;
+    }
+    this.onGsoRefused = config.onGsoRefused;
+    this.onTunGsoRefused = config.onTunGsoRefused;
     this.budget = config.budget;
     this.maxPacket = config.maxPacket;
     this.onIoError = config.onIoError;
@@ -135,8 +165,9 @@ export class PacketLoop {
       }
       totals[Ctr.txBatches]++;
       if (this.encapBatch(n) > 0) {
-        io.udpSend(ring.id, n);
-        this.countSent(n);
+        totals[Ctr.txSends] += io.udpSend(ring.id, n, this.sendMode);
+        if (this.sendMode === 0) this.countSent(n);
+        else this.countSentSegments(n);
       }
       if (n < want) return;
       budget -= n;
@@ -161,8 +192,13 @@ export class PacketLoop {
         return;
       }
       totals[Ctr.rxBatches]++;
-      if (this.decapBatch(n) > 0) {
-        io.tunWrite(ring.id, this.tunFd, n, this.writeMode, this.maxPacket);
+      if (this.coalesce) {
+        if (this.decapSegments(n) > 0) {
+          totals[Ctr.rxTunWrites] += io.tunWrite(ring.id, this.tunFd, n, this.writeMode, this.maxPacket);
+          this.countWrittenSegments(n);
+        }
+      } else if (this.decapBatch(n) > 0) {
+        totals[Ctr.rxTunWrites] += io.tunWrite(ring.id, this.tunFd, n, this.writeMode, this.maxPacket);
         this.countWritten(n);
       }
       if (n < want) return;
@@ -246,6 +282,131 @@ export class PacketLoop {
       } else {
         drops[Drop.sendError]++;
       }
+    }
+  }
+
+  /**
+   * countSent for the offload path: a descriptor stands for SEGS datagrams on the wire (a split
+   * super-packet), whose inner bytes are the payload plus one header (HDR_LEN) per segment.
+   */
+  countSentSegments(n: number): void {
+    const d = this.tx.desc;
+    const totals = this.counters.totals;
+    const drops = this.counters.drops;
+    const peers = this.counters.peer;
+    let refused = false;
+    for (let i = 0; i < n; i++) {
+      const b = i * Desc.WORDS;
+      const len = d[b + Desc.LEN]!;
+      if (len === 0) continue;
+      const segs = d[b + Desc.SEGS]! > 0 ? d[b + Desc.SEGS]! : 1;
+      const status = d[b + Desc.STATUS]!;
+      if ((d[b + Desc.FLAGS]! & DescFlag.GSO_EIO) !== 0) refused = true;
+      if (status === 0) {
+        const inner = len - Frame.ENCAP_LEN + (segs - 1) * d[b + Desc.HDR_LEN]!;
+        const p = d[b + Desc.PEER]! * PeerCtr.WORDS;
+        if (d[b + Desc.GSO_TYPE] !== 0) totals[Ctr.txSuperPackets]++;
+        totals[Ctr.txPackets] += segs;
+        totals[Ctr.txBytes] += inner;
+        peers[p + PeerCtr.outPackets] += segs;
+        peers[p + PeerCtr.outBytes] += inner;
+      } else if (status === EAGAIN || status === EWOULDBLOCK || status === ENOBUFS) {
+        drops[Drop.sendBusy] += segs;
+      } else {
+        drops[Drop.sendError] += segs;
+      }
+    }
+    if (refused && (this.sendMode & SendMode.GSO) !== 0) {
+      this.sendMode &= ~SendMode.GSO;
+      this.onGsoRefused?.();
+    }
+  }
+
+  /**
+   * Offload-format ingress: udpRecv descriptors 0..n-1 are datagrams or UDP_GRO trains of GSO_SIZE-byte
+   * datagrams from one sender. The sender must be a current peer; every datagram's VXLAN/Ethernet/IPv4
+   * framing is checked, and rejected ones are counted and marked for tunWrite by zeroing their VXLAN
+   * flags byte. Descriptors stay in datagram form (tunWrite strips the headers). → descriptors to write.
+   */
+  decapSegments(n: number): number {
+    const d = this.rx.desc;
+    const bytes = this.rx.bytes;
+    const table = this.table;
+    const drops = this.counters.drops;
+    const vni = this.vni;
+    const ownHi = this.ownHi;
+    const ownLo = this.ownLo;
+    let ready = 0;
+    for (let i = 0; i < n; i++) {
+      const b = i * Desc.WORDS;
+      const len = d[b + Desc.LEN]!;
+      const gso = d[b + Desc.GSO_SIZE]!;
+      const seg = gso > 0 ? gso : len;
+      if ((d[b + Desc.FLAGS]! & DescFlag.TRUNC) !== 0) {
+        drops[Drop.truncated] += d[b + Desc.SEGS]! > 0 ? d[b + Desc.SEGS]! : 1;
+        d[b + Desc.LEN] = 0;
+        continue;
+      }
+      const peer = table.peerBySource(d[b + Desc.ADDR]!);
+      if (peer < 0) {
+        drops[Drop.unknownSource] += d[b + Desc.SEGS]! > 0 ? d[b + Desc.SEGS]! : 1;
+        d[b + Desc.LEN] = 0;
+        continue;
+      }
+      const off = d[b + Desc.OFF]!;
+      let accepted = 0;
+      let innerBytes = 0;
+      for (let o = 0; o < len; o += seg) {
+        const inner = decodeVxlanFrame(bytes, off + o, len - o < seg ? len - o : seg, vni, ownHi, ownLo);
+        if (inner < 0) {
+          drops[-inner]++;
+          bytes[off + o] = 0;
+          continue;
+        }
+        accepted++;
+        innerBytes += inner;
+      }
+      if (accepted === 0) {
+        d[b + Desc.LEN] = 0;
+        continue;
+      }
+      d[b + Desc.PEER] = peer;
+      d[b + Desc.SEGS] = accepted;
+      d[b + Desc.AUX] = innerBytes;
+      ready++;
+    }
+    return ready;
+  }
+
+  /** countWritten for the offload path: SEGS accepted segments / AUX inner bytes per descriptor. */
+  countWrittenSegments(n: number): void {
+    const d = this.rx.desc;
+    const totals = this.counters.totals;
+    const drops = this.counters.drops;
+    const peers = this.counters.peer;
+    let refused = false;
+    for (let i = 0; i < n; i++) {
+      const b = i * Desc.WORDS;
+      if (d[b + Desc.LEN] === 0) continue;
+      const segs = d[b + Desc.SEGS]!;
+      if ((d[b + Desc.FLAGS]! & DescFlag.TUN_GSO_REFUSED) !== 0) refused = true;
+      if (d[b + Desc.STATUS] === 0) {
+        const bytes = d[b + Desc.AUX]!;
+        const p = d[b + Desc.PEER]! * PeerCtr.WORDS;
+        const flags = d[b + Desc.FLAGS]!;
+        if ((flags & DescFlag.CSUM_FIXED) !== 0) totals[Ctr.csumRepaired]++;
+        if ((flags & DescFlag.SEGMENTED) !== 0) totals[Ctr.rxSegmented]++;
+        totals[Ctr.rxPackets] += segs;
+        totals[Ctr.rxBytes] += bytes;
+        peers[p + PeerCtr.inPackets] += segs;
+        peers[p + PeerCtr.inBytes] += bytes;
+      } else {
+        drops[Drop.tunWriteError] += segs;
+      }
+    }
+    if (refused && (this.writeMode & TunMode.NO_MERGE) === 0) {
+      this.writeMode = (this.writeMode | TunMode.NO_MERGE) & ~TunMode.USO;
+      this.onTunGsoRefused?.();
     }
   }
 

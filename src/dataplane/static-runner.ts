@@ -1,7 +1,9 @@
 // Runs the VXLAN data plane alone with a fixed peer table, for integration tests, benchmarks and
 // debugging without etcd: `node dist/src/dataplane/static-runner.js '<json config>'`.
-// Config: { tunName?, vni, port?, localMac: "aa:bb:…", persist?, vnetHdr?, sendSockets?, mtu?, txQueueLen?,
-//           peers: [{ subnet: "10.5.2.0/24", publicIp: "192.0.2.12", vtepMac: "…" }] }
+// Config: { tunName?, vni, port?, localMac: "aa:bb:…", persist?, offload?, vnetHdr?, sendSockets?, mtu?,
+//           txQueueLen?, budget?, peers: [{ subnet: "10.5.2.0/24", publicIp: "192.0.2.12", vtepMac: "…" }] }
+// offload: an offload rung or "auto"; when absent, FLANNELD_OFFLOAD from the environment (as the daemon's
+// -offload flag reads it), else auto. The ready event reports the rung in force.
 // stdout gets one JSON object per line: {"event":"ready",…} once the TUN is open and forwarding,
 // {"event":"counters",…} on SIGUSR2, on a {"op":"counters"} stdin line and at exit (SIGTERM/SIGINT).
 // stdin lines may also be {"op":"setPeer",peer} / {"op":"removePeer","subnet":…}. Logs go to stderr.
@@ -11,6 +13,7 @@ import pino from 'pino';
 
 import { parseIp4, parseIp4Net } from '../subnet/ip4';
 import type { PeerEntry } from './forwarding-table';
+import { parseOffloadRequest } from './offload';
 import { VxlanDataplane } from './vxlan-dataplane';
 
 interface PeerJson {
@@ -25,11 +28,13 @@ interface RunnerConfig {
   port?: number;
   localMac: string;
   persist?: boolean;
+  offload?: string;
   vnetHdr?: boolean;
   sendSockets?: number;
   /** Inner MTU (default: the TUN's MTU at start, i.e. before the caller configured it). */
   mtu?: number;
   txQueueLen?: number;
+  budget?: number;
   peers?: PeerJson[];
 }
 
@@ -64,10 +69,12 @@ function main(): void {
     port: cfg.port,
     localMac: parseMac(cfg.localMac),
     persist: cfg.persist,
+    offload: parseOffloadRequest(cfg.offload ?? process.env.FLANNELD_OFFLOAD ?? 'auto'),
     vnetHdr: cfg.vnetHdr,
     sendSockets: cfg.sendSockets,
     mtu: cfg.mtu,
     txQueueLen: cfg.txQueueLen,
+    budget: cfg.budget,
     log,
     onFatal: (err) => {
       emit({ event: 'fatal', message: err.message });
@@ -104,7 +111,14 @@ function main(): void {
       emit({ event: 'error', message: (err as Error).message });
     }
   });
-  emit({ event: 'ready', tunName: dp.tunName, tunIfindex: dp.tunIfindex, sourcePorts: dp.sourcePorts, pid: process.pid });
+  emit({
+    event: 'ready',
+    tunName: dp.tunName,
+    tunIfindex: dp.tunIfindex,
+    sourcePorts: dp.sourcePorts,
+    offloadRung: dp.offloadRung,
+    pid: process.pid,
+  });
 }
 
 try {

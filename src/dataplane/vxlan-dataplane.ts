@@ -4,10 +4,21 @@
 import { getSystemErrorMap } from 'node:util';
 
 import { formatIp4Net, type Ip4Net } from '../subnet/ip4';
-import { DEFAULT_RX_RING, DEFAULT_TX_RING, Ring, type RingOptions } from './buffer-pool';
+import { DEFAULT_RX_RING, DEFAULT_TX_RING, OFFLOAD_TX_RING, Ring, type RingOptions } from './buffer-pool';
 import { Counters, type CountersSnapshot } from './counters';
 import { ForwardingTable, type PeerEntry } from './forwarding-table';
+import { TunOffload, UdpFlag } from './layout';
 import { type DataplaneNative, loadDataplaneNative } from './native';
+import {
+  describeFeatures,
+  effectiveFeatures,
+  type OffloadFeatures,
+  type OffloadRequest,
+  type OffloadRung,
+  parseOffloadRequest,
+  requestedFeatures,
+  rungOf,
+} from './offload';
 import { PacketLoop } from './packet-loop';
 
 /** The subset of pino's logger the data plane uses. */
@@ -35,14 +46,19 @@ export interface VxlanDataplaneOptions {
   readonly sendSockets?: number;
   /** Socket buffer size, bytes. Default 7 MiB. */
   readonly socketBuffer?: number;
-  /** Open the TUN with IFF_VNET_HDR (the offload path's framing; no offloads enabled yet). Default false. */
+  /**
+   * Offload rung (offload.ts): `auto` (default) = the best the kernel supports; a rung name caps it there.
+   * The chosen rung is logged at open and exposed as `offloadRung`.
+   */
+  readonly offload?: OffloadRequest;
+  /** Rung `none` only: still open the TUN with IFF_VNET_HDR, without offloads. Default false. */
   readonly vnetHdr?: boolean;
   /**
    * Complete inner TCP/UDP checksums that an offloading sender left partial (kernel vxlan peers on veth or
    * virtio); without it their TCP is dropped by our stack. Default true; off only to measure its cost.
    */
   readonly repairChecksums?: boolean;
-  /** Egress ring geometry. Default 64 slots × 2 KiB, 64 B headroom. */
+  /** Egress ring geometry. Default 64 slots × 2 KiB, 64 B headroom; with offloads 32 × 64 KiB (super-packets). */
   readonly txRing?: RingOptions;
   /** Ingress ring geometry. Default 64 slots × 64 KiB (+64 B headroom), for whole GSO datagrams. */
   readonly rxRing?: RingOptions;
@@ -51,7 +67,10 @@ export interface VxlanDataplaneOptions {
    * write. Default: the TUN's MTU when start() runs (the daemon configures it between open and start).
    */
   readonly mtu?: number;
-  /** Packets per readiness callback per direction. Default 256. */
+  /**
+   * Descriptors per readiness callback per direction. Default 256; with offloads 64 (a descriptor may be
+   * a 64 KiB super-packet, and the other direction waits while one drains).
+   */
   readonly budget?: number;
   /** Called once when a fd fails persistently; the data plane has stopped itself by then. */
   readonly onFatal?: (err: DataplaneIoError) => void;
@@ -96,6 +115,7 @@ export class VxlanDataplane {
   private readonly recvFd: number;
   private readonly sendFds: Int32Array;
   private readonly onFatal: ((err: DataplaneIoError) => void) | undefined;
+  private features: OffloadFeatures;
   private mtuFixed: boolean;
   private tunPoll = -1;
   private udpPoll = -1;
@@ -111,33 +131,45 @@ export class VxlanDataplane {
     if (options.localMac.length !== 6) throw new DataplaneConfigError(`local VtepMAC must be 6 bytes, got ${options.localMac.length}`);
     const nSend = options.sendSockets ?? 8;
     if (!Number.isInteger(nSend) || nSend < 1 || nSend > 64) throw new DataplaneConfigError(`sendSockets ${nSend} out of range 1..64`);
-    const tx = new Ring(options.txRing ?? DEFAULT_TX_RING);
+    const request = parseOffloadRequest(options.offload ?? 'auto');
+    const want = requestedFeatures(request);
+    const tx = new Ring(options.txRing ?? (want.vnet ? OFFLOAD_TX_RING : DEFAULT_TX_RING));
     const rx = new Ring(options.rxRing ?? DEFAULT_RX_RING);
+    const tunOffloads = want.tso ? TunOffload.CSUM | TunOffload.TSO4 | TunOffload.TSO6 | (want.uso ? TunOffload.USO4 | TunOffload.USO6 : 0) : 0;
 
     // Everything opened so far is closed again if a later step fails.
     const fds: number[] = [];
     try {
       const tun = native.tunOpen(
         options.tunName ?? `flannel.${vni}`,
-        options.vnetHdr ?? false,
+        want.vnet || (options.vnetHdr ?? false),
         options.persist ?? false,
         options.txQueueLen ?? DEFAULT_TX_QUEUE_LEN,
+        tunOffloads,
       );
       fds.push(tun.fd);
       const buf = options.socketBuffer ?? DEFAULT_SOCKET_BUFFER;
-      const recv = native.udpOpen(port, buf);
+      const recv = native.udpOpen(port, buf, want.gro ? UdpFlag.GRO : 0);
       fds.push(recv.fd);
       const sendFds = new Int32Array(nSend);
       const sourcePorts: number[] = [];
+      let gso = true;
       for (let i = 0; i < nSend; i++) {
         const s = native.udpOpen(0, buf);
         fds.push(s.fd);
         sendFds[i] = s.fd;
         sourcePorts.push(s.port);
+        gso &&= s.gso;
       }
+      const features = effectiveFeatures(want, {
+        tso: (tun.offloads & TunOffload.TSO4) !== 0,
+        uso: (tun.offloads & TunOffload.USO4) !== 0,
+        gro: recv.gro,
+        gso,
+      });
       tx.register(native);
       rx.register(native);
-      return new VxlanDataplane(native, options, tun.name, tun.ifindex, tun.fd, recv.fd, sendFds, sourcePorts, tx, rx);
+      return new VxlanDataplane(native, options, request, features, tun.name, tun.ifindex, tun.fd, recv.fd, sendFds, sourcePorts, tx, rx);
     } catch (err) {
       tx.release(native);
       rx.release(native);
@@ -149,6 +181,8 @@ export class VxlanDataplane {
   private constructor(
     native: DataplaneNative,
     options: VxlanDataplaneOptions,
+    request: OffloadRequest,
+    features: OffloadFeatures,
     tunName: string,
     tunIfindex: number,
     tunFd: number,
@@ -171,6 +205,7 @@ export class VxlanDataplane {
     this.tx = tx;
     this.rx = rx;
     this.onFatal = options.onFatal;
+    this.features = features;
     this.mtuFixed = options.mtu !== undefined;
     this.table = new ForwardingTable({ vni: options.vni, localMac: Uint8Array.from(options.localMac) });
     this.counterSet = new Counters(this.table.slotCapacity);
@@ -188,14 +223,33 @@ export class VxlanDataplane {
       localMac: options.localMac,
       vnetHdr: options.vnetHdr ?? false,
       repairChecksums: options.repairChecksums ?? true,
-      budget: options.budget ?? 256,
+      budget: options.budget ?? (features.vnet ? 64 : 256),
       maxPacket: options.mtu ?? 0,
+      offload: features,
+      onGsoRefused: () => this.gsoRefused(),
+      onTunGsoRefused: () => this.tunGsoRefused(),
       onIoError: (direction, errno) => this.handleIoError(direction, errno),
     });
     this.log.info(
-      { tun: tunName, ifindex: tunIfindex, port: this.port, vni: this.vni, sourcePorts, vnetHdr: options.vnetHdr ?? false },
-      'VXLAN data plane opened',
+      {
+        tun: tunName,
+        ifindex: tunIfindex,
+        port: this.port,
+        vni: this.vni,
+        sourcePorts,
+        offload: { requested: request, rung: rungOf(features), features: describeFeatures(features) },
+      },
+      `VXLAN data plane opened, offload rung ${rungOf(features)}`,
     );
+  }
+
+  /** The offload rung the data plane runs on (offload.ts); drops to no-udp-gso if a route refuses UDP GSO. */
+  get offloadRung(): OffloadRung {
+    return rungOf(this.features);
+  }
+
+  get offloadFeatures(): OffloadFeatures {
+    return this.features;
   }
 
   /** Adds or updates a peer (new MAC or public IP of a re-put lease replaces the old values). */
@@ -277,6 +331,24 @@ export class VxlanDataplane {
 
   private assertOpen(): void {
     if (this.closed) throw new DataplaneConfigError(`data plane on ${this.tunName} is closed`);
+  }
+
+  private gsoRefused(): void {
+    this.features = { ...this.features, gso: false };
+    this.log.warn(
+      { tun: this.tunName, offload: { rung: this.offloadRung, features: describeFeatures(this.features) } },
+      `UDP GSO send refused with EIO (no checksum offload towards a peer); sending datagrams one by one, offload rung now ${this.offloadRung}`,
+    );
+  }
+
+  private tunGsoRefused(): void {
+    // Without GSO writes neither TCP nor UDP is merged any more: as far as ingress goes that is the
+    // per-packet path, so report the rung honestly.
+    this.features = { ...this.features, uso: false, gro: false };
+    this.log.error(
+      { tun: this.tunName, offload: { rung: this.offloadRung, features: describeFeatures(this.features) } },
+      `TUN ${this.tunName} refused a GSO write (EINVAL, kernel bug?); writing received packets one by one, offload rung now ${this.offloadRung}`,
+    );
   }
 
   private handleIoError(direction: 'tun' | 'udp', errno: number): void {
