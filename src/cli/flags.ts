@@ -2,6 +2,7 @@
 // fallback (flannel-compat.md §7), so existing flanneld unit files and container specs work
 // unchanged. The flag table is data: adding a flag is one entry in FLAGS plus its Options field.
 import { isIP } from 'node:net';
+import { isOffloadRequest, OFFLOAD_REQUESTS } from '../dataplane/offload';
 import { isIp4 } from '../subnet/ip4';
 
 export interface Options {
@@ -27,6 +28,7 @@ export interface Options {
   version: boolean;
   help: boolean;
   tunName: string; // tsflanneld extra; "" means flannel.<VNI>
+  offload: string; // tsflanneld extra: data-plane offload rung (src/dataplane/offload.ts)
 }
 
 export class FlagError extends Error {
@@ -70,6 +72,8 @@ const regex: Check<string> = (v) => {
     return `not a valid regular expression: ${(e as Error).message}`;
   }
 };
+
+const offloadRung: Check<string> = (v) => (isOffloadRequest(v) ? null : `must be one of ${OFFLOAD_REQUESTS.join(', ')}`);
 
 const splitComma = (v: string): string[] => v.split(',');
 
@@ -120,6 +124,7 @@ export const FLAGS: readonly FlagDef[] = [
   { kind: 'bool', name: 'version', key: 'version', def: false, usage: 'print the version and exit' },
   { kind: 'bool', name: 'help', key: 'help', def: false, usage: 'print this help and exit' },
   { kind: 'string', name: 'tun-name', key: 'tunName', def: '', usage: 'name of the overlay device (default flannel.<VNI>)', check: ifaceName },
+  { kind: 'string', name: 'offload', key: 'offload', def: 'auto', usage: 'data-plane offloads: auto (the best the kernel supports), or cap at a rung: full, no-tun-uso, no-udp-gro, no-udp-gso, none (per-packet)', check: offloadRung },
 ];
 
 const BY_NAME = new Map(FLAGS.map((f) => [f.name, f]));

@@ -13,12 +13,15 @@ import { formatIp4, formatIp4Net } from '../subnet/ip4';
 import type { DataplaneSnapshot, PeerStats } from '../ops/metrics';
 import type { Lease, LeaseEvent } from '../subnet/lease';
 import { parseMac } from '../subnet/lease-codec';
+import { parseOffloadRequest } from '../dataplane/offload';
 import { VxlanDataplane, type DataplaneIoError } from '../dataplane/vxlan-dataplane';
 import type { DataPlaneContext, DataPlaneHooks } from './daemon';
 
 export interface VxlanBackendOptions {
   /** TUN name; "" means flannel.<VNI>. */
   tunName: string;
+  /** Offload rung request (-offload): "auto" or a rung name (src/dataplane/offload.ts). Default auto. */
+  offload?: string;
   log: Logger;
   /** Called when the data plane stops on a persistent I/O error; the daemon treats it as fatal. */
   onFatal(err: Error): void;
@@ -52,6 +55,7 @@ export class VxlanBackend implements DataPlaneHooks {
       port: effectivePort(backend),
       localMac: parseMac(ctx.vtepMac),
       persist: true,
+      offload: parseOffloadRequest(this.options.offload ?? 'auto'),
       log,
       onFatal: (err: DataplaneIoError) => this.options.onFatal(err),
     });
@@ -115,7 +119,7 @@ export class VxlanBackend implements DataPlaneHooks {
       txBytes: c.txBytes,
       drops: c.drops,
       peers,
-      offloadRung: 'per-packet',
+      offloadRung: dataplane.offloadRung,
     };
   }
 

@@ -24,6 +24,7 @@ const DEFAULTS: Options = {
   version: false,
   help: false,
   tunName: '',
+  offload: 'auto',
 };
 
 function fails(tt: Test, argv: string[], env: NodeJS.ProcessEnv, msg: string | RegExp): void {
@@ -181,6 +182,12 @@ t.test('environment fallback', async (t) => {
 t.test('splitRegexList keeps commas inside groups', async (t) => {
   t.same(splitRegexList('a,b'), ['a', 'b']);
   t.same(splitRegexList('x{1,3},[,;],(a|,b),c\\,d'), ['x{1,3}', '[,;]', '(a|,b)', 'c\\,d']);
+});
+
+t.test('-offload takes auto or a rung of the ladder, also from FLANNELD_OFFLOAD', async (t) => {
+  t.equal(parseFlags(['-offload=none'], {}).offload, 'none');
+  t.equal(parseFlags([], { FLANNELD_OFFLOAD: 'no-udp-gro' }).offload, 'no-udp-gro');
+  fails(t, ['-offload=fast'], {}, /offload.*must be one of auto, full, no-tun-uso, no-udp-gro, no-udp-gso, none/);
 });
 
 t.test('env names', async (t) => {
