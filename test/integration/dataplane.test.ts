@@ -1,11 +1,14 @@
-// End-to-end data plane: three hosts on a bridged underlay. h1 and h2 run the userspace VXLAN data
-// plane (static runner with a fixed peer table; h1 without, h2 with the vnet header), h3 has a kernel
-// flannel.1 laid out exactly as flanneld does it. Traffic: ping and 20 MB TCP (sha256 compared)
-// userspace↔userspace and userspace↔kernel both ways, a spoofed VXLAN datagram from a non-peer
-// address, a capture of the wire format, and a kill -9 + restart on port 7890 with a persistent TUN.
+// End-to-end data plane on both ends of the offload ladder: four hosts on a bridged underlay. h1 and h2
+// run the userspace VXLAN data plane at the top rung (offload auto = full on this kernel: TSO/USO TUN,
+// UDP GSO/GRO, coalescing writes), h4 at the bottom rung (none: per-packet), h3 has a kernel flannel.1
+// laid out exactly as flanneld does it. Traffic: ping and 20 MB TCP (sha256 compared) top↔top,
+// bottom↔top and both ↔ kernel, both ways; UDP datagrams through USO coalescing; each middle rung
+// against userspace and kernel peers (restarting h2 on the persistent TUN, which must drop offloads a
+// lower rung cannot read); a kernel peer without outer UDP checksums; a spoofed VXLAN datagram from a
+// non-peer address; the wire format; a kill -9 + restart on port 7890 with a persistent TUN.
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import {
   createTestbed,
   kernelPeerAddRemote,
@@ -46,6 +49,8 @@ class Runner {
   readonly exited: Promise<void>;
   /** Outer UDP source ports of the send sockets, from the "ready" event. */
   sourcePorts: number[] = [];
+  /** The offload rung in force, from the "ready" event. */
+  offloadRung = '';
 
   private constructor(readonly child: ChildProcess) {
     let buf = '';
@@ -73,6 +78,7 @@ class Runner {
     const r = new Runner(child);
     const ready = await r.next('ready', 15000);
     r.sourcePorts = ready.sourcePorts as number[];
+    r.offloadRung = ready.offloadRung as string;
     return r;
   }
 
@@ -198,60 +204,145 @@ s.bind(0, bindIp, () => {
   send();
 });`;
 
-t.test('userspace VXLAN data plane: userspace and kernel peers', async (t) => {
-  const bed = await createTestbed({ hosts: 3, t });
-  const [h1, h2, h3] = bed.hosts as [TestHost, TestHost, TestHost];
+/** Datagrams whose contents are a function of their sequence number: the receiver checks each one. */
+const UDP_PAYLOAD_JS = `
+function payload(seq, size) {
+  const b = Buffer.alloc(size);
+  let x = (seq * 2654435761) >>> 0;
+  for (let i = 4; i < size; i++) { x = (Math.imul(x, 1103515245) + 12345) >>> 0; b[i] = x >>> 24; }
+  b.writeUInt32BE(seq, 0);
+  return b;
+}`;
+
+const UDP_RECV_JS = `${UDP_PAYLOAD_JS}
+const dgram = require('dgram');
+const [ip, port, size] = process.argv.slice(1).map((v, i) => (i ? Number(v) : v));
+const s = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 << 20 });
+let got = 0, bad = 0, timer;
+const seen = new Set();
+s.on('message', (m) => {
+  got++;
+  const seq = m.length >= 4 ? m.readUInt32BE(0) : -1;
+  if (m.length !== size || !m.equals(payload(seq, size))) bad++; else seen.add(seq);
+  clearTimeout(timer);
+  timer = setTimeout(() => { process.stdout.write(JSON.stringify({ got, bad, distinct: seen.size }) + '\\n'); s.close(); }, 1000);
+});
+s.bind(port, ip, () => process.stdout.write('listening\\n'));`;
+
+const UDP_SEND_JS = `${UDP_PAYLOAD_JS}
+const dgram = require('dgram');
+const [ip, port, size, count] = process.argv.slice(1).map((v, i) => (i ? Number(v) : v));
+const s = dgram.createSocket({ type: 'udp4', sendBufferSize: 8 << 20 });
+let left = count, inflight = 0, seq = 0;
+function pump() {
+  while (seq < count && inflight < 256) {
+    inflight++;
+    s.send(payload(seq++, size), port, ip, () => { inflight--; if (--left === 0) s.close(); else pump(); });
+  }
+}
+pump();`;
+
+/** Sends `count` datagrams of `size` B from → to; returns what the receiver saw. */
+async function udpTransfer(from: TestHost, to: NodeSpec, size: number, count: number, port: number) {
+  const server = to.host.spawn(['node', '-e', UDP_RECV_JS, to.gw, String(port), String(size)]);
+  let out = '';
+  server.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  try {
+    await waitFor(`UDP receiver on ${to.gw}:${port}`, async () => out.includes('listening'), 10000, 50);
+    await from.exec(['node', '-e', UDP_SEND_JS, to.gw, String(port), String(size), String(count)], { timeoutMs: 60000 });
+    return await waitFor(`UDP receiver result on ${to.gw}:${port}`, async () => {
+      const line = out.split('\n').find((l) => l.startsWith('{'));
+      return line ? (JSON.parse(line) as { got: number; bad: number; distinct: number }) : undefined;
+    }, 30000, 50);
+  } finally {
+    server.kill('SIGKILL');
+  }
+}
+
+let nextPort = 5001;
+
+/** ping both ways + a TCP transfer both ways, sha256 compared. */
+async function exchange(t: Test, a: NodeSpec, b: NodeSpec, bytes: number, label: string): Promise<void> {
+  await pingOk(a.host, b.gw);
+  await pingOk(b.host, a.gw);
+  const ab = await tcpTransfer(a.host, b, bytes, nextPort++);
+  t.equal(ab.received.bytes, bytes, `${label}: ${a.host.name} → ${b.host.name} length`);
+  t.equal(ab.received.sha256, ab.sent.sha256, `${label}: ${a.host.name} → ${b.host.name} sha256`);
+  const ba = await tcpTransfer(b.host, a, bytes, nextPort++);
+  t.equal(ba.received.bytes, bytes, `${label}: ${b.host.name} → ${a.host.name} length`);
+  t.equal(ba.received.sha256, ba.sent.sha256, `${label}: ${b.host.name} → ${a.host.name} sha256`);
+}
+
+t.test('userspace VXLAN data plane: top and bottom offload rungs, userspace and kernel peers', async (t) => {
+  const bed = await createTestbed({ hosts: 4, t });
+  const [h1, h2, h3, h4] = bed.hosts as [TestHost, TestHost, TestHost, TestHost];
   const n1: NodeSpec = { host: h1, subnet: '10.5.1.0/24', gw: '10.5.1.0', mac: randomVtepMac() };
   const n2: NodeSpec = { host: h2, subnet: '10.5.2.0/24', gw: '10.5.2.0', mac: randomVtepMac() };
   const n3: NodeSpec = { host: h3, subnet: '10.5.3.0/24', gw: '10.5.3.0', mac: randomVtepMac() };
+  const n4: NodeSpec = { host: h4, subnet: '10.5.4.0/24', gw: '10.5.4.0', mac: randomVtepMac() };
 
-  // h3: kernel flannel.1 with h1 and h2 as remote leases (neighbor + FDB + onlink route).
+  // h3: kernel flannel.1 with the userspace nodes as remote leases (neighbor + FDB + onlink route).
   await setupKernelFlannelPeer(h3, { vtepMac: n3.mac, subnet: n3.subnet, mtu: MTU });
-  for (const r of [n1, n2]) await kernelPeerAddRemote(h3, peerOf(r));
+  for (const r of [n1, n2, n4]) await kernelPeerAddRemote(h3, peerOf(r));
 
   const base = { vni: 1, persist: true, tunName: TUN, mtu: MTU };
-  let r1 = await Runner.start(h1, { ...base, localMac: n1.mac, vnetHdr: false, peers: [peerOf(n2), peerOf(n3)] });
-  let r2 = await Runner.start(h2, { ...base, localMac: n2.mac, vnetHdr: true, peers: [peerOf(n1), peerOf(n3)] });
+  let r1 = await Runner.start(h1, { ...base, localMac: n1.mac, offload: 'auto', peers: [peerOf(n2), peerOf(n3), peerOf(n4)] });
+  let r2 = await Runner.start(h2, { ...base, localMac: n2.mac, offload: 'auto', peers: [peerOf(n1), peerOf(n3)] });
+  const r4 = await Runner.start(h4, { ...base, localMac: n4.mac, offload: 'none', peers: [peerOf(n1), peerOf(n3)] });
   t.teardown(async () => {
-    for (const r of [r1, r2]) if (r.child.exitCode === null && r.child.signalCode === null) await r.kill9();
+    for (const r of [r1, r2, r4]) if (r.child.exitCode === null && r.child.signalCode === null) await r.kill9();
   });
-  await configureTun(n1, [n2, n3]);
+  await configureTun(n1, [n2, n3, n4]);
   await configureTun(n2, [n1, n3]);
+  await configureTun(n4, [n1, n3]);
 
-  await t.test('ping between the two userspace nodes, both ways', async (t) => {
-    await pingOk(h1, n2.gw);
-    await pingOk(h2, n1.gw);
-    const res = await ping(h1, n2.gw, { count: 5, interval: 0.1, size: 1400 });
-    t.equal(res.received, 5, 'large pings (1428 B inner) too');
+  await t.test('rungs in force', async (t) => {
+    t.not(r1.offloadRung, 'none', `auto picked ${r1.offloadRung}`);
+    t.equal(r2.offloadRung, r1.offloadRung);
+    t.equal(r4.offloadRung, 'none');
   });
 
-  await t.test('20 MB TCP userspace → userspace arrives intact, both ways', async (t) => {
-    const ab = await tcpTransfer(h1, n2, MB20, 5001);
-    t.equal(ab.received.bytes, MB20);
-    t.equal(ab.received.sha256, ab.sent.sha256, 'h1 → h2 sha256');
-    const ba = await tcpTransfer(h2, n1, MB20, 5002);
-    t.equal(ba.received.bytes, MB20);
-    t.equal(ba.received.sha256, ba.sent.sha256, 'h2 → h1 sha256');
+  await t.test('ping between userspace nodes, both ways, top↔top and bottom↔top', async (t) => {
+    for (const [a, b] of [[n1, n2], [n4, n1]] as const) {
+      await pingOk(a.host, b.gw);
+      await pingOk(b.host, a.gw);
+      const res = await ping(a.host, b.gw, { count: 5, interval: 0.1, size: 1400 });
+      t.equal(res.received, 5, `${a.host.name} → ${b.host.name}: large pings (1428 B inner) too`);
+    }
   });
 
-  await t.test('interop with a kernel flannel.1 peer: ping both ways', async (t) => {
-    await pingOk(h1, n3.gw);
-    await pingOk(h3, n1.gw);
-    await pingOk(h2, n3.gw);
-    await pingOk(h3, n2.gw);
-    t.pass('kernel ↔ userspace (with and without vnet header) answer');
+  await t.test('20 MB TCP top ↔ top arrives intact, both ways, as super-packets', async (t) => {
+    const before = [await r1.counters(), await r2.counters()];
+    await exchange(t, n1, n2, MB20, 'top↔top');
+    const after = [await r1.counters(), await r2.counters()];
+    for (const [i, name] of [[0, 'h1'], [1, 'h2']] as const) {
+      const d = (k: 'txPackets' | 'txSuperPackets' | 'txSends' | 'rxPackets' | 'rxTunWrites') => after[i]![k] - before[i]![k];
+      t.ok(d('txSuperPackets') > 0, `${name}: TSO super-packets read and split (${d('txSuperPackets')})`);
+      t.ok(d('txSends') < d('txPackets'), `${name}: UDP GSO sends carry several segments (${d('txPackets')} in ${d('txSends')})`);
+      t.ok(d('rxTunWrites') < d('rxPackets'), `${name}: received segments coalesced (${d('rxPackets')} in ${d('rxTunWrites')} writes)`);
+    }
   });
 
-  await t.test('interop with a kernel flannel.1 peer: 20 MB TCP both ways', async (t) => {
-    const uk = await tcpTransfer(h1, n3, MB20, 5003);
-    t.equal(uk.received.sha256, uk.sent.sha256, 'userspace h1 → kernel h3');
-    const ku = await tcpTransfer(h3, n1, MB20, 5004);
-    t.equal(ku.received.sha256, ku.sent.sha256, 'kernel h3 → userspace h1');
-    const ku2 = await tcpTransfer(h3, n2, MB20, 5005);
-    t.equal(ku2.received.sha256, ku2.sent.sha256, 'kernel h3 → userspace h2 (vnet header)');
+  await t.test('20 MB TCP bottom ↔ top arrives intact, both ways', async (t) => {
+    await exchange(t, n4, n1, MB20, 'bottom↔top');
+  });
+
+  await t.test('UDP datagrams keep their boundaries and contents through GSO/GRO and USO coalescing', async (t) => {
+    for (const [a, b] of [[n1, n2], [n4, n1], [n1, n4]] as const) {
+      const res = await udpTransfer(a.host, b, 1400, 4000, nextPort++);
+      t.equal(res.bad, 0, `${a.host.name} → ${b.host.name}: no datagram altered (${res.distinct}/4000 arrived)`);
+      t.ok(res.distinct > 0, 'datagrams arrived');
+    }
+  });
+
+  await t.test('interop with a kernel flannel.1 peer: ping and 20 MB TCP both ways, top and bottom rung', async (t) => {
+    await exchange(t, n1, n3, MB20, 'top↔kernel');
+    await exchange(t, n4, n3, MB20, 'bottom↔kernel');
     // The kernel peer offloads inner checksums to veth, which never computes them (see tun.cc).
-    const c = await r1.counters();
-    t.comment(`h1: ${c.csumRepaired} partial inner checksums completed, ${c.rxSegmented} super-packets segmented`);
+    const c1 = await r1.counters();
+    const c4 = await r4.counters();
+    t.comment(`h1: ${c1.csumRepaired} partial inner checksums passed on, ${c1.rxSegmented} super-packets written for the kernel to segment`);
+    t.comment(`h4: ${c4.csumRepaired} partial inner checksums completed, ${c4.rxSegmented} super-packets segmented`);
   });
 
   await t.test('wire format seen by the kernel peer', async (t) => {
@@ -304,18 +395,44 @@ t.test('userspace VXLAN data plane: userspace and kernel peers', async (t) => {
   });
 
   await t.test('counters per direction and per peer', async (t) => {
-    const c = await r1.counters();
-    t.ok(c.txPackets > 10000 && c.rxPackets > 10000, `tx ${c.txPackets} rx ${c.rxPackets}`);
-    t.ok(c.txBytes > MB20 && c.rxBytes > MB20);
-    for (const n of [n2, n3]) {
-      const p = c.peers[n.subnet]!;
-      t.ok(p.inPackets > 0 && p.outPackets > 0 && p.inBytes > 0 && p.outBytes > 0, `traffic with ${n.subnet}`);
+    for (const [r, peers] of [[r1, [n2, n3, n4]], [r4, [n1, n3]]] as const) {
+      const c = await r.counters();
+      t.ok(c.txPackets > 10000 && c.rxPackets > 10000, `tx ${c.txPackets} rx ${c.rxPackets}`);
+      t.ok(c.txBytes > MB20 && c.rxBytes > MB20);
+      for (const n of peers) {
+        const p = c.peers[n.subnet]!;
+        t.ok(p.inPackets > 0 && p.outPackets > 0 && p.inBytes > 0 && p.outBytes > 0, `traffic with ${n.subnet}`);
+      }
+      t.equal(c.drops.badVni, 0);
+      t.equal(c.drops.badDstMac, 0);
+      t.equal(c.drops.sendError, 0);
+      t.equal(c.drops.tunWriteError, 0);
+      t.ok(c.txBatches <= c.txPackets && c.rxBatches <= c.rxPackets);
     }
-    t.equal(c.drops.badVni, 0);
-    t.equal(c.drops.badDstMac, 0);
-    t.equal(c.drops.sendError, 0);
-    t.equal(c.drops.tunWriteError, 0);
-    t.ok(c.txBatches <= c.txPackets && c.rxBatches <= c.rxPackets);
+  });
+
+  await t.test('every middle rung (and the per-packet path with a vnet header) against userspace and kernel peers', async (t) => {
+    // h2 restarts on its persistent TUN at each rung: offloads of the previous run must not leak into it.
+    for (const cfg of [{ offload: 'no-tun-uso' }, { offload: 'no-udp-gro' }, { offload: 'no-udp-gso' }, { offload: 'none', vnetHdr: true }]) {
+      await r2.kill9();
+      r2 = await Runner.start(h2, { ...base, localMac: n2.mac, ...cfg, peers: [peerOf(n1), peerOf(n3)] });
+      t.equal(r2.offloadRung, cfg.offload, `h2 runs ${cfg.offload}`);
+      await exchange(t, n2, n1, 4 * 1024 * 1024, `${r2.offloadRung}↔top`);
+      await exchange(t, n2, n3, 4 * 1024 * 1024, `${r2.offloadRung}↔kernel`);
+      const c = await r2.counters();
+      t.equal(c.drops.sendError + c.drops.tunWriteError, 0, `${cfg.offload}: no send or TUN write errors`);
+    }
+  });
+
+  await t.test('kernel peer without outer UDP checksums (noudpcsum), top and bottom rung', async (t) => {
+    await h3.exec(['ip', 'link', 'del', TUN]);
+    await h3.exec(['ip', 'link', 'add', TUN, 'address', n3.mac, 'type', 'vxlan', 'id', '1', 'local', h3.underlayIp,
+      'dev', h3.underlayDev, 'nolearning', 'dstport', '8472', 'noudpcsum']);
+    await h3.exec(['ip', 'addr', 'add', `${n3.gw}/32`, 'dev', TUN]);
+    await h3.exec(['ip', 'link', 'set', TUN, 'mtu', String(MTU), 'up']);
+    for (const r of [n1, n2, n4]) await kernelPeerAddRemote(h3, peerOf(r));
+    await exchange(t, n1, n3, 4 * 1024 * 1024, 'top↔kernel (noudpcsum)');
+    await exchange(t, n4, n3, 4 * 1024 * 1024, 'bottom↔kernel (noudpcsum)');
   });
 
   await t.test('persistent TUN survives kill -9; restart on port 7890 reuses it and its routes', async (t) => {
@@ -329,13 +446,13 @@ t.test('userspace VXLAN data plane: userspace and kernel peers', async (t) => {
     }
     const b7890 = { ...base, port: 7890, persist: false };
     r1 = await Runner.start(h1, { ...b7890, localMac: n1.mac, peers: [peerOf(n2)] });
-    r2 = await Runner.start(h2, { ...b7890, localMac: n2.mac, vnetHdr: true, peers: [peerOf(n1)] });
+    r2 = await Runner.start(h2, { ...b7890, localMac: n2.mac, offload: 'none', peers: [peerOf(n1)] });
     const listening = await h1.exec(['ss', '-Hlun', 'sport = :7890']);
     t.ok(listening.stdout.trim().length > 0, 'h1 listens on 7890');
     // No address/route setup this time: what survived is used as is.
     await pingOk(h1, n2.gw);
     await pingOk(h2, n1.gw);
-    const tr = await tcpTransfer(h2, n1, 4 * 1024 * 1024, 5006);
+    const tr = await tcpTransfer(h2, n1, 4 * 1024 * 1024, nextPort++);
     t.equal(tr.received.sha256, tr.sent.sha256, 'TCP over port 7890');
     const c1 = await r1.stop();
     t.ok(c1.rxPackets > 0 && c1.txPackets > 0, 'final counters reported at exit');
