@@ -356,16 +356,19 @@ export class PacketLoop {
       const off = d[b + Desc.OFF]!;
       let accepted = 0;
       let innerBytes = 0;
-      for (let o = 0; o < len; o += seg) {
+      // At least one pass, so an empty datagram is counted (short) like any other.
+      let o = 0;
+      do {
         const inner = decodeVxlanFrame(bytes, off + o, len - o < seg ? len - o : seg, vni, ownHi, ownLo);
         if (inner < 0) {
           drops[-inner]++;
           bytes[off + o] = 0;
-          continue;
+        } else {
+          accepted++;
+          innerBytes += inner;
         }
-        accepted++;
-        innerBytes += inner;
-      }
+        o += seg;
+      } while (o < len);
       if (accepted === 0) {
         d[b + Desc.LEN] = 0;
         continue;
