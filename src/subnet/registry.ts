@@ -143,9 +143,11 @@ export class EtcdRegistry implements Registry {
   readonly prefix: string;
   private readonly client: Etcd3;
   private readonly subnetsPrefix: string;
+  private readonly callTimeoutMs: number;
 
   constructor(opts: RegistryOptions) {
     this.endpoints = [...opts.endpoints];
+    this.callTimeoutMs = opts.callTimeoutMs ?? 15000;
     this.prefix = opts.prefix.replace(/\/+$/, '');
     // flannel lists/watches "<prefix>/subnets" without the trailing slash; keys then carry "/<subnet key>".
     this.subnetsPrefix = `${this.prefix}/subnets`;
@@ -353,9 +355,18 @@ export class EtcdRegistry implements Registry {
     const what = `watch ${key.toString()} from revision ${fromRevision}`;
     let done = false;
     let stream: RPC.IDuplexStream<RPC.IWatchRequest, RPC.IWatchResponse> | null = null;
+    // A stream opened towards an unreachable member (etcd3 picks members at random) stays pending
+    // without an error for minutes while gRPC keeps trying to connect; give up after the call timeout
+    // so the watcher reconnects, most likely through another member.
+    let createTimer: NodeJS.Timeout | null = setTimeout(() => {
+      createTimer = null;
+      fail(new Error(`watch not confirmed by etcd within ${this.callTimeoutMs} ms`));
+    }, this.callTimeoutMs);
     const finish = (report: () => void): void => {
       if (done) return;
       done = true;
+      if (createTimer) clearTimeout(createTimer);
+      createTimer = null;
       stream?.cancel();
       report();
     };
@@ -394,6 +405,8 @@ export class EtcdRegistry implements Registry {
             return;
           }
           if (res.created) {
+            if (createTimer) clearTimeout(createTimer);
+            createTimer = null;
             handlers.onCreated?.();
             return;
           }
