@@ -179,6 +179,7 @@ t.test('etcd over TLS, server certificate only (no client certificates required)
 });
 
 t.test('etcd with user/password authentication', async (t) => {
+  const files = await withTlsFiles(t, { serverIps: ['127.0.0.1'] });
   const etcd = await withEtcd(t, { auth: { rootPassword: ROOT_PASSWORD, user: USER, password: PASSWORD } });
   await putConfig(etcd, VXLAN_CONFIG);
   const endpointRe = escape(etcd.endpoint);
@@ -214,6 +215,16 @@ t.test('etcd with user/password authentication', async (t) => {
       env: { FLANNELD_ETCD_USERNAME: USER, FLANNELD_ETCD_PASSWORD: PASSWORD },
     });
     await assertLease(t, etcd, node, '198.51.100.22');
+    await node.stop();
+  });
+
+  t.test('a CA file with a plain http endpoint changes nothing (TLS only for https or client certs)', async (t) => {
+    const node = startNode(t, etcd, {
+      publicIp: '198.51.100.26',
+      dir: tmpDir(t),
+      args: [`-etcd-cafile=${files.caFile}`, `-etcd-username=${USER}`, `-etcd-password=${PASSWORD}`],
+    });
+    await assertLease(t, etcd, node, '198.51.100.26');
     await node.stop();
   });
 

@@ -20,6 +20,8 @@ import {
 import { ETCD_PREFIX, getFlannelLease, metricValueOf, startDaemonNode, waitPing, type DaemonNode } from '../../netns-fixtures/tsflanneld-node';
 
 const TOTAL = Number(process.env.TSFLANNELD_FUZZ_DATAGRAMS ?? 1_000_000);
+// About 75 s for 1M datagrams on an idle 2-core machine; a busy one may take several times that.
+t.setTimeout(Math.max(600000, (TOTAL / 1_000_000) * 900000));
 /** About ten chunks, each sent in a tight loop (see below). */
 const CHUNK = Math.max(1000, Math.ceil(TOTAL / 10));
 const SEED = Number(process.env.TSFLANNELD_FUZZ_SEED ?? Math.floor(Math.random() * 0x7fffffff) + 1);

@@ -9,6 +9,7 @@ import { addContainer, createTestbed, iperf3Client, iperf3Server, waitFor, type 
 import { ETCD_PREFIX, listFlannelLeases, startDaemonNode, waitPing, type DaemonNode } from '../../netns-fixtures/tsflanneld-node';
 
 const SECONDS = Number(process.env.TSFLANNELD_CHURN_SECONDS ?? 30);
+t.setTimeout(300000 + SECONDS * 2000);
 const CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}';
 const ETCD3 = path.resolve(__dirname, '..', '..', '..', 'node_modules', 'etcd3');
 const TUN = 'flannel.1';
