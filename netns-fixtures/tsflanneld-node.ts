@@ -185,21 +185,20 @@ export class DaemonNode {
     return `tsflanneld on ${this.host.name}${this.exitInfo ? ` (${this.exitInfo})` : ''}`;
   }
 
-  /** Waits for a log line of the current run; fails early if the daemon exits. */
+  /** Waits for a log line of the current run; fails as soon as the daemon exits without it. */
   async waitForLog(pred: (line: LogLine) => boolean, timeoutMs = 60000, what = 'a matching log line'): Promise<LogLine> {
     const start = this.runStart;
-    return waitFor(
-      `${what} from ${this.describe()}`,
-      async () => {
-        for (let i = start; i < this.logs.length; i++) if (pred(this.logs[i]!)) return this.logs[i]!;
-        if (!this.running) throw new TestbedError(`${this.describe()}; last lines:\n${this.tail()}`);
-        return null;
-      },
-      timeoutMs,
-      50,
-    ).catch((e: Error) => {
-      throw new TestbedError(`${e.message}\n--- last lines:\n${this.tail()}`);
-    });
+    const deadline = Date.now() + timeoutMs;
+    let next = start;
+    for (;;) {
+      const wasRunning = this.running; // read first: an exited run's last lines are in `logs` by then
+      for (; next < this.logs.length; next++) if (pred(this.logs[next]!)) return this.logs[next]!;
+      if (!wasRunning) throw new TestbedError(`${this.describe()} without ${what}; last lines:\n${this.tail()}`);
+      if (Date.now() > deadline) {
+        throw new TestbedError(`timed out after ${timeoutMs} ms waiting for ${what} from ${this.describe()}; last lines:\n${this.tail()}`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   /** Count of current-run log lines matching pred. */
