@@ -23,6 +23,7 @@ declare -A PKG_CMD=(
   [openssl]=openssl
   [procps]=ps
   [iputils-ping]=ping
+  [ethtool]=ethtool
 )
 missing=()
 for pkg in "${!PKG_CMD[@]}"; do
