@@ -155,6 +155,9 @@ interface DaemonSample {
   /** Cores used since the previous sample. */
   cpuCores: number;
   heapUsedMiB: number;
+  /** V8 heap reserved, and memory held by JS objects outside it (Buffers, addon memory): with RSS they tell where growth is. */
+  heapTotalMiB: number;
+  externalMiB: number;
   peers: number;
   /** Overlay throughput leaving this host (inner bytes, tx) since the previous sample. */
   txMbit: number;
@@ -191,6 +194,8 @@ class DaemonSampler {
       rssMiB: rssMiB(this.d.pid!),
       cpuCores: (cpu - this.lastCpu) / wall,
       heapUsedMiB: (metricValueOf(text, 'nodejs_heap_size_used_bytes') ?? NaN) / 1048576,
+      heapTotalMiB: (metricValueOf(text, 'nodejs_heap_size_total_bytes') ?? NaN) / 1048576,
+      externalMiB: (metricValueOf(text, 'nodejs_external_memory_bytes') ?? NaN) / 1048576,
       peers: metricValueOf(text, 'tsflanneld_peers') ?? NaN,
       txMbit: ((tx - this.lastTx) * 8) / wall / 1e6,
       drops: metricValueOf(text, 'tsflanneld_drops_total') ?? 0,
