@@ -154,7 +154,7 @@ class Daemon {
     const e = err instanceof Error ? err : new Error(String(err));
     // Typed errors carry their operator context in the message; unexpected ones get a stack.
     const known = ['EtcdError', 'ConfigError', 'DaemonError', 'LeaseLostError', 'OutOfSubnetsError', 'LeaseAcquireError',
-      'InterfaceError', 'HealthServerError', 'SubnetEnvError', 'IptablesError', 'NetlinkError', 'DataplaneIoError', 'DataplaneConfigError', 'NativeAddonError'];
+      'InterfaceError', 'HealthServerError', 'SubnetEnvError', 'VtepMacError', 'IptablesError', 'NetlinkError', 'DataplaneIoError', 'DataplaneConfigError', 'NativeAddonError'];
     if (known.includes(e.name)) this.log.fatal({ errType: e.name }, e.message);
     else this.log.fatal({ err: e }, `unexpected error: ${e.message}`);
   }
