@@ -299,7 +299,7 @@ export function svgChart(results: PathResult[], udpSizes: number[], streams: num
     '<text x="10" y="22" style="font-size:17px;font-weight:bold">tsflanneld vs kernel VXLAN vs underlay (medians; whiskers = min–max)</text>',
     `<text x="10" y="40" class="sub">${escapeXml(subtitle)}</text>`,
     ...parts,
-    `<text x="10" y="${H - 8}" class="sub">Bar colours: grey underlay, blue kernel flannel.1, purple data plane alone (light: forced rungs), dark orange tsflanneld default, light orange forced offload rungs.</text>`,
+    `<text x="10" y="${H - 8}" class="sub">Colours: grey underlay · blue kernel flannel.1 · purple data plane alone · orange tsflanneld (light shades: forced offload rungs)</text>`,
     '</svg>',
     '',
   ].join('\n');
@@ -360,13 +360,23 @@ function historyLine(doc: RunDocument, jsonName: string): string {
   return `- ${doc.startedAt.slice(0, 16).replace('T', ' ')} UTC, ${code}${doc.quick ? ' (quick)' : ''}, TCP 1 stream: ${bits.join('; ')} — \`out/${jsonName}\``;
 }
 
+function loadLine(doc: RunDocument): string[] {
+  const loads = doc.paths.map((r) => r.loadAvg?.[0]).filter((x): x is number => typeof x === 'number');
+  if (loads.length === 0) return [];
+  const busy = Math.max(...loads) > 1.5 ? ' — other work was running: expect more noise than usual' : '';
+  return [`- 1-minute load average when the paths started: ${Math.min(...loads)}–${Math.max(...loads)}${busy}`];
+}
+
 export function resultsMarkdown(doc: RunDocument, table: string, previous: string | null, jsonName: string, reps: number): string {
   const m = doc.machine;
   let history: string[] = [];
   if (previous) {
     const a = previous.indexOf(HISTORY_START);
     const b = previous.indexOf(HISTORY_END);
-    if (a >= 0 && b > a) history = previous.slice(a + HISTORY_START.length, b).split('\n').filter((l) => l.startsWith('- '));
+    if (a >= 0 && b > a) {
+      // A rewrite for the same run (same JSON) replaces its line instead of adding another.
+      history = previous.slice(a + HISTORY_START.length, b).split('\n').filter((l) => l.startsWith('- ') && !l.includes(`out/${jsonName}`));
+    }
   }
   history = [historyLine(doc, jsonName), ...history].slice(0, 30);
   const errors = doc.paths.filter((r) => r.error);
@@ -385,6 +395,7 @@ export function resultsMarkdown(doc: RunDocument, table: string, previous: strin
     `- Code: commit ${m.git.commit}${m.git.dirty.length > 0 ? ` plus uncommitted changes in ${m.git.dirty.length} file(s) (${m.git.dirty.slice(0, 8).join(', ')}${m.git.dirty.length > 8 ? ', …' : ''})` : ''}`,
     `- Testbed: network namespaces; underlay = veth pairs on a bridge, MTU ${m.underlayMtu}; overlay MTU ${m.overlayMtu}; containers on a cni0 bridge behind each host`,
     '- iperf3 client, server and both daemons share all cores: compare ratios within one run, not absolute figures across runs.',
+    ...loadLine(doc),
     '',
     `## Results (median of ${reps}${reps > 1 ? '' : ' — no median'})`,
     '',
