@@ -5,6 +5,7 @@
 //
 // The /32 (not the subnet's prefix) keeps the kernel from adding a route for our own subnet via the TUN.
 // It gives host-originated overlay traffic a source address (`S.ip`), as flannel.N's .0/32 does.
+import fs from 'node:fs';
 import { formatIp4Net, netContains, type Ip4Net } from '../subnet/ip4';
 import { describeAddr, type Ip4Addr, type LinkNetlink } from '../netlink/rtnetlink';
 import type { RouteLog } from './route-manager';
@@ -19,7 +20,19 @@ export interface DeviceSetupOptions {
   network: Ip4Net;
   mtu: number;
   log: RouteLog;
+  /** /proc/sys access; tests pass a fake so they never touch the host's settings. */
+  sysctl?: Sysctl;
 }
+
+export interface Sysctl {
+  read(file: string): string;
+  write(file: string, value: string): void;
+}
+
+const procSysctl: Sysctl = {
+  read: (file) => fs.readFileSync(file, 'utf8'),
+  write: (file, value) => fs.writeFileSync(file, value),
+};
 
 export interface DeviceSetupResult {
   ifindex: number;
@@ -55,12 +68,31 @@ export async function setupDevice(opts: DeviceSetupOptions): Promise<DeviceSetup
     log.info({ dev: ifname, address: describeAddr(a), network: formatIp4Net(opts.network) }, 'stale device address removed');
   }
 
+  disableIpv6(ifname, opts.sysctl ?? procSysctl, log);
+
   // Up last: routes via the device can only be added once it is up (the kernel answers ENETDOWN).
   if (!link.up) {
     await netlink.setLinkUp(ifindex, true);
     log.info({ dev: ifname }, 'device set up');
   }
   return { ifindex, address, removed, mtu: opts.mtu };
+}
+
+/**
+ * The overlay is IPv4-only: without this the kernel sends router solicitations and MLD reports into
+ * the TUN, which the data plane can only drop (flannel sets accept_ra=0 on flannel.N for a similar
+ * reason). A kernel without IPv6 has no such file, which is fine.
+ */
+function disableIpv6(ifname: string, sysctl: Sysctl, log: RouteLog): void {
+  const file = `/proc/sys/net/ipv6/conf/${ifname}/disable_ipv6`;
+  try {
+    if (sysctl.read(file).trim() === '1') return;
+    sysctl.write(file, '1');
+    log.info({ dev: ifname }, 'IPv6 disabled on the device (IPv4-only overlay)');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT') log.warn({ dev: ifname, err: (err as Error).message }, `could not disable IPv6 on ${ifname}`);
+  }
 }
 
 function isSame(a: Ip4Addr, b: Ip4Addr): boolean {

@@ -40,13 +40,28 @@ const addr = (s: string, peer?: string): Ip4Addr => {
   const [ip, len] = s.split('/');
   return peer === undefined ? { ip: parseIp4(ip!), prefixLen: Number(len) } : { ip: parseIp4(ip!), prefixLen: Number(len), peer: parseIp4(peer) };
 };
-const opts = (netlink: LinkNetlink) => ({
+/** /proc/sys stand-in: the test must never change the host's own flannel.1. */
+class FakeSysctl {
+  readonly files = new Map<string, string>([['/proc/sys/net/ipv6/conf/flannel.1/disable_ipv6', '0\n']]);
+  read(file: string): string {
+    const v = this.files.get(file);
+    if (v === undefined) throw Object.assign(new Error(`ENOENT: ${file}`), { code: 'ENOENT' });
+    return v;
+  }
+  write(file: string, value: string): void {
+    this.read(file);
+    this.files.set(file, value);
+  }
+}
+
+const opts = (netlink: LinkNetlink, sysctl = new FakeSysctl()) => ({
   netlink,
   ifname: 'flannel.1',
   subnet: parseIp4Net('10.5.72.0/24'),
   network: parseIp4Net('10.5.0.0/16'),
   mtu: 1450,
   log: new RecordingLog(),
+  sysctl,
 });
 
 t.test('fresh device: MTU, our /32, then up (routes need an up link)', async (t) => {
@@ -56,6 +71,16 @@ t.test('fresh device: MTU, our /32, then up (routes need an up link)', async (t)
   t.equal(res.ifindex, 7);
   t.same(res.address, addr('10.5.72.0/32'));
   t.same(res.removed, []);
+});
+
+t.test('IPv6 is disabled on the device (IPv4-only overlay); a kernel without IPv6 is fine', async (t) => {
+  const f = new FakeLinks({ index: 7, name: 'flannel.1', mtu: 1450, flags: 1, up: true, mac: null }, [addr('10.5.72.0/32')]);
+  const sysctl = new FakeSysctl();
+  await setupDevice(opts(f, sysctl));
+  t.equal(sysctl.files.get('/proc/sys/net/ipv6/conf/flannel.1/disable_ipv6'), '1');
+  const noIpv6 = new FakeSysctl();
+  noIpv6.files.clear();
+  await t.resolves(setupDevice(opts(f, noIpv6)));
 });
 
 t.test('leftovers: addresses inside the Network go (after ours is added), others stay', async (t) => {
