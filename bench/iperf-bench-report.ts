@@ -346,6 +346,8 @@ function gitState(): MachineInfo['git'] {
   return { commit, dirty };
 }
 
+const SOAK_START = '<!-- soak:start -->';
+const SOAK_END = '<!-- soak:end -->';
 const HISTORY_START = '<!-- history:start -->';
 const HISTORY_END = '<!-- history:end -->';
 
@@ -379,6 +381,13 @@ export function resultsMarkdown(doc: RunDocument, table: string, previous: strin
     }
   }
   history = [historyLine(doc, jsonName), ...history].slice(0, 30);
+  // Other writers own marked sections of this file (bench/soak.ts: the soak run); keep them.
+  const kept: string[] = [];
+  if (previous) {
+    const a = previous.indexOf(SOAK_START);
+    const b = previous.indexOf(SOAK_END);
+    if (a >= 0 && b > a) kept.push(previous.slice(a, b + SOAK_END.length), '');
+  }
   const errors = doc.paths.filter((r) => r.error);
   const o = doc.options as { udpSizes?: number[]; tcpSeconds?: number; udpSeconds?: number; pingCount?: number; pingIntervalSec?: number };
   return [
@@ -410,6 +419,7 @@ export function resultsMarkdown(doc: RunDocument, table: string, previous: strin
     ...(errors.length > 0
       ? ['## Paths that could not be measured', '', ...errors.flatMap((r) => [`### ${r.spec.label}`, '', '```', r.error!.trim(), '```', ''])]
       : []),
+    ...kept,
     '## History',
     '',
     HISTORY_START,

@@ -259,7 +259,7 @@ function summarize(name: string, samples: Sample[]): Omit<Summary, 'exited' | 'r
   };
 }
 
-function soakMarkdown(doc: SoakDocument, jsonName: string): string {
+export function soakMarkdown(doc: SoakDocument, jsonName: string): string {
   const lines = [
     SOAK_START,
     '## Soak',
