@@ -6,7 +6,8 @@
 // Watches use the raw gRPC stream instead of etcd3's WatchManager because we need the compaction
 // revision and exact control over the resume revision (the manager advances its cursor on the
 // "created" response, which can skip events that were still in flight).
-import { Etcd3, type IOptions } from 'etcd3';
+import { castGrpcError, Etcd3, EtcdLeaseInvalidError, GRPCCancelledError, isRecoverableError, type IOptions } from 'etcd3';
+import type { ConnectionPool, Host } from 'etcd3/lib/connection-pool';
 import type * as RPC from 'etcd3/lib/rpc';
 import fs from 'node:fs';
 import type { Ip4Net } from './ip4';
@@ -24,9 +25,24 @@ export interface RegistryOptions {
   cafile?: string;
   username?: string;
   password?: string;
-  /** Deadline for unary calls; default 15 s, so a blackholed etcd fails a call instead of hanging it. */
+  /** Overall deadline of a unary call, all attempts included; default 15 s. */
   callTimeoutMs?: number;
+  /**
+   * Deadline of a unary call's first attempt (default 3 s), doubled for each further attempt; the last
+   * attempt gets what is left of callTimeoutMs. Short, so a call that went to a member that drops
+   * packets is retried on another member after seconds instead of failing after callTimeoutMs.
+   */
+  attemptTimeoutMs?: number;
+  /** A watch that etcd has not confirmed within this time (default 5 s) fails, to be reopened elsewhere. */
+  watchConfirmTimeoutMs?: number;
 }
+
+export const DEFAULT_CALL_TIMEOUT_MS = 15000;
+export const DEFAULT_ATTEMPT_TIMEOUT_MS = 3000;
+export const DEFAULT_WATCH_CONFIRM_TIMEOUT_MS = 5000;
+/** A member that failed is skipped for 5 s, doubled per further failure up to 60 s, while another may work. */
+const MEMBER_DOWN_MS = 5000;
+const MEMBER_DOWN_MAX_MS = 60000;
 
 /** etcd could not be reached or refused a request; the message names the endpoints. */
 export class EtcdError extends Error {
@@ -37,7 +53,7 @@ export class EtcdError extends Error {
     override readonly cause: unknown,
   ) {
     const msg = cause instanceof Error ? cause.message : String(cause);
-    const unreachable = /unavailable|deadline|connect|ECONNREFUSED|No connection|circuit|timed? ?out|stream ended/i.test(
+    const unreachable = /unavailable|deadline|connect|ECONNREFUSED|No connection|circuit|timed? ?out|stream ended|not confirmed|members? (is |are )?down/i.test(
       `${(cause as Error)?.name ?? ''} ${msg}`,
     );
     super(`etcd at ${endpoints.join(',')} ${unreachable ? 'unreachable' : 'error'}: ${operation}: ${msg}`);
@@ -114,13 +130,130 @@ function prefixEnd(prefix: Buffer): Buffer {
   return Buffer.from([0]);
 }
 
-function buildClientOptions(opts: RegistryOptions): IOptions {
-  const timeout = opts.callTimeoutMs ?? 15000;
+type HostPolicy = ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
+type GlobalPolicy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
+
+/** The Watch service client of etcd3's generated gRPC stubs. */
+interface WatchServiceClient {
+  watch(metadata: unknown, options: object): RPC.IDuplexStream<RPC.IWatchRequest, RPC.IWatchResponse>;
+}
+
+/** Result of a member call whose success is only known later (a watch stream: once etcd confirms it). */
+const PENDING = Symbol('pending verdict');
+type Pending<T> = T & { [PENDING]: true };
+
+/** The member a failed call went to (set by MemberGate), to name it in error messages. */
+const failedOn = new WeakMap<object, string>();
+
+/** Thrown instead of trying a member that recently failed while another member can take the call. */
+class MemberSkippedError extends Error {
+  override name = 'MemberSkippedError';
+}
+
+/**
+ * Whether a call's failure says the member is unreachable or unwell (so other members should take the
+ * next calls): gRPC UNAVAILABLE / DEADLINE_EXCEEDED / INTERNAL / … but not our own cancellations, and not
+ * etcd refusing the request (permission denied, compare failed, …): that member answered.
+ */
+function isMemberFailure(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const e = castGrpcError(err);
+  return isRecoverableError(e) && !(e instanceof GRPCCancelledError);
+}
+
+/**
+ * etcd3's per-member fault policy, replacing its circuit breaker (which opened only after 3 consecutive
+ * failures, counted a call hanging on a member that drops packets only at its deadline, and then let a
+ * call through to that member every 5 s). Calls stick to members that answered: a member that has not
+ * answered yet is only tried when none has, and a member that failed is marked down and skipped for
+ * MEMBER_DOWN_MS (doubling per further failure) while another member may work; after that one call goes
+ * to it as a trial. When every member is down, calls go through anyway: trying is the only way to notice
+ * one is back, and the caller gets the real error instead of "not tried".
+ */
+class MemberGate {
+  private state: 'unknown' | 'up' | 'down' = 'unknown';
+  private failures = 0;
+  private retryAt = 0;
+  /** The member's last failure, for messages. */
+  lastError: string | null = null;
+
+  constructor(
+    readonly endpoint: string,
+    private readonly members: readonly MemberGate[],
+  ) {}
+
+  /** Lower is better: 0 answered last time, 1 not tried yet or due for a trial, 2 down. */
+  private rank(now: number): number {
+    if (this.state === 'up') return 0;
+    return this.state === 'unknown' || now >= this.retryAt ? 1 : 2;
+  }
+
+  // The IPolicy surface etcd3 uses: execute() only (Host.faultHandling, ConnectionPool.markFailed).
+  async execute<T>(fn: (context: { signal: AbortSignal }) => PromiseLike<T> | T): Promise<T> {
+    const now = Date.now();
+    const rank = this.rank(now);
+    if (this.members.some((m) => m !== this && m.rank(now) < rank)) {
+      throw new MemberSkippedError(`${this.endpoint} skipped: ${this.state === 'down' ? `down after: ${this.lastError ?? 'a failure'}` : 'another member answers'}`);
+    }
+    // A trial: others keep skipping the member until it has had its time.
+    if (this.state === 'down' && now >= this.retryAt) this.retryAt = now + this.downFor();
+    let res: T;
+    try {
+      res = await fn({ signal: new AbortController().signal });
+    } catch (err) {
+      if (typeof err === 'object' && err !== null && !failedOn.has(err)) failedOn.set(err, this.endpoint);
+      if (isMemberFailure(err)) this.failed(err);
+      else this.succeeded();
+      throw err;
+    }
+    if (!(typeof res === 'object' && res !== null && PENDING in res)) this.succeeded();
+    return res;
+  }
+
+  succeeded(): void {
+    this.state = 'up';
+    this.failures = 0;
+  }
+
+  failed(err: unknown): void {
+    this.lastError = err instanceof Error ? err.message : String(err);
+    this.failures += 1;
+    this.state = 'down';
+    this.retryAt = Date.now() + this.downFor();
+  }
+
+  private downFor(): number {
+    return Math.min(MEMBER_DOWN_MS * 2 ** Math.max(0, this.failures - 1), MEMBER_DOWN_MAX_MS);
+  }
+}
+
+/** etcd3's global policy: none. EtcdRegistry.call() retries itself, with a deadline per attempt. */
+const NO_RETRY = {
+  execute: <T>(fn: (context: { signal: AbortSignal }) => PromiseLike<T> | T): Promise<T> =>
+    Promise.resolve().then(() => fn({ signal: new AbortController().signal })),
+} as unknown as GlobalPolicy;
+
+function buildClientOptions(opts: RegistryOptions, gates: MemberGate[]): IOptions {
+  const attemptTimeout = opts.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS;
   const options: IOptions = {
     hosts: opts.endpoints,
-    dialTimeout: timeout,
-    // Streams must live forever; unary calls get a deadline.
-    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
+    // Streams must live forever. Unary calls from EtcdRegistry.call() carry their own deadline; this
+    // one is for calls etcd3 makes by itself (the user/password exchange, tried on each member in turn).
+    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + attemptTimeout }),
+    grpcOptions: {
+      // A member that stops answering on an established connection (powered off, partitioned) would
+      // leave a watch waiting forever; pings on busy connections detect it (etcd allows one per 5 s).
+      'grpc.keepalive_time_ms': 30000,
+      'grpc.keepalive_timeout_ms': 10000,
+    },
+    faultHandling: {
+      host: (endpoint) => {
+        const gate = new MemberGate(endpoint, gates);
+        gates.push(gate);
+        return gate as unknown as HostPolicy;
+      },
+      global: NO_RETRY,
+    },
   };
   // Like flanneld ≥ v0.20.1: client-certificate TLS only when both key and cert are given; the CA is optional.
   if (opts.keyfile && opts.certfile) {
@@ -142,20 +275,34 @@ export class EtcdRegistry implements Registry {
   readonly endpoints: readonly string[];
   readonly prefix: string;
   private readonly client: Etcd3;
+  /** etcd3's connection pool: watches are opened through it directly to know which member they use. */
+  private readonly pool: ConnectionPool;
+  private readonly gates: MemberGate[] = [];
   private readonly subnetsPrefix: string;
   private readonly callTimeoutMs: number;
+  private readonly attemptTimeoutMs: number;
+  private readonly watchConfirmTimeoutMs: number;
 
   constructor(opts: RegistryOptions) {
     this.endpoints = [...opts.endpoints];
-    this.callTimeoutMs = opts.callTimeoutMs ?? 15000;
+    this.callTimeoutMs = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+    this.attemptTimeoutMs = Math.min(opts.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS, this.callTimeoutMs);
+    this.watchConfirmTimeoutMs = opts.watchConfirmTimeoutMs ?? DEFAULT_WATCH_CONFIRM_TIMEOUT_MS;
     this.prefix = opts.prefix.replace(/\/+$/, '');
     // flannel lists/watches "<prefix>/subnets" without the trailing slash; keys then carry "/<subnet key>".
     this.subnetsPrefix = `${this.prefix}/subnets`;
     try {
-      this.client = new Etcd3(buildClientOptions(opts));
+      this.client = new Etcd3(buildClientOptions(opts, this.gates));
     } catch (err) {
       throw new EtcdError(this.endpoints, 'client setup', err);
     }
+    // Namespace.pool is protected in etcd3's typings (etcd3 1.1.x; checked here, not assumed).
+    const pool = (this.client as unknown as { pool?: ConnectionPool }).pool;
+    if (typeof pool?.withConnection !== 'function' || this.gates.length !== this.endpoints.length) {
+      this.client.close();
+      throw new EtcdError(this.endpoints, 'client setup', new Error('unsupported etcd3 client version (no connection pool or member policies)'));
+    }
+    this.pool = pool;
   }
 
   get configKey(): string {
@@ -166,34 +313,43 @@ export class EtcdRegistry implements Registry {
     return `${this.subnetsPrefix}/${key}`;
   }
 
-  private async call<T>(operation: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      throw this.error(operation, err);
+  /**
+   * Runs a unary call with a deadline per attempt, retrying on another member when one is unreachable
+   * (each attempt goes to a member picked by etcd3, skipping members that just failed, see MemberGate).
+   * Attempts: one more than there are members, within callTimeoutMs overall; the first gets
+   * attemptTimeoutMs, each next one twice as long, the last one all that is left, so a slow but
+   * working etcd still gets its time.
+   */
+  private async call<T>(operation: string, fn: (options: { deadline: number }) => Promise<T>): Promise<T> {
+    const deadline = Date.now() + this.callTimeoutMs;
+    const attempts = this.endpoints.length + 1;
+    for (let attempt = 1; ; attempt++) {
+      const last = attempt >= attempts;
+      const attemptDeadline = last ? deadline : Math.min(deadline, Date.now() + this.attemptTimeoutMs * 2 ** (attempt - 1));
+      try {
+        return await fn({ deadline: attemptDeadline });
+      } catch (err) {
+        if (last || Date.now() >= deadline || !(isMemberFailure(err) || err instanceof MemberSkippedError)) {
+          throw this.error(operation, err);
+        }
+      }
     }
   }
 
-  /** Last failure that was not the client's circuit breaker, to explain why the breaker is open. */
-  private lastFailure: string | null = null;
-
-  /**
-   * After repeated failures etcd3's per-host circuit breaker fails calls without trying, with a message
-   * that hides the cause (TLS handshake, refused connection, …); report the last real failure with it.
-   */
+  /** Operator-facing error; names the member the failure came from when there are several. */
   private error(operation: string, err: unknown): EtcdError {
-    const broken = (err as { isBrokenCircuitError?: boolean } | null)?.isBrokenCircuitError === true;
-    if (!broken) {
-      this.lastFailure = err instanceof Error ? err.message : String(err);
-      return new EtcdError(this.endpoints, operation, err);
+    const member = typeof err === 'object' && err !== null ? failedOn.get(err) : undefined;
+    if (err instanceof MemberSkippedError) {
+      // Only possible if every member was skipped at once; say why they were marked down.
+      const why = this.gates.map((g) => `${g.endpoint}: ${g.lastError ?? 'unknown'}`).join('; ');
+      return new EtcdError(this.endpoints, operation, new Error(`not tried, every member is down (${why})`));
     }
-    const why = this.lastFailure === null ? '' : `; last error: ${this.lastFailure}`;
-    return new EtcdError(this.endpoints, operation, new Error(`not tried, circuit breaker open after repeated failures${why}`));
+    return new EtcdError(this.endpoints, this.endpoints.length > 1 && member ? `${operation} (on ${member})` : operation, err);
   }
 
   async getNetworkConfig(): Promise<NetworkConfig> {
     const key = this.configKey;
-    const res = await this.call(`get ${key}`, () => this.client.kv.range({ key: Buffer.from(key) }));
+    const res = await this.call(`get ${key}`, (o) => this.client.kv.range({ key: Buffer.from(key) }, o));
     const kv = res.kvs[0];
     if (!kv) throw new ConfigNotFoundError(key);
     return parseNetworkConfig(kv.value.toString());
@@ -231,8 +387,8 @@ export class EtcdRegistry implements Registry {
 
   async listLeases(): Promise<LeaseList> {
     const key = Buffer.from(this.subnetsPrefix);
-    const res = await this.call(`list ${this.subnetsPrefix}`, () =>
-      this.client.kv.range({ key, range_end: prefixEnd(key) }),
+    const res = await this.call(`list ${this.subnetsPrefix}`, (o) =>
+      this.client.kv.range({ key, range_end: prefixEnd(key) }, o),
     );
     const leases: Lease[] = [];
     const skipped: SkippedEntry[] = [];
@@ -247,7 +403,7 @@ export class EtcdRegistry implements Registry {
   /** The lease under `key` (null if absent) and the revision it was read at. */
   async getLease(key: string): Promise<{ lease: Lease | null; revision: string }> {
     const full = this.leaseKeyPath(key);
-    const res = await this.call(`get ${full}`, () => this.client.kv.range({ key: Buffer.from(full) }));
+    const res = await this.call(`get ${full}`, (o) => this.client.kv.range({ key: Buffer.from(full) }, o));
     const revision = String(res.header.revision);
     const kv = res.kvs[0];
     if (!kv) return { lease: null, revision };
@@ -257,8 +413,8 @@ export class EtcdRegistry implements Registry {
   }
 
   private async grant(ttlSec: number, what: string): Promise<string> {
-    const res = await this.call(`grant ${ttlSec}s lease for ${what}`, () =>
-      this.client.leaseClient.leaseGrant({ TTL: ttlSec }),
+    const res = await this.call(`grant ${ttlSec}s lease for ${what}`, (o) =>
+      this.client.leaseClient.leaseGrant({ TTL: ttlSec }, o),
     );
     if (res.error) throw new EtcdError(this.endpoints, `grant lease for ${what}`, new Error(res.error));
     return String(res.ID);
@@ -266,7 +422,24 @@ export class EtcdRegistry implements Registry {
 
   async revokeEtcdLease(id: string): Promise<void> {
     if (id === '0') return;
-    await this.call(`revoke lease ${id}`, () => this.client.leaseClient.leaseRevoke({ ID: id }));
+    try {
+      await this.call(`revoke lease ${id}`, (o) => this.client.leaseClient.leaseRevoke({ ID: id }, o));
+    } catch (err) {
+      // Already gone: expired, or revoked by an attempt whose reply was lost to its deadline.
+      if (err instanceof EtcdError && err.cause instanceof EtcdLeaseInvalidError) return;
+      throw err;
+    }
+  }
+
+  /**
+   * The key's current entry from a failed compare, if it is what this very txn wrote: an earlier attempt
+   * was applied but its reply was lost to the attempt's deadline, and the retry found its own write. Our
+   * etcd lease was granted for this txn alone, so a key holding it and our value is ours.
+   */
+  private ownEarlierWrite(res: RPC.ITxnResponse, value: string, leaseId: string): RPC.IKeyValue | null {
+    const kv = res.responses[0]?.response_range?.kvs[0];
+    if (!kv) return null;
+    return String(kv.lease ?? '0') === leaseId && kv.value.toString() === value ? kv : null;
   }
 
   /** Revokes a grant that ended up unused; the original error is the one that matters. */
@@ -290,23 +463,32 @@ export class EtcdRegistry implements Registry {
     const leaseId = await this.grant(ttlSec, formatIp4Net(subnet));
     let res: RPC.ITxnResponse;
     try {
-      res = await this.call(`create ${full.toString()}`, () =>
-        this.client.kv.txn({
-          compare: [{ key: full, target: 'Version', result: 'Equal', version: 0 }],
-          success: [{ request_put: { key: full, value: Buffer.from(value), lease: leaseId } }],
-        }),
+      res = await this.call(`create ${full.toString()}`, (o) =>
+        this.client.kv.txn(
+          {
+            compare: [{ key: full, target: 'Version', result: 'Equal', version: 0 }],
+            success: [{ request_put: { key: full, value: Buffer.from(value), lease: leaseId } }],
+            failure: [{ request_range: { key: full } }],
+          },
+          o,
+        ),
       );
     } catch (err) {
       await this.revokeUnused(leaseId, err);
       throw err;
     }
+    let modRevision = String(res.header.revision);
     if (!res.succeeded) {
-      await this.revokeUnused(leaseId, 'subnet already exists');
-      return { created: false };
+      const own = this.ownEarlierWrite(res, value, leaseId);
+      if (!own) {
+        await this.revokeUnused(leaseId, 'subnet already exists');
+        return { created: false };
+      }
+      modRevision = String(own.mod_revision);
     }
     return {
       created: true,
-      lease: { key, subnet, ipv6Subnet, attrs, etcdLeaseId: leaseId, modRevision: String(res.header.revision) },
+      lease: { key, subnet, ipv6Subnet, attrs, etcdLeaseId: leaseId, modRevision },
     };
   }
 
@@ -322,32 +504,40 @@ export class EtcdRegistry implements Registry {
     const leaseId = ttlSec === null ? '0' : await this.grant(ttlSec, formatIp4Net(lease.subnet));
     let res: RPC.ITxnResponse;
     try {
-      res = await this.call(`update ${full.toString()}`, () =>
-        this.client.kv.txn({
-          compare: [{ key: full, target: 'Mod', result: 'Equal', mod_revision: lease.modRevision }],
-          success: [{ request_put: { key: full, value: Buffer.from(value), lease: leaseId } }],
-          failure: [{ request_range: { key: full } }],
-        }),
+      res = await this.call(`update ${full.toString()}`, (o) =>
+        this.client.kv.txn(
+          {
+            compare: [{ key: full, target: 'Mod', result: 'Equal', mod_revision: lease.modRevision }],
+            success: [{ request_put: { key: full, value: Buffer.from(value), lease: leaseId } }],
+            failure: [{ request_range: { key: full } }],
+          },
+          o,
+        ),
       );
     } catch (err) {
       if (leaseId !== '0') await this.revokeUnused(leaseId, err);
       throw err;
     }
+    let modRevision = String(res.header.revision);
     if (!res.succeeded) {
-      if (leaseId !== '0') await this.revokeUnused(leaseId, 'lease changed concurrently');
-      const kv = res.responses[0]?.response_range?.kvs[0];
-      const d = kv ? this.decodeKv(kv) : null;
-      return { updated: false, current: d && 'lease' in d ? d.lease : null };
+      const own = this.ownEarlierWrite(res, value, leaseId);
+      if (!own) {
+        if (leaseId !== '0') await this.revokeUnused(leaseId, 'lease changed concurrently');
+        const kv = res.responses[0]?.response_range?.kvs[0];
+        const d = kv ? this.decodeKv(kv) : null;
+        return { updated: false, current: d && 'lease' in d ? d.lease : null };
+      }
+      modRevision = String(own.mod_revision);
     }
     return {
       updated: true,
-      lease: { ...lease, attrs, etcdLeaseId: leaseId, modRevision: String(res.header.revision) },
+      lease: { ...lease, attrs, etcdLeaseId: leaseId, modRevision },
     };
   }
 
   async deleteLease(key: string): Promise<void> {
     const full = this.leaseKeyPath(key);
-    await this.call(`delete ${full}`, () => this.client.kv.deleteRange({ key: Buffer.from(full) }));
+    await this.call(`delete ${full}`, (o) => this.client.kv.deleteRange({ key: Buffer.from(full) }, o));
   }
 
   watchLeases(fromRevision: string, handlers: WatchHandlers, opts: { key?: string } = {}): WatchHandle {
@@ -355,13 +545,17 @@ export class EtcdRegistry implements Registry {
     const what = `watch ${key.toString()} from revision ${fromRevision}`;
     let done = false;
     let stream: RPC.IDuplexStream<RPC.IWatchRequest, RPC.IWatchResponse> | null = null;
-    // A stream opened towards an unreachable member (etcd3 picks members at random) stays pending
-    // without an error for minutes while gRPC keeps trying to connect; give up after the call timeout
-    // so the watcher reconnects, most likely through another member.
+    /** The member the stream went to, once etcd3 picked one. */
+    let member: Host | null = null;
+    // A stream opened towards a member that drops packets stays pending without an error for minutes
+    // while gRPC keeps trying to connect. etcd confirms a watch at once, so give up after a few seconds:
+    // the member is marked down and the watcher reopens the watch on another one.
     let createTimer: NodeJS.Timeout | null = setTimeout(() => {
       createTimer = null;
-      fail(new Error(`watch not confirmed by etcd within ${this.callTimeoutMs} ms`));
-    }, this.callTimeoutMs);
+      const err = new Error(`watch not confirmed by etcd within ${this.watchConfirmTimeoutMs} ms`);
+      if (member) this.memberFailed(member, err);
+      fail(err);
+    }, this.watchConfirmTimeoutMs);
     const finish = (report: () => void): void => {
       if (done) return;
       done = true;
@@ -370,27 +564,38 @@ export class EtcdRegistry implements Registry {
       stream?.cancel();
       report();
     };
-    const fail = (err: unknown): void => finish(() => handlers.onError(this.error(what, err)));
+    const fail = (err: unknown): void => {
+      if (done) return;
+      if (member && typeof err === 'object' && err !== null && !failedOn.has(err)) failedOn.set(err, this.endpointOf(member));
+      finish(() => handlers.onError(this.error(what, err)));
+    };
     // etcd keeps auth tokens in memory only (lost on restart, expired after --auth-token-ttl idle), and
     // etcd3 re-authenticates only when a unary call is refused. A watch refused for its token would be
     // retried with the same token forever; a unary read renews the token first (or fails, then the
     // next attempt tries again).
     const failAfterReauth = (err: Error): void => {
       if (done) return;
-      this.client.kv
-        .range({ key, count_only: true })
+      this.call('renew auth token', (o) => this.client.kv.range({ key, count_only: true }, o))
         .catch(() => undefined)
         .finally(() => fail(err));
     };
 
-    this.client.watchClient
-      .watch()
-      .then((s) => {
+    // Through the pool rather than etcd3's WatchClient: we need the member (to mark it down when the
+    // watch is not confirmed), and WatchClient would count our own cancellations as member failures.
+    this.pool
+      .withConnection('Watch', ({ resource, client, metadata }) => {
+        const s = (client as unknown as WatchServiceClient).watch(metadata, {});
+        // Never an unhandled 'error' event, also for a stream cancelled before the handlers below exist.
+        s.on('error', () => undefined);
+        return { [PENDING]: true, stream: s, host: resource } as Pending<{ stream: typeof s; host: Host }>;
+      })
+      .then(({ stream: s, host }) => {
         if (done) {
           s.cancel();
           return;
         }
         stream = s;
+        member = host;
         s.on('data', (res) => {
           if (done) return;
           if (res.compact_revision && res.compact_revision !== '0') {
@@ -407,12 +612,17 @@ export class EtcdRegistry implements Registry {
           if (res.created) {
             if (createTimer) clearTimeout(createTimer);
             createTimer = null;
+            this.gateOf(host)?.succeeded();
             handlers.onCreated?.();
             return;
           }
           handlers.onEvents(res.events.map((ev) => this.decodeEvent(ev)), String(res.header.revision));
         });
-        s.on('error', (err) => fail(err));
+        s.on('error', (err) => {
+          if (done) return; // our own cancel
+          if (isMemberFailure(err)) this.memberFailed(host, err);
+          fail(err);
+        });
         s.on('end', () => fail(new Error('watch stream ended')));
         s.write({
           create_request: {
@@ -427,6 +637,20 @@ export class EtcdRegistry implements Registry {
       })
       .catch(fail);
     return { cancel: () => finish(() => undefined) };
+  }
+
+  private gateOf(host: Host): MemberGate | null {
+    return host.faultHandling instanceof MemberGate ? host.faultHandling : null;
+  }
+
+  private endpointOf(host: Host): string {
+    return this.gateOf(host)?.endpoint ?? 'an etcd member';
+  }
+
+  /** As etcd3 does for unary calls: the member is marked down and its connections are dropped. */
+  private memberFailed(host: Host, err: unknown): void {
+    this.gateOf(host)?.failed(err);
+    host.resetAllServices();
   }
 
   private decodeEvent(ev: RPC.IEvent): RegistryWatchEvent {
