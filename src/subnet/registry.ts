@@ -40,9 +40,12 @@ export interface RegistryOptions {
 export const DEFAULT_CALL_TIMEOUT_MS = 15000;
 export const DEFAULT_ATTEMPT_TIMEOUT_MS = 3000;
 export const DEFAULT_WATCH_CONFIRM_TIMEOUT_MS = 5000;
-/** A member that failed is skipped for 5 s, doubled per further failure up to 60 s, while another may work. */
+/**
+ * A member that failed is skipped for 5 s while another may work. Not growing: while some member
+ * answers, a down one is not tried anyway, and while none does, a long period would only delay noticing
+ * that the live one is back.
+ */
 const MEMBER_DOWN_MS = 5000;
-const MEMBER_DOWN_MAX_MS = 60000;
 
 /** etcd could not be reached or refused a request; the message names the endpoints. */
 export class EtcdError extends Error {
@@ -165,14 +168,13 @@ function isMemberFailure(err: unknown): boolean {
  * etcd3's per-member fault policy, replacing its circuit breaker (which opened only after 3 consecutive
  * failures, counted a call hanging on a member that drops packets only at its deadline, and then let a
  * call through to that member every 5 s). Calls stick to members that answered: a member that has not
- * answered yet is only tried when none has, and a member that failed is marked down and skipped for
- * MEMBER_DOWN_MS (doubling per further failure) while another member may work; after that one call goes
- * to it as a trial. When every member is down, calls go through anyway: trying is the only way to notice
- * one is back, and the caller gets the real error instead of "not tried".
+ * answered yet is only tried when none has, and a member that failed (error or deadline) is marked down
+ * and skipped for MEMBER_DOWN_MS while another member may work; after that one call goes to it as a
+ * trial. When every member is down, calls go through anyway: trying is the only way to notice one is
+ * back, and the caller gets the real error instead of "not tried".
  */
 class MemberGate {
   private state: 'unknown' | 'up' | 'down' = 'unknown';
-  private failures = 0;
   private retryAt = 0;
   /** The member's last failure, for messages. */
   lastError: string | null = null;
@@ -196,7 +198,7 @@ class MemberGate {
       throw new MemberSkippedError(`${this.endpoint} skipped: ${this.state === 'down' ? `down after: ${this.lastError ?? 'a failure'}` : 'another member answers'}`);
     }
     // A trial: others keep skipping the member until it has had its time.
-    if (this.state === 'down' && now >= this.retryAt) this.retryAt = now + this.downFor();
+    if (this.state === 'down' && now >= this.retryAt) this.retryAt = now + MEMBER_DOWN_MS;
     let res: T;
     try {
       res = await fn({ signal: new AbortController().signal });
@@ -212,18 +214,12 @@ class MemberGate {
 
   succeeded(): void {
     this.state = 'up';
-    this.failures = 0;
   }
 
   failed(err: unknown): void {
     this.lastError = err instanceof Error ? err.message : String(err);
-    this.failures += 1;
     this.state = 'down';
-    this.retryAt = Date.now() + this.downFor();
-  }
-
-  private downFor(): number {
-    return Math.min(MEMBER_DOWN_MS * 2 ** Math.max(0, this.failures - 1), MEMBER_DOWN_MAX_MS);
+    this.retryAt = Date.now() + MEMBER_DOWN_MS;
   }
 }
 
