@@ -316,18 +316,22 @@ export class EtcdRegistry implements Registry {
    * attemptTimeoutMs, each next one twice as long, the last one all that is left, so a slow but
    * working etcd still gets its time.
    */
-  private async call<T>(operation: string, fn: (options: { deadline: number }) => Promise<T>): Promise<T> {
+  private async call<T>(operation: string, fn: (options: { readonly deadline: number }) => Promise<T>): Promise<T> {
     const deadline = Date.now() + this.callTimeoutMs;
     const attempts = this.endpoints.length + 1;
     for (let attempt = 1; ; attempt++) {
       const last = attempt >= attempts;
-      const attemptDeadline = last ? deadline : Math.min(deadline, Date.now() + this.attemptTimeoutMs * 2 ** (attempt - 1));
+      const ms = this.attemptTimeoutMs * 2 ** (attempt - 1);
+      // Read when etcd3 issues the call (it copies the options then), after it has an auth token: the
+      // user/password exchange tries the members in list order and may itself wait on a dead one.
+      const options = { get deadline(): number { return last ? deadline : Math.min(deadline, Date.now() + ms); } };
       try {
-        return await fn({ deadline: attemptDeadline });
+        return await fn(options);
       } catch (err) {
-        if (last || Date.now() >= deadline || !(isMemberFailure(err) || err instanceof MemberSkippedError)) {
-          throw this.error(operation, err);
-        }
+        // Retried: a member's failure, and a call cancelled under us (etcd3 closes a member's channels
+        // when a call on it fails); not retried: etcd refusing the request.
+        const retriable = err instanceof MemberSkippedError || (err instanceof Error && isRecoverableError(castGrpcError(err)));
+        if (last || Date.now() >= deadline || !retriable) throw this.error(operation, err);
       }
     }
   }
