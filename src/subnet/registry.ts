@@ -170,8 +170,8 @@ function isMemberFailure(err: unknown): boolean {
  * call through to that member every 5 s). Calls stick to members that answered: a member that has not
  * answered yet is only tried when none has, and a member that failed (error or deadline) is marked down
  * and skipped for MEMBER_DOWN_MS while another member may work; after that one call goes to it as a
- * trial. When every member is down, calls go through anyway: trying is the only way to notice one is
- * back, and the caller gets the real error instead of "not tried".
+ * trial. When every member is down, calls still go out, to the member that failed longest ago: trying is
+ * the only way to notice one is back, and the caller gets the real error instead of "not tried".
  */
 class MemberGate {
   private state: 'unknown' | 'up' | 'down' = 'unknown';
@@ -184,10 +184,14 @@ class MemberGate {
     private readonly members: readonly MemberGate[],
   ) {}
 
-  /** Lower is better: 0 answered last time, 1 not tried yet or due for a trial, 2 down. */
+  /**
+   * Lower is better: 0 answered last time, 1 not tried yet or due for a trial, above 1 down, the member
+   * that failed longest ago first (while every member is down, calls take turns instead of retrying the
+   * member that has just failed).
+   */
   private rank(now: number): number {
     if (this.state === 'up') return 0;
-    return this.state === 'unknown' || now >= this.retryAt ? 1 : 2;
+    return this.state === 'unknown' || now >= this.retryAt ? 1 : 1 + (this.retryAt - now);
   }
 
   // The IPolicy surface etcd3 uses: execute() only (Host.faultHandling, ConnectionPool.markFailed).
@@ -238,9 +242,10 @@ function buildClientOptions(opts: RegistryOptions, gates: MemberGate[]): IOption
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + attemptTimeout }),
     grpcOptions: {
       // A member that stops answering on an established connection (powered off, partitioned) would
-      // leave a watch waiting forever; pings on busy connections detect it (etcd allows one per 5 s).
-      'grpc.keepalive_time_ms': 30000,
-      'grpc.keepalive_timeout_ms': 10000,
+      // leave a watch waiting forever; pings while calls are open (the watches: always) notice it in
+      // about 20 s. etcd refuses pings more often than every 5 s (--grpc-keepalive-min-time).
+      'grpc.keepalive_time_ms': 15000,
+      'grpc.keepalive_timeout_ms': 5000,
     },
     faultHandling: {
       host: (endpoint) => {
@@ -544,23 +549,21 @@ export class EtcdRegistry implements Registry {
     const key = Buffer.from(opts.key === undefined ? this.subnetsPrefix : this.leaseKeyPath(opts.key));
     const what = `watch ${key.toString()} from revision ${fromRevision}`;
     let done = false;
+    let confirmed = false;
+    /** Members tried so far: until etcd confirms the watch, a failed member's turn goes to the next one. */
+    let tries = 0;
+    /** The current stream and the member it went to; events of earlier streams are ignored. */
     let stream: RPC.IDuplexStream<RPC.IWatchRequest, RPC.IWatchResponse> | null = null;
-    /** The member the stream went to, once etcd3 picked one. */
     let member: Host | null = null;
-    // A stream opened towards a member that drops packets stays pending without an error for minutes
-    // while gRPC keeps trying to connect. etcd confirms a watch at once, so give up after a few seconds:
-    // the member is marked down and the watcher reopens the watch on another one.
-    let createTimer: NodeJS.Timeout | null = setTimeout(() => {
+    let createTimer: NodeJS.Timeout | null = null;
+    const stopTimer = (): void => {
+      if (createTimer) clearTimeout(createTimer);
       createTimer = null;
-      const err = new Error(`watch not confirmed by etcd within ${this.watchConfirmTimeoutMs} ms`);
-      if (member) this.memberFailed(member, err);
-      fail(err);
-    }, this.watchConfirmTimeoutMs);
+    };
     const finish = (report: () => void): void => {
       if (done) return;
       done = true;
-      if (createTimer) clearTimeout(createTimer);
-      createTimer = null;
+      stopTimer();
       stream?.cancel();
       report();
     };
@@ -568,6 +571,20 @@ export class EtcdRegistry implements Registry {
       if (done) return;
       if (member && typeof err === 'object' && err !== null && !failedOn.has(err)) failedOn.set(err, this.endpointOf(member));
       finish(() => handlers.onError(this.error(what, err)));
+    };
+    /** A member failed the watch: before etcd confirmed it, another member gets a turn. */
+    const turnFailed = (host: Host, err: unknown): void => {
+      if (done) return;
+      this.memberFailed(host, err);
+      if (confirmed || tries >= this.endpoints.length) {
+        fail(err);
+        return;
+      }
+      stopTimer();
+      stream?.cancel();
+      stream = null;
+      member = null;
+      open();
     };
     // etcd keeps auth tokens in memory only (lost on restart, expired after --auth-token-ttl idle), and
     // etcd3 re-authenticates only when a unary call is refused. A watch refused for its token would be
@@ -580,62 +597,80 @@ export class EtcdRegistry implements Registry {
         .finally(() => fail(err));
     };
 
-    // Through the pool rather than etcd3's WatchClient: we need the member (to mark it down when the
-    // watch is not confirmed), and WatchClient would count our own cancellations as member failures.
-    this.pool
-      .withConnection('Watch', ({ resource, client, metadata }) => {
-        const s = (client as unknown as WatchServiceClient).watch(metadata, {});
-        // Never an unhandled 'error' event, also for a stream cancelled before the handlers below exist.
-        s.on('error', () => undefined);
-        return { [PENDING]: true, stream: s, host: resource } as Pending<{ stream: typeof s; host: Host }>;
-      })
-      .then(({ stream: s, host }) => {
-        if (done) {
-          s.cancel();
-          return;
-        }
-        stream = s;
-        member = host;
-        s.on('data', (res) => {
-          if (done) return;
-          if (res.compact_revision && res.compact_revision !== '0') {
-            const rev = String(res.compact_revision);
-            finish(() => handlers.onCompacted(rev));
+    const open = (): void => {
+      tries += 1;
+      let host: Host | null = null;
+      // A stream opened towards a member that drops packets stays pending without an error for minutes
+      // while gRPC keeps trying to connect. etcd confirms a watch at once, so give up after a few
+      // seconds: the member is marked down and the watch goes to another one.
+      createTimer = setTimeout(() => {
+        createTimer = null;
+        const err = new Error(`watch not confirmed by etcd within ${this.watchConfirmTimeoutMs} ms`);
+        if (host) turnFailed(host, err);
+        else fail(err);
+      }, this.watchConfirmTimeoutMs);
+      // Through the pool rather than etcd3's WatchClient: we need the member (to mark it down when the
+      // watch is not confirmed), and WatchClient would count our own cancellations as member failures.
+      this.pool
+        .withConnection('Watch', ({ resource, client, metadata }) => {
+          const s = (client as unknown as WatchServiceClient).watch(metadata, {});
+          // Never an unhandled 'error' event, also for a stream cancelled before the handlers below exist.
+          s.on('error', () => undefined);
+          return { [PENDING]: true, stream: s, host: resource } as Pending<{ stream: typeof s; host: Host }>;
+        })
+        .then(({ stream: s, host: h }) => {
+          if (done || createTimer === null) {
+            // Finished, or this turn timed out while etcd3 was still fetching an auth token.
+            s.cancel();
             return;
           }
-          if (res.canceled) {
-            const err = new Error(`watch canceled by server: ${res.cancel_reason || 'no reason given'}`);
-            if (/invalid auth token/i.test(res.cancel_reason)) failAfterReauth(err);
+          stream = s;
+          member = h;
+          host = h;
+          s.on('data', (res) => {
+            if (done || s !== stream) return;
+            if (res.compact_revision && res.compact_revision !== '0') {
+              const rev = String(res.compact_revision);
+              finish(() => handlers.onCompacted(rev));
+              return;
+            }
+            if (res.canceled) {
+              const err = new Error(`watch canceled by server: ${res.cancel_reason || 'no reason given'}`);
+              if (/invalid auth token/i.test(res.cancel_reason)) failAfterReauth(err);
+              else fail(err);
+              return;
+            }
+            if (res.created) {
+              stopTimer();
+              confirmed = true;
+              this.gateOf(h)?.succeeded();
+              handlers.onCreated?.();
+              return;
+            }
+            handlers.onEvents(res.events.map((ev) => this.decodeEvent(ev)), String(res.header.revision));
+          });
+          s.on('error', (err) => {
+            if (done || s !== stream) return; // our own cancel
+            if (isMemberFailure(err)) turnFailed(h, err);
             else fail(err);
-            return;
-          }
-          if (res.created) {
-            if (createTimer) clearTimeout(createTimer);
-            createTimer = null;
-            this.gateOf(host)?.succeeded();
-            handlers.onCreated?.();
-            return;
-          }
-          handlers.onEvents(res.events.map((ev) => this.decodeEvent(ev)), String(res.header.revision));
-        });
-        s.on('error', (err) => {
-          if (done) return; // our own cancel
-          if (isMemberFailure(err)) this.memberFailed(host, err);
-          fail(err);
-        });
-        s.on('end', () => fail(new Error('watch stream ended')));
-        s.write({
-          create_request: {
-            key,
-            range_end: opts.key === undefined ? prefixEnd(key) : undefined,
-            start_revision: fromRevision,
-            // Progress notifications advance the resume revision while nothing changes, so a
-            // reconnect after a quiet period is less likely to land on a compacted revision.
-            progress_notify: true,
-          },
-        });
-      })
-      .catch(fail);
+          });
+          s.on('end', () => {
+            if (s === stream) fail(new Error('watch stream ended'));
+          });
+          s.write({
+            create_request: {
+              key,
+              range_end: opts.key === undefined ? prefixEnd(key) : undefined,
+              start_revision: fromRevision,
+              // Progress notifications advance the resume revision while nothing changes, so a
+              // reconnect after a quiet period is less likely to land on a compacted revision.
+              progress_notify: true,
+            },
+          });
+        })
+        .catch(fail);
+    };
+    open();
     return { cancel: () => finish(() => undefined) };
   }
 
