@@ -4,8 +4,9 @@
 // connections (RST). etcd3 picks members at random per call, so some calls and watches land on the dead
 // member; the daemon must still acquire a lease, write subnet.env and apply new peer leases, also after
 // the live member restarted (while it is away every member is down). Two daemons per case give two
-// samples of the random member choice. Times are measured and commented, never asserted. (A member that
-// answers with EHOSTUNREACH after ARP fails is covered in daemon-faults.)
+// samples of the random member choice. And a member that goes silent after the daemon connected to it
+// (gRPC keepalive notices; the watches move to the other member). Times are measured and commented, never
+// asserted. (A member that answers with EHOSTUNREACH after ARP fails is covered in daemon-faults.)
 import t, { type Test } from 'tap';
 import { createTestbed, ETCD_IP, randomVtepMac, waitFor, writeFlannelLease } from '../../netns-fixtures/testbed';
 import { ETCD_PREFIX, getFlannelLease, startDaemonNode, type DaemonNode } from '../../netns-fixtures/tsflanneld-node';
@@ -126,3 +127,42 @@ t.test('a blackholed etcd member listed first', (t) =>
 t.test('a refusing etcd member listed first', (t) =>
   deadMemberFirst(t, 'refusing', { peerSubnet: '10.5.253.0/24', peerIp: '192.0.2.202', afterRestartSubnet: '10.5.251.0/24', afterRestartIp: '192.0.2.204' }),
 );
+
+// Two endpoints that reach the same etcd by different paths (the second one is DNATed to it), so a path
+// stands for a member. The daemon connects through the first; then that path starts dropping packets on
+// the established connections: gRPC keepalive pings notice, and the watches move to the other path.
+t.test('the member in use goes silent: watches move to the other member', async (t) => {
+  const ALIAS = '198.51.100.98';
+  const bed = await createTestbed({ hosts: 1, etcd: true, t });
+  const etcd = bed.etcd!;
+  await etcd.etcdctl(['put', `${ETCD_PREFIX}/config`, CONFIG]);
+  const h = bed.hosts[0]!;
+  const port = new URL(bed.etcdEndpoint!).port;
+  await h.exec(['ip', 'route', 'add', `${ALIAS}/32`, 'via', ETCD_IP]);
+  await h.exec(['iptables', '-t', 'nat', '-I', 'OUTPUT', '-p', 'tcp', '-d', ALIAS, '--dport', '2379', '-j', 'DNAT', '--to-destination', `${ETCD_IP}:${port}`]);
+  // Drops a path both ways, established connections included: packets by the destination the
+  // connection was opened to (replies carry the same original destination in conntrack).
+  const cutPath = async (op: '-I' | '-D', dst: string): Promise<void> => {
+    for (const chain of ['OUTPUT', 'INPUT']) {
+      await h.exec(['iptables', op, chain, '-p', 'tcp', '-m', 'conntrack', '--ctorigdst', dst, '-j', 'DROP']);
+    }
+  };
+  await cutPath('-I', ALIAS);
+  const d = await startDaemonNode({ host: h, etcdEndpoint: `${bed.etcdEndpoint!},http://${ALIAS}:2379`, healthzPort: 8471 });
+  t.teardown(() => {
+    if (!t.passing()) t.comment(`--- h1 log tail:\n${d.tail(40)}`);
+  });
+  await d.waitReady(120000);
+  await cutPath('-D', ALIAS);
+  await cutPath('-I', ETCD_IP);
+  const cut = Date.now();
+  const subnet = '10.5.249.0/24';
+  await writeFlannelLease(etcd, ETCD_PREFIX, subnet, '192.0.2.205', randomVtepMac());
+  await waitFor(`route to ${subnet}`, async () => (await h.exec(['ip', 'route', 'show', 'dev', 'flannel.1'])).stdout.includes(subnet), 240000, 250);
+  t.comment(`a lease put when the member in use went silent was routed ${secs(Date.now() - cut)} later`);
+  t.pass('the watch moved to the other member');
+  const warnings = d.logs.filter((l) => l.level === 40).map((l) => `  ${String(l.msg)}`);
+  t.comment(`h1 warnings:\n${warnings.join('\n') || '  (none)'}`);
+  t.ok(d.running, 'keeps running');
+  t.equal(await d.stop(), 0, 'exit 0 on SIGTERM');
+});
