@@ -153,6 +153,10 @@ t.test('the member in use goes silent: watches move to the other member', async 
     if (!t.passing()) t.comment(`--- h1 log tail:\n${d.tail(40)}`);
   });
   await d.waitReady(120000);
+  // A lease routed while the second path is cut proves the watch runs over the first one.
+  const first = '10.5.248.0/24';
+  await writeFlannelLease(etcd, ETCD_PREFIX, first, '192.0.2.206', randomVtepMac());
+  await waitFor(`route to ${first}`, async () => (await h.exec(['ip', 'route', 'show', 'dev', 'flannel.1'])).stdout.includes(first), 240000, 250);
   await cutPath('-D', ALIAS);
   await cutPath('-I', ETCD_IP);
   const cut = Date.now();
