@@ -346,8 +346,10 @@ function gitState(): MachineInfo['git'] {
   return { commit, dirty };
 }
 
-const SOAK_START = '<!-- soak:start -->';
-const SOAK_END = '<!-- soak:end -->';
+const KEPT_SECTIONS: ReadonlyArray<[string, string]> = [
+  ['<!-- analysis:start -->', '<!-- analysis:end -->'],
+  ['<!-- soak:start -->', '<!-- soak:end -->'],
+];
 const HISTORY_START = '<!-- history:start -->';
 const HISTORY_END = '<!-- history:end -->';
 
@@ -381,12 +383,12 @@ export function resultsMarkdown(doc: RunDocument, table: string, previous: strin
     }
   }
   history = [historyLine(doc, jsonName), ...history].slice(0, 30);
-  // Other writers own marked sections of this file (bench/soak.ts: the soak run); keep them.
+  // Marked sections are written by others (bench/soak.ts: the soak run; people: the analysis); keep them.
   const kept: string[] = [];
-  if (previous) {
-    const a = previous.indexOf(SOAK_START);
-    const b = previous.indexOf(SOAK_END);
-    if (a >= 0 && b > a) kept.push(previous.slice(a, b + SOAK_END.length), '');
+  for (const [start, end] of KEPT_SECTIONS) {
+    const a = previous ? previous.indexOf(start) : -1;
+    const b = previous ? previous.indexOf(end) : -1;
+    if (previous && a >= 0 && b > a) kept.push(previous.slice(a, b + end.length), '');
   }
   const errors = doc.paths.filter((r) => r.error);
   const o = doc.options as { udpSizes?: number[]; tcpSeconds?: number; udpSeconds?: number; pingCount?: number; pingIntervalSec?: number };
