@@ -20,6 +20,7 @@ import {
   type TestHost,
 } from '../../netns-fixtures/testbed';
 import type { CountersSnapshot } from '../../src/dataplane/counters';
+import { tcpTransfer } from '../../netns-fixtures/tsflanneld-node';
 
 const RUNNER = path.resolve(__dirname, '../../src/dataplane/static-runner.js');
 const TUN = 'flannel.1';
@@ -141,48 +142,9 @@ async function pingOk(from: TestHost, to: string): Promise<void> {
   await waitFor(`ping ${from.name} → ${to}`, async () => (await ping(from, to, { count: 3, interval: 0.2 })).received === 3, 20000, 200);
 }
 
-const SERVER_JS = `
-const net = require('net'), crypto = require('crypto');
-const [ip, port] = process.argv.slice(1);
-const srv = net.createServer((s) => {
-  const h = crypto.createHash('sha256'); let n = 0;
-  s.on('data', (d) => { h.update(d); n += d.length; });
-  s.on('end', () => { process.stdout.write(JSON.stringify({ bytes: n, sha256: h.digest('hex') }) + '\\n'); s.end(); srv.close(); });
-});
-srv.listen(Number(port), ip, () => process.stdout.write('listening\\n'));`;
-
-const CLIENT_JS = `
-const net = require('net'), crypto = require('crypto');
-const [ip, port, size] = process.argv.slice(1);
-const data = crypto.randomBytes(Number(size));
-const sha256 = crypto.createHash('sha256').update(data).digest('hex');
-const s = net.connect(Number(port), ip, () => s.end(data));
-s.resume();
-s.on('error', (e) => { console.error(e.message); process.exit(1); });
-s.on('close', () => process.stdout.write(JSON.stringify({ bytes: data.length, sha256 }) + '\\n'));`;
-
-/** Sends `size` random bytes over TCP from → to's overlay address; returns both sides' byte count + sha256. */
-async function tcpTransfer(from: TestHost, to: NodeSpec, size: number, port: number) {
-  const server = to.host.spawn(['node', '-e', SERVER_JS, to.gw, String(port)]);
-  let out = '';
-  server.stdout!.on('data', (b: Buffer) => (out += b.toString()));
-  let err = '';
-  server.stderr!.on('data', (b: Buffer) => (err += b.toString()));
-  try {
-    await waitFor(`TCP server on ${to.gw}:${port}`, async () => {
-      if (server.exitCode !== null) throw new Error(`server exited: ${err}`);
-      return out.includes('listening');
-    }, 10000, 50);
-    const client = await from.exec(['node', '-e', CLIENT_JS, to.gw, String(port), String(size)], { timeoutMs: 120000 });
-    const sent = JSON.parse(client.stdout) as { bytes: number; sha256: string };
-    const received = await waitFor(`TCP server result on ${to.gw}:${port}`, async () => {
-      const line = out.split('\n').find((l) => l.startsWith('{'));
-      return line ? (JSON.parse(line) as { bytes: number; sha256: string }) : undefined;
-    }, 30000, 50);
-    return { sent, received };
-  } finally {
-    server.kill('SIGKILL');
-  }
+/** 20 MB-style transfer to `to`'s overlay address (its TUN's .0), via the shared fixture. */
+function transferTo(from: TestHost, to: NodeSpec, size: number, port: number) {
+  return tcpTransfer(from, to.host, to.gw, size, port);
 }
 
 /** A VXLAN frame (right VNI, right MACs) carrying an ICMP echo request, sent from a chosen source address. */
@@ -265,10 +227,10 @@ let nextPort = 5001;
 async function exchange(t: Test, a: NodeSpec, b: NodeSpec, bytes: number, label: string): Promise<void> {
   await pingOk(a.host, b.gw);
   await pingOk(b.host, a.gw);
-  const ab = await tcpTransfer(a.host, b, bytes, nextPort++);
+  const ab = await transferTo(a.host, b, bytes, nextPort++);
   t.equal(ab.received.bytes, bytes, `${label}: ${a.host.name} → ${b.host.name} length`);
   t.equal(ab.received.sha256, ab.sent.sha256, `${label}: ${a.host.name} → ${b.host.name} sha256`);
-  const ba = await tcpTransfer(b.host, a, bytes, nextPort++);
+  const ba = await transferTo(b.host, a, bytes, nextPort++);
   t.equal(ba.received.bytes, bytes, `${label}: ${b.host.name} → ${a.host.name} length`);
   t.equal(ba.received.sha256, ba.sent.sha256, `${label}: ${b.host.name} → ${a.host.name} sha256`);
 }
@@ -452,7 +414,7 @@ t.test('userspace VXLAN data plane: top and bottom offload rungs, userspace and 
     // No address/route setup this time: what survived is used as is.
     await pingOk(h1, n2.gw);
     await pingOk(h2, n1.gw);
-    const tr = await tcpTransfer(h2, n1, 4 * 1024 * 1024, nextPort++);
+    const tr = await transferTo(h2, n1, 4 * 1024 * 1024, nextPort++);
     t.equal(tr.received.sha256, tr.sent.sha256, 'TCP over port 7890');
     const c1 = await r1.stop();
     t.ok(c1.rxPackets > 0 && c1.txPackets > 0, 'final counters reported at exit');
