@@ -453,28 +453,26 @@ void Coalescer::Refused(const int32_t* owners, int nOwners) {
 
 namespace {
 
-bool GetBytes(napi_env env, napi_value v, uint8_t** data, size_t* len) {
+// A typed array of the given element type, or false.
+template <typename T>
+bool GetTyped(napi_env env, napi_value v, napi_typedarray_type want, T** data, size_t* len) {
   bool is = false;
   napi_is_typedarray(env, v, &is);
   if (!is) return false;
   napi_typedarray_type type;
   void* p = nullptr;
   napi_get_typedarray_info(env, v, &type, len, &p, nullptr, nullptr);
-  if (type != napi_uint8_array) return false;
-  *data = static_cast<uint8_t*>(p);
+  if (type != want) return false;
+  *data = static_cast<T*>(p);
   return true;
 }
 
+bool GetBytes(napi_env env, napi_value v, uint8_t** data, size_t* len) {
+  return GetTyped(env, v, napi_uint8_array, data, len);
+}
+
 bool GetInt32s(napi_env env, napi_value v, int32_t** data, size_t* len) {
-  bool is = false;
-  napi_is_typedarray(env, v, &is);
-  if (!is) return false;
-  napi_typedarray_type type;
-  void* p = nullptr;
-  napi_get_typedarray_info(env, v, &type, len, &p, nullptr, nullptr);
-  if (type != napi_int32_array) return false;
-  *data = static_cast<int32_t*>(p);
-  return true;
+  return GetTyped(env, v, napi_int32_array, data, len);
 }
 
 // Writes each record as [iov contents...] back to back; lengths go to lens.
