@@ -76,6 +76,8 @@ export interface DaemonExtras {
   iptables?: boolean;
 }
 
+const BUILTIN_ERROR_NAMES = new Set(['Error', 'TypeError', 'RangeError', 'ReferenceError', 'SyntaxError', 'EvalError', 'URIError', 'AggregateError']);
+
 export class DaemonError extends Error {
   override name = 'DaemonError';
 }
@@ -152,10 +154,9 @@ class Daemon {
 
   private logFatal(err: unknown): void {
     const e = err instanceof Error ? err : new Error(String(err));
-    // Typed errors carry their operator context in the message; unexpected ones get a stack.
-    const known = ['EtcdError', 'ConfigError', 'DaemonError', 'LeaseLostError', 'OutOfSubnetsError', 'LeaseAcquireError',
-      'InterfaceError', 'HealthServerError', 'SubnetEnvError', 'VtepMacError', 'IptablesError', 'NetlinkError', 'DataplaneIoError', 'DataplaneConfigError', 'NativeAddonError'];
-    if (known.includes(e.name)) this.log.fatal({ errType: e.name }, e.message);
+    // Our typed errors (each class sets its own name) carry the operator context in the message;
+    // JavaScript's built-in errors mean a bug and get a stack.
+    if (!BUILTIN_ERROR_NAMES.has(e.name)) this.log.fatal({ errType: e.name }, e.message);
     else this.log.fatal({ err: e }, `unexpected error: ${e.message}`);
   }
 
