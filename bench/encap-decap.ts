@@ -152,18 +152,26 @@ function measure(name: string, step: () => void, packetsPerStep: number): void {
 
 const batch = tx.slots;
 console.log(`encap/decap over ${batch}-packet batches, ${nPeers} peers, ${PKT} B packets, ${seconds} s per case (one core)`);
-measure('egress (read→encap→send)', () => {
-  io.tunRead(0, 3, batch, 0);
-  loop.encapBatch(batch);
-  io.udpSend(0, batch);
-  loop.countSent(batch);
-}, batch);
-measure('ingress (recv→decap→write)', () => {
-  io.udpRecv(1, 4, batch);
-  loop.decapBatch(batch);
-  io.tunWrite(1, 3, batch, 0, 0);
-  loop.countWritten(batch);
-}, batch);
+measure(
+  'egress (read→encap→send)',
+  () => {
+    io.tunRead(0, 3, batch, 0);
+    loop.encapBatch(batch);
+    io.udpSend(0, batch);
+    loop.countSent(batch);
+  },
+  batch,
+);
+measure(
+  'ingress (recv→decap→write)',
+  () => {
+    io.udpRecv(1, 4, batch);
+    loop.decapBatch(batch);
+    io.tunWrite(1, 3, batch, 0, 0);
+    loop.countWritten(batch);
+  },
+  batch,
+);
 // ---- offload loop shape: super-packets out, GRO trains in ----------------------------------------------
 const MSS = 1398;
 const SUPER = 46 * MSS + 40; // one TSO super-packet as the TUN hands it over
@@ -257,18 +265,26 @@ const oloop = new PacketLoop({
 });
 const obatch = 8;
 console.log(`offload loop: ${obatch}-descriptor batches, ${SUPER} B TSO super-packets (46 segments) out, ${TRAIN}-datagram GRO trains in`);
-measure('egress (TS per segment)', () => {
-  oio.tunRead(2, 3, obatch, 1);
-  oloop.encapBatch(obatch);
-  oio.udpSend(2, obatch, 3);
-  oloop.countSentSegments(obatch);
-}, obatch * 46);
-measure('ingress (TS per segment)', () => {
-  oio.udpRecv(3, 4, obatch);
-  oloop.decapSegments(obatch);
-  oio.tunWrite(3, 3, obatch, 5, 1450);
-  oloop.countWrittenSegments(obatch);
-}, obatch * TRAIN);
+measure(
+  'egress (TS per segment)',
+  () => {
+    oio.tunRead(2, 3, obatch, 1);
+    oloop.encapBatch(obatch);
+    oio.udpSend(2, obatch, 3);
+    oloop.countSentSegments(obatch);
+  },
+  obatch * 46,
+);
+measure(
+  'ingress (TS per segment)',
+  () => {
+    oio.udpRecv(3, 4, obatch);
+    oloop.decapSegments(obatch);
+    oio.tunWrite(3, 3, obatch, 5, 1450);
+    oloop.countWrittenSegments(obatch);
+  },
+  obatch * TRAIN,
+);
 
 // ---- native per-byte work on one super-packet --------------------------------------------------------
 const off = loadOffloadTestNative();
@@ -295,17 +311,29 @@ const work = inner.slice();
 const wOut = new Uint8Array(inner.length + 1024);
 const wLens = new Int32Array(64);
 console.log(`native, one ${SUPER} B super-packet (${(SUPER / 1024).toFixed(0)} KiB), hot caches`);
-measure('split + checksums (46 segs)', () => {
-  off.offloadSplit(sp, 1, MSS, prefix, segOut, segLens);
-}, 46);
-measure('coalesce 46 segs, verified', () => {
-  work.set(inner);
-  off.offloadCoalesce(work, innerLens, false, 1450, true, wOut, wLens);
-}, 46);
-measure('coalesce 46 segs, trusted', () => {
-  work.set(inner);
-  off.offloadCoalesce(work, innerLens, true, 1450, true, wOut, wLens);
-}, 46);
+measure(
+  'split + checksums (46 segs)',
+  () => {
+    off.offloadSplit(sp, 1, MSS, prefix, segOut, segLens);
+  },
+  46,
+);
+measure(
+  'coalesce 46 segs, verified',
+  () => {
+    work.set(inner);
+    off.offloadCoalesce(work, innerLens, false, 1450, true, wOut, wLens);
+  },
+  46,
+);
+measure(
+  'coalesce 46 segs, trusted',
+  () => {
+    work.set(inner);
+    off.offloadCoalesce(work, innerLens, true, 1450, true, wOut, wLens);
+  },
+  46,
+);
 
 const c = counters.snapshot([]);
 const dropped = Object.entries(c.drops).filter(([, v]) => v > 0);

@@ -5,7 +5,17 @@
 import fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { iperf3Server, type Iperf3Server, type NsNode } from '../netns-fixtures/testbed';
-import { diffCounters, median, parsePingCounts, parsePingTimes, parseProcStatTicks, parseProcStatusKb, parseSnmp, percentile, mean } from './iperf-bench-stats';
+import {
+  diffCounters,
+  median,
+  parsePingCounts,
+  parsePingTimes,
+  parseProcStatTicks,
+  parseProcStatusKb,
+  parseSnmp,
+  percentile,
+  mean,
+} from './iperf-bench-stats';
 
 export interface MeasureOptions {
   tcpSeconds: number;
@@ -248,14 +258,21 @@ export async function measureTcp(ep: Endpoints, server: IperfServerHandle, strea
   };
 }
 
-async function udpTrial(ep: Endpoints, server: IperfServerHandle, payload: number, targetPps: number, opts: MeasureOptions): Promise<UdpTrial> {
+async function udpTrial(
+  ep: Endpoints,
+  server: IperfServerHandle,
+  payload: number,
+  targetPps: number,
+  opts: MeasureOptions,
+): Promise<UdpTrial> {
   const bitrate = targetPps === 0 ? '0' : String(Math.round(targetPps * payload * 8));
   const args = ['-u', '-l', String(payload), '-b', bitrate];
   if (opts.udpWindow) args.push('-w', opts.udpWindow);
   const json = await iperf3(ep, server, args, opts.udpSeconds);
   const sent = json.end?.sum_sent;
   const recv = json.end?.sum_received;
-  if (!sent || !recv || sent.packets === undefined || recv.packets === undefined) throw new Error('iperf3 UDP result without packet counts');
+  if (!sent || !recv || sent.packets === undefined || recv.packets === undefined)
+    throw new Error('iperf3 UDP result without packet counts');
   const received = recv.packets - (recv.lost_packets ?? 0);
   return {
     targetPps,
@@ -328,7 +345,9 @@ export async function measurePing(ep: Endpoints, opts: MeasureOptions): Promise<
 export async function waitConnectivity(ep: Endpoints, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const res = await ep.client.exec(['ping', '-n', '-c', '1', '-W', '1', ep.serverIp], { allowFail: true, timeoutMs: 5000 }).catch(() => null);
+    const res = await ep.client
+      .exec(['ping', '-n', '-c', '1', '-W', '1', ep.serverIp], { allowFail: true, timeoutMs: 5000 })
+      .catch(() => null);
     if (res && res.code === 0) return true;
   }
   return false;
@@ -345,7 +364,9 @@ async function readDrops(node: NsNode, dev?: string): Promise<Record<string, num
   if (dev) {
     const link = await node.exec(['ip', '-j', '-s', 'link', 'show', 'dev', dev], { allowFail: true });
     try {
-      const j = JSON.parse(link.stdout) as Array<{ stats64?: { rx?: { dropped: number; errors: number }; tx?: { dropped: number; errors: number } } }>;
+      const j = JSON.parse(link.stdout) as Array<{
+        stats64?: { rx?: { dropped: number; errors: number }; tx?: { dropped: number; errors: number } };
+      }>;
       const s = j[0]?.stats64;
       if (s?.rx) {
         out.devRxDropped = s.rx.dropped;
@@ -383,7 +404,9 @@ export async function measureRepetition(ep: Endpoints, server: IperfServerHandle
   };
   await step('ping', async () => {
     rep.ping = await measurePing(ep, opts);
-    opts.log(`    ping: avg ${rep.ping.avgUs?.toFixed(0)} µs, p99 ${rep.ping.p99Us?.toFixed(0)} µs (${rep.ping.received}/${rep.ping.sent})`);
+    opts.log(
+      `    ping: avg ${rep.ping.avgUs?.toFixed(0)} µs, p99 ${rep.ping.p99Us?.toFixed(0)} µs (${rep.ping.received}/${rep.ping.sent})`,
+    );
   });
   await step('tcp1', async () => {
     rep.tcp1 = await measureTcp(ep, server, 1, opts);

@@ -39,7 +39,10 @@ export function snapshotCode(dir: string): void {
   fs.cpSync(path.join(REPO, 'dist', 'src'), path.join(dir, 'dist', 'src'), { recursive: true });
   fs.cpSync(path.join(REPO, 'bin'), path.join(dir, 'bin'), { recursive: true });
   fs.mkdirSync(path.join(dir, 'build', 'Release'), { recursive: true });
-  fs.copyFileSync(path.join(REPO, 'build', 'Release', 'tsflanneld_native.node'), path.join(dir, 'build', 'Release', 'tsflanneld_native.node'));
+  fs.copyFileSync(
+    path.join(REPO, 'build', 'Release', 'tsflanneld_native.node'),
+    path.join(dir, 'build', 'Release', 'tsflanneld_native.node'),
+  );
   fs.copyFileSync(path.join(REPO, 'package.json'), path.join(dir, 'package.json'));
   codeRoot = dir;
 }
@@ -55,7 +58,10 @@ let rungControl: RungControl | null = null;
 export function detectRungControl(envNames: readonly string[]): RungControl | null {
   let help = '';
   try {
-    help = execFileSync(process.execPath, [path.join(codeRoot, 'bin', 'tsflanneld'), '--help'], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 20000 }).toString();
+    help = execFileSync(process.execPath, [path.join(codeRoot, 'bin', 'tsflanneld'), '--help'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 20000,
+    }).toString();
   } catch (e) {
     const err = e as { stdout?: Buffer; stderr?: Buffer };
     help = `${err.stdout?.toString() ?? ''}${err.stderr?.toString() ?? ''}`;
@@ -169,7 +175,10 @@ function underlay(bed: Testbed, close: () => Promise<void>): PathSession {
       server: h2,
       serverIp: h2.underlayIp,
       daemons: [],
-      dropWatch: [{ node: h1, dev: h1.underlayDev }, { node: h2, dev: h2.underlayDev }],
+      dropWatch: [
+        { node: h1, dev: h1.underlayDev },
+        { node: h2, dev: h2.underlayDev },
+      ],
     },
     info: { client: h1.underlayIp, server: h2.underlayIp, mtu: h1.mtu, testbed: bed.prefix },
     notes: [],
@@ -284,11 +293,12 @@ async function startRunner(host: TestHost, cfg: object, ctx: PathContext, spec: 
     clearTimeout(timer);
   };
   const nextEvent = async (event: string, timeoutMs: number): Promise<Record<string, unknown>> => {
-    for (const deadline = Date.now() + timeoutMs; ; ) {
+    for (const deadline = Date.now() + timeoutMs; ;) {
       const i = events.findIndex((e) => e.event === event);
       if (i >= 0) return events.splice(0, i + 1)[i]!;
       if (exited !== null) throw new PathSetupError(`static-runner on ${host.name} ${exited}: ${err.trim().slice(-1500)}`);
-      if (Date.now() > deadline) throw new PathSetupError(`no "${event}" from the static runner on ${host.name} within ${timeoutMs} ms: ${err.trim().slice(-1500)}`);
+      if (Date.now() > deadline)
+        throw new PathSetupError(`no "${event}" from the static runner on ${host.name} within ${timeoutMs} ms: ${err.trim().slice(-1500)}`);
       await sleep(20);
     }
   };
@@ -325,13 +335,18 @@ async function dataplane(bed: Testbed, spec: PathSpec, ctx: PathContext, close: 
     for (const [i, n] of nodes.entries()) {
       const peer = nodes[1 - i]!;
       runners.push(
-        await startRunner(n.host, {
-          tunName: OVERLAY_DEV,
-          vni: 1,
-          localMac: n.mac,
-          ...(spec.rung ? { offload: spec.rung } : {}),
-          peers: [{ subnet: peer.subnet, publicIp: peer.host.underlayIp, vtepMac: peer.mac }],
-        }, ctx, spec),
+        await startRunner(
+          n.host,
+          {
+            tunName: OVERLAY_DEV,
+            vni: 1,
+            localMac: n.mac,
+            ...(spec.rung ? { offload: spec.rung } : {}),
+            peers: [{ subnet: peer.subnet, publicIp: peer.host.underlayIp, vtepMac: peer.mac }],
+          },
+          ctx,
+          spec,
+        ),
       );
     }
     // What the route manager does for the TUN: address .0/32, MTU, up, an onlink route per peer.
@@ -351,8 +366,10 @@ async function dataplane(bed: Testbed, spec: PathSpec, ctx: PathContext, close: 
       if (dead) throw new PathSetupError(`static-runner on ${dead.host.name} ${dead.exited()}: ${dead.stderr().trim().slice(-1500)}`);
     }
     if (!forwarding) {
-      throw new PathSetupError(`data plane does not forward: no ping reply from ${c1.ip} to ${c2.ip} within ${Math.round(ctx.connectTimeoutMs / 1000)} s\n` +
-        runners.map((r) => `--- ${r.host.name} runner stderr ---\n${r.stderr().trim().split('\n').slice(-10).join('\n')}`).join('\n'));
+      throw new PathSetupError(
+        `data plane does not forward: no ping reply from ${c1.ip} to ${c2.ip} within ${Math.round(ctx.connectTimeoutMs / 1000)} s\n` +
+          runners.map((r) => `--- ${r.host.name} runner stderr ---\n${r.stderr().trim().split('\n').slice(-10).join('\n')}`).join('\n'),
+      );
     }
     return {
       endpoints: {
@@ -415,9 +432,22 @@ function startDaemon(bed: Testbed, host: TestHost, spec: PathSpec, ctx: PathCont
     nodeOptions.push('--cpu-prof', `--cpu-prof-dir=${profDir}`);
   }
   const fd = fs.openSync(log, 'a');
-  const cmd = ['node', ...nodeOptions, path.join(codeRoot, 'bin', 'tsflanneld'),
-    '-etcd-endpoints', bed.etcdEndpoint!, '-iface', host.underlayDev, '-subnet-file', subnetFile,
-    '-healthz-ip', '127.0.0.1', '-healthz-port', String(HEALTHZ_PORT), ...rungArgs];
+  const cmd = [
+    'node',
+    ...nodeOptions,
+    path.join(codeRoot, 'bin', 'tsflanneld'),
+    '-etcd-endpoints',
+    bed.etcdEndpoint!,
+    '-iface',
+    host.underlayDev,
+    '-subnet-file',
+    subnetFile,
+    '-healthz-ip',
+    '127.0.0.1',
+    '-healthz-port',
+    String(HEALTHZ_PORT),
+    ...rungArgs,
+  ];
   const envNote = spec.rung && rungControl?.kind === 'env' ? ` (${rungControl.name}=${spec.rung})` : '';
   fs.writeSync(fd, `# ${cmd.join(' ')}${envNote}\n`);
   const child = host.spawn(cmd, { stdio: ['ignore', fd, fd], env });
@@ -537,7 +567,14 @@ export function daemonReadsEnv(name: string): boolean {
 async function diagnose(host: TestHost, peerSubnet: string): Promise<string> {
   const link = await host.exec(['ip', '-d', 'link', 'show', OVERLAY_DEV], { allowFail: true });
   const route = await host.exec(['ip', 'route', 'show', peerSubnet], { allowFail: true });
-  const linkText = link.code === 0 ? link.stdout.split('\n').slice(0, 3).map((l) => l.trim()).join(' ') : `no ${OVERLAY_DEV} device`;
+  const linkText =
+    link.code === 0
+      ? link.stdout
+          .split('\n')
+          .slice(0, 3)
+          .map((l) => l.trim())
+          .join(' ')
+      : `no ${OVERLAY_DEV} device`;
   const routeText = route.stdout.trim() || 'none';
   return `${host.name}: ${linkText}; route to ${peerSubnet}: ${routeText}`;
 }
@@ -556,7 +593,7 @@ async function tsflanneld(bed: Testbed, spec: PathSpec, ctx: PathContext, closeB
   };
 
   let envs: Array<Record<string, string>>;
-  for (const deadline = Date.now() + ctx.readyTimeoutMs; ; ) {
+  for (const deadline = Date.now() + ctx.readyTimeoutMs; ;) {
     const dead = daemons.find((d) => d.exited);
     if (dead) return fail(`tsflanneld on ${dead.host.name} ${dead.exited} before it was ready`);
     const got = daemons.map((d) => readSubnetEnv(d.subnetFile));
@@ -566,7 +603,9 @@ async function tsflanneld(bed: Testbed, spec: PathSpec, ctx: PathContext, closeB
     }
     if (Date.now() > deadline) {
       const missing = daemons.filter((_, i) => got[i] === null).map((d) => d.host.name);
-      return fail(`tsflanneld did not become ready: no subnet.env from ${missing.join(', ')} within ${Math.round(ctx.readyTimeoutMs / 1000)} s`);
+      return fail(
+        `tsflanneld did not become ready: no subnet.env from ${missing.join(', ')} within ${Math.round(ctx.readyTimeoutMs / 1000)} s`,
+      );
     }
     await sleep(200);
   }
@@ -615,7 +654,8 @@ async function tsflanneld(bed: Testbed, spec: PathSpec, ctx: PathContext, closeB
   const notes: string[] = [];
   const rungs = await Promise.all(hosts.map((h) => fetchMetrics(h).then(activeRung, () => undefined)));
   if (rungs.some((r) => r !== undefined)) {
-    if (spec.rung && rungs.some((r) => r !== spec.rung)) notes.push(`forced ${spec.rung}, daemons report rung ${rungs.map((r) => r ?? '?').join('/')}`);
+    if (spec.rung && rungs.some((r) => r !== spec.rung))
+      notes.push(`forced ${spec.rung}, daemons report rung ${rungs.map((r) => r ?? '?').join('/')}`);
     else if (!spec.rung) notes.push(`offload rung ${[...new Set(rungs.map((r) => r ?? '?'))].join('/')}`);
   } else if (spec.rung && offloadLines.length === 0) {
     notes.push(`daemon reported nothing about offloads with rung ${spec.rung} forced`);
@@ -637,7 +677,11 @@ async function tsflanneld(bed: Testbed, spec: PathSpec, ctx: PathContext, closeB
     close: async () => {
       for (const d of daemons) if (d.exited) notes.push(`tsflanneld on ${d.host.name} ${d.exited} during the measurement`);
       await stopAll();
-      const problems = daemons.flatMap((d) => readDaemonLog(d.log).filter((l) => /^(warn|error|fatal):/.test(l)).map((l) => `${d.host.name}: ${l}`));
+      const problems = daemons.flatMap((d) =>
+        readDaemonLog(d.log)
+          .filter((l) => /^(warn|error|fatal):/.test(l))
+          .map((l) => `${d.host.name}: ${l}`),
+      );
       if (problems.length > 0) ctx.log(`  daemon warnings/errors:\n    ${problems.slice(0, 10).join('\n    ')}`);
       await closeBed();
     },

@@ -168,10 +168,25 @@ function firstLine(s: string): string {
 }
 
 export function markdownTable(results: PathResult[], udpSizes: number[], streams: number): string {
-  const head = ['path', 'TCP 1 stream', `TCP ${streams} streams`, 'ping avg / p99', ...udpSizes.map((s) => `UDP ${s} B pkts`), 'daemon CPU (tx + rx), TCP 1 stream', 'daemon RSS', 'notes'];
+  const head = [
+    'path',
+    'TCP 1 stream',
+    `TCP ${streams} streams`,
+    'ping avg / p99',
+    ...udpSizes.map((s) => `UDP ${s} B pkts`),
+    'daemon CPU (tx + rx), TCP 1 stream',
+    'daemon RSS',
+    'notes',
+  ];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   for (const r of results) {
-    const notes = [...(r.error ? [`**error:** ${firstLine(r.error)}`] : []), ...Object.entries(r.reps.reduce<Record<string, string>>((acc, rep) => ({ ...acc, ...rep.errors }), {})).map(([m, e]) => `${m}: ${firstLine(e)}`), ...r.notes];
+    const notes = [
+      ...(r.error ? [`**error:** ${firstLine(r.error)}`] : []),
+      ...Object.entries(r.reps.reduce<Record<string, string>>((acc, rep) => ({ ...acc, ...rep.errors }), {})).map(
+        ([m, e]) => `${m}: ${firstLine(e)}`,
+      ),
+      ...r.notes,
+    ];
     const cells = [
       r.spec.label,
       cellGbit(r, 'tcp1'),
@@ -198,9 +213,12 @@ export function headlines(results: PathResult[], udpSizes: number[], streams: nu
       continue;
     }
     const parts: string[] = [];
-    if (r.values.tcp1Gbit !== undefined) parts.push(`TCP 1 stream ${fmtNum(r.values.tcp1Gbit)} Gbit/s${r.spec.kind === 'kernel' ? '' : rel(r.ratios.tcp1Gbit)}`);
-    if (r.values.tcpNGbit !== undefined) parts.push(`TCP ${streams} streams ${fmtNum(r.values.tcpNGbit)} Gbit/s${r.spec.kind === 'kernel' ? '' : rel(r.ratios.tcpNGbit)}`);
-    if (r.values.pingAvgUs !== undefined) parts.push(`ping ${r.values.pingAvgUs.toFixed(0)} µs${r.spec.kind === 'kernel' ? '' : rel(r.ratios.pingAvgUs)}`);
+    if (r.values.tcp1Gbit !== undefined)
+      parts.push(`TCP 1 stream ${fmtNum(r.values.tcp1Gbit)} Gbit/s${r.spec.kind === 'kernel' ? '' : rel(r.ratios.tcp1Gbit)}`);
+    if (r.values.tcpNGbit !== undefined)
+      parts.push(`TCP ${streams} streams ${fmtNum(r.values.tcpNGbit)} Gbit/s${r.spec.kind === 'kernel' ? '' : rel(r.ratios.tcpNGbit)}`);
+    if (r.values.pingAvgUs !== undefined)
+      parts.push(`ping ${r.values.pingAvgUs.toFixed(0)} µs${r.spec.kind === 'kernel' ? '' : rel(r.ratios.pingAvgUs)}`);
     for (const s of udpSizes) {
       const k = r.values[`udp${s}Kpps`];
       if (k === 0) parts.push(`UDP ${s} B: no trial under the loss limit`);
@@ -225,7 +243,14 @@ interface Panel {
   digits: number;
 }
 
-const COLORS: Record<string, string> = { underlay: '#8c8c8c', kernel: '#1f77b4', dataplane: '#9467bd', dataplaneRung: '#c5b0d5', tsflanneld: '#e6550d', rung: '#fd8d3c' };
+const COLORS: Record<string, string> = {
+  underlay: '#8c8c8c',
+  kernel: '#1f77b4',
+  dataplane: '#9467bd',
+  dataplaneRung: '#c5b0d5',
+  tsflanneld: '#e6550d',
+  rung: '#fd8d3c',
+};
 
 function barColor(spec: PathSpec): string {
   if (spec.kind === 'tsflanneld' && spec.rung) return COLORS.rung!;
@@ -241,7 +266,12 @@ export function svgChart(results: PathResult[], udpSizes: number[], streams: num
     { key: 'pingAvgUs', title: 'ping RTT, mean (lower is better)', unit: 'µs', digits: 3 },
   ];
   if (results.some((r) => r.daemonLabels.length > 0)) {
-    panels.push({ key: 'cpuPerGbitSum', title: 'daemon CPU per Gbit/s, tx + rx, TCP 1 stream (lower is better)', unit: 'core/(Gbit/s)', digits: 2 });
+    panels.push({
+      key: 'cpuPerGbitSum',
+      title: 'daemon CPU per Gbit/s, tx + rx, TCP 1 stream (lower is better)',
+      unit: 'core/(Gbit/s)',
+      digits: 2,
+    });
   }
   const valueOf = (r: PathResult, key: string): { v?: number; range?: [number, number] } => {
     if (key !== 'cpuPerGbitSum') return { v: r.values[key], range: r.ranges[key] };
@@ -262,10 +292,13 @@ export function svgChart(results: PathResult[], udpSizes: number[], streams: num
   for (const p of panels) {
     parts.push(`<text x="10" y="${y + 14}" class="title">${escapeXml(p.title)} <tspan class="unit">(${escapeXml(p.unit)})</tspan></text>`);
     y += 24;
-    const max = Math.max(0, ...results.map((r) => {
-      const { v, range } = valueOf(r, p.key);
-      return Math.max(v ?? 0, range?.[1] ?? 0);
-    }));
+    const max = Math.max(
+      0,
+      ...results.map((r) => {
+        const { v, range } = valueOf(r, p.key);
+        return Math.max(v ?? 0, range?.[1] ?? 0);
+      }),
+    );
     for (const r of results) {
       const { v, range } = valueOf(r, p.key);
       parts.push(`<text x="${labelW}" y="${y + 15}" class="label" text-anchor="end">${escapeXml(r.spec.label)}</text>`);
@@ -280,7 +313,9 @@ export function svgChart(results: PathResult[], udpSizes: number[], streams: num
           const x0 = barX + (range[0] / max) * barMaxW;
           const x1 = barX + (range[1] / max) * barMaxW;
           const cy = y + rowH / 2;
-          parts.push(`<path d="M${x0.toFixed(1)} ${cy}H${x1.toFixed(1)}M${x0.toFixed(1)} ${cy - 4}V${cy + 4}M${x1.toFixed(1)} ${cy - 4}V${cy + 4}" class="whisker"/>`);
+          parts.push(
+            `<path d="M${x0.toFixed(1)} ${cy}H${x1.toFixed(1)}M${x0.toFixed(1)} ${cy - 4}V${cy + 4}M${x1.toFixed(1)} ${cy - 4}V${cy + 4}" class="whisker"/>`,
+          );
         }
         const rel = r.spec.kind === 'kernel' || r.ratios[p.key] === undefined ? '' : ` · ${r.ratios[p.key]!.toFixed(2)}× kernel`;
         const textX = barX + Math.max(w, range && max > 0 ? (range[1] / max) * barMaxW : 0) + 6;
@@ -310,7 +345,9 @@ export function svgChart(results: PathResult[], udpSizes: number[], streams: num
 
 function sh(cmd: string, args: string[]): string {
   try {
-    return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+    return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'ignore'] })
+      .toString()
+      .trim();
   } catch {
     return '?';
   }
@@ -338,8 +375,13 @@ function gitState(): MachineInfo['git'] {
   let dirty: string[] = [];
   try {
     // Porcelain lines are "XY path"; no trimming, the status columns may be blank.
-    const status = execFileSync('git', ['-C', REPO, 'status', '--porcelain', '--', 'src', 'native', 'bin', 'binding.gyp'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
-    dirty = status.split('\n').filter((l) => l.length > 3).map((l) => l.slice(3));
+    const status = execFileSync('git', ['-C', REPO, 'status', '--porcelain', '--', 'src', 'native', 'bin', 'binding.gyp'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).toString();
+    dirty = status
+      .split('\n')
+      .filter((l) => l.length > 3)
+      .map((l) => l.slice(3));
   } catch {
     dirty = ['(git status failed)'];
   }
@@ -379,7 +421,10 @@ export function resultsMarkdown(doc: RunDocument, table: string, previous: strin
     const b = previous.indexOf(HISTORY_END);
     if (a >= 0 && b > a) {
       // A rewrite for the same run (same JSON) replaces its line instead of adding another.
-      history = previous.slice(a + HISTORY_START.length, b).split('\n').filter((l) => l.startsWith('- ') && !l.includes(`out/${jsonName}`));
+      history = previous
+        .slice(a + HISTORY_START.length, b)
+        .split('\n')
+        .filter((l) => l.startsWith('- ') && !l.includes(`out/${jsonName}`));
     }
   }
   history = [historyLine(doc, jsonName), ...history].slice(0, 30);
@@ -419,7 +464,11 @@ export function resultsMarkdown(doc: RunDocument, table: string, previous: strin
     '![bar chart](results-latest.svg)',
     '',
     ...(errors.length > 0
-      ? ['## Paths that could not be measured', '', ...errors.flatMap((r) => [`### ${r.spec.label}`, '', '```', r.error!.trim(), '```', ''])]
+      ? [
+          '## Paths that could not be measured',
+          '',
+          ...errors.flatMap((r) => [`### ${r.spec.label}`, '', '```', r.error!.trim(), '```', '']),
+        ]
       : []),
     ...kept,
     '## History',

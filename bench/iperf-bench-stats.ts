@@ -46,7 +46,10 @@ export function parseProcStatTicks(stat: string): number {
   const close = stat.lastIndexOf(')');
   if (close < 0) throw new Error(`malformed /proc stat: ${stat.slice(0, 80)}`);
   // After ") " the fields start at field 3 (state); utime is field 14, stime field 15.
-  const fields = stat.slice(close + 2).trim().split(/\s+/);
+  const fields = stat
+    .slice(close + 2)
+    .trim()
+    .split(/\s+/);
   const utime = Number(fields[14 - 3]);
   const stime = Number(fields[15 - 3]);
   if (!Number.isFinite(utime) || !Number.isFinite(stime)) throw new Error(`malformed /proc stat: ${stat.slice(0, 80)}`);
@@ -116,7 +119,10 @@ export function ratio(a: number | undefined, b: number | undefined): number | un
 
 /** "2026-11-22T10-04-05Z": an ISO timestamp usable in file names. */
 export function fileTimestamp(d: Date): string {
-  return d.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
+  return d
+    .toISOString()
+    .replace(/\.\d+Z$/, 'Z')
+    .replace(/:/g, '-');
 }
 
 export function escapeXml(s: string): string {

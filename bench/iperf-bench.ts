@@ -10,7 +10,17 @@ import path from 'node:path';
 import type { Testbed } from '../netns-fixtures/testbed';
 import { IperfServerHandle, measureRepetition, type MeasureOptions } from './iperf-bench-measure';
 import { detectRungControl, runnerTakesOffload, openPath, perfRecord, REPO, snapshotCode, type PathSpec } from './iperf-bench-paths';
-import { headlines, machineInfo, markdownTable, resultsMarkdown, summarize, svgChart, UNITS, type PathResult, type RunDocument } from './iperf-bench-report';
+import {
+  headlines,
+  machineInfo,
+  markdownTable,
+  resultsMarkdown,
+  summarize,
+  svgChart,
+  UNITS,
+  type PathResult,
+  type RunDocument,
+} from './iperf-bench-report';
 import { fileTimestamp } from './iperf-bench-stats';
 
 const ALL_RUNGS = ['full', 'no-tun-uso', 'no-udp-gro', 'no-udp-gso', 'none'];
@@ -96,7 +106,11 @@ function parseArgs(argv: string[]): Args {
       if (!Number.isInteger(v) || v < min) bad(`${k} must be an integer ≥ ${min}`);
       return v;
     };
-    const list = (): string[] => val().split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+    const list = (): string[] =>
+      val()
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s.length > 0);
     if (k === '--quick') a.quick = true;
     else if (k === '--only') a.only = new Set(list());
     else if (k === '--rungs') a.rungs = list();
@@ -157,7 +171,9 @@ function pathSpecs(args: Args, notes: string[]): PathSpec[] {
       notes.push(`rungs forced with ${control.kind === 'flag' ? `the ${control.flag} flag` : `${control.name}=<rung>`}`);
       for (const rung of args.rungs) specs.push({ id: `tsflanneld-${rung}`, label: `tsflanneld [${rung}]`, kind: 'tsflanneld', rung });
     } else if (wantRungs) {
-      notes.push(`the built daemon has no -offload flag and reads none of ${OFFLOAD_ENVS.join(', ')}: its rungs are not measured, only its default`);
+      notes.push(
+        `the built daemon has no -offload flag and reads none of ${OFFLOAD_ENVS.join(', ')}: its rungs are not measured, only its default`,
+      );
     }
   }
   return specs;
@@ -204,7 +220,9 @@ async function main(): Promise<number> {
     });
   }
 
-  say(`iperf-bench: ${specs.map((s) => s.label).join(', ')}; ${args.reps} repetition(s), TCP ${args.tcpSeconds} s, UDP trials ${args.udpSeconds} s`);
+  say(
+    `iperf-bench: ${specs.map((s) => s.label).join(', ')}; ${args.reps} repetition(s), TCP ${args.tcpSeconds} s, UDP trials ${args.udpSeconds} s`,
+  );
   say(`machine: ${machine.cpuModel} × ${machine.cpus}, ${machine.uname}, underlay MTU ${machine.underlayMtu}`);
   const dirty = machine.git.dirty;
   say(`code: ${machine.git.commit}${dirty.length > 0 ? ` + uncommitted changes in ${dirty.join(', ')}` : ''}`);
@@ -249,7 +267,11 @@ async function main(): Promise<number> {
           ? {
               onTcpSteadyState: async (seconds: number) => {
                 const out = path.join(profDir, `${spec.id}-${++perfCount}.perf.data`);
-                const err = await perfRecord(ep.daemons.map((d) => d.pid), seconds, out);
+                const err = await perfRecord(
+                  ep.daemons.map((d) => d.pid),
+                  seconds,
+                  out,
+                );
                 if (err) result.notes.push(err.split('\n')[0]!);
                 else say(`    perf: ${path.relative(REPO, out)}`);
               },

@@ -58,7 +58,21 @@ async function outer(args: Args): Promise<void> {
     await run(['ip', '-n', ns, 'tuntap', 'add', 'mode', 'tun', 'name', tun]);
     const child = spawn(
       'ip',
-      ['netns', 'exec', ns, process.execPath, __filename, '--inner', tun, '--peers', String(args.peers), '--runs', String(args.runs), '--changes', String(args.changes)],
+      [
+        'netns',
+        'exec',
+        ns,
+        process.execPath,
+        __filename,
+        '--inner',
+        tun,
+        '--peers',
+        String(args.peers),
+        '--runs',
+        String(args.runs),
+        '--changes',
+        String(args.changes),
+      ],
       { stdio: 'inherit' },
     );
     const code = await new Promise<number>((r) => child.on('exit', (c) => r(c ?? 1)));
@@ -83,7 +97,10 @@ function leases(count: number): Lease[] {
         PublicIP: `198.51.100.${(i % 250) + 1}`,
         PublicIPv6: null,
         BackendType: 'vxlan',
-        BackendData: { VNI: 1, VtepMAC: `0a:00:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}` },
+        BackendData: {
+          VNI: 1,
+          VtepMAC: `0a:00:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`,
+        },
       },
       etcdLeaseId: '1',
       modRevision: String(i),
@@ -118,7 +135,10 @@ async function inner(args: Args, tun: string): Promise<void> {
   const subnets = peers.map((l) => l.subnet);
   const forwarding: PeerForwarding = { setPeer: () => undefined, removePeer: () => undefined };
   const flush = async () => {
-    const errs = await nl.applyRoutes(ifindex, subnets.map((dst) => ({ kind: 'delete' as const, dst })));
+    const errs = await nl.applyRoutes(
+      ifindex,
+      subnets.map((dst) => ({ kind: 'delete' as const, dst })),
+    );
     if (errs.some((e) => e !== null)) throw new Error('flush failed');
   };
   const count = async () => (await nl.listRoutes(ifindex)).length;
@@ -127,7 +147,15 @@ async function inner(args: Args, tun: string): Promise<void> {
   const startup: number[] = [];
   for (let r = 0; r < args.runs; r++) {
     await flush();
-    const mgr = new RouteManager({ netlink: nl, forwarding, ifindex, ownSubnet: OWN, network: NETWORK, log: quietLog, resyncIntervalMs: 0 });
+    const mgr = new RouteManager({
+      netlink: nl,
+      forwarding,
+      ifindex,
+      ownSubnet: OWN,
+      network: NETWORK,
+      log: quietLog,
+      resyncIntervalMs: 0,
+    });
     const t0 = now();
     await mgr.reconcile(peers);
     startup.push(now() - t0);
@@ -237,4 +265,3 @@ main().then(
     process.exit(1);
   },
 );
-

@@ -9,7 +9,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { addContainer, createTestbed, iperf3Client, iperf3Server, waitFor, type Testbed, type TestHost } from '../netns-fixtures/testbed';
-import { ETCD_PREFIX, listFlannelLeases, metricValueOf, startDaemonNode, waitPing, type DaemonNode } from '../netns-fixtures/tsflanneld-node';
+import {
+  ETCD_PREFIX,
+  listFlannelLeases,
+  metricValueOf,
+  startDaemonNode,
+  waitPing,
+  type DaemonNode,
+} from '../netns-fixtures/tsflanneld-node';
 
 const REPO = path.resolve(__dirname, '..', '..');
 const ETCD3 = path.join(REPO, 'node_modules', 'etcd3');
@@ -99,7 +106,8 @@ function churner(): void {
     c.active = active.size;
     process.stdout.write(`${JSON.stringify(c)}\n`);
   };
-  readline.createInterface({ input: process.stdin })
+  readline
+    .createInterface({ input: process.stdin })
     .on('line', report)
     .on('close', () => (stopped = true));
   void (async () => {
@@ -113,7 +121,12 @@ function churner(): void {
           c.delete++;
         } else {
           const g = await client.leaseClient.leaseGrant({ TTL: 86400 });
-          const value = JSON.stringify({ PublicIP: s.publicIp, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac() } });
+          const value = JSON.stringify({
+            PublicIP: s.publicIp,
+            PublicIPv6: null,
+            BackendType: 'vxlan',
+            BackendData: { VNI: 1, VtepMAC: mac() },
+          });
           await client.kv.put({ key: Buffer.from(keyOf(s)), value: Buffer.from(value), lease: g.ID });
           if (active.has(i)) c.change++;
           else c.add++;
@@ -214,7 +227,12 @@ const f1 = (n: number): string => (Number.isFinite(n) ? n.toFixed(1) : '—');
 const f2 = (n: number): string => (Number.isFinite(n) ? n.toFixed(2) : '—');
 
 function tableHeader(names: string[]): string {
-  const cols = ['t (s)', ...names.flatMap((n) => [`${n} RSS MiB`, `${n} CPU`, `${n} heap MiB`, `${n} peers`, `${n} tx Mbit/s`]), 'churn ops', 'fake leases'];
+  const cols = [
+    't (s)',
+    ...names.flatMap((n) => [`${n} RSS MiB`, `${n} CPU`, `${n} heap MiB`, `${n} peers`, `${n} tx Mbit/s`]),
+    'churn ops',
+    'fake leases',
+  ];
   return `| ${cols.join(' | ')} |\n|${cols.map(() => '---').join('|')}|`;
 }
 
@@ -312,7 +330,11 @@ function sleep(ms: number): Promise<void> {
 
 async function routedSubnets(host: TestHost): Promise<string[]> {
   const out = (await host.exec(['ip', '-4', 'route', 'show', 'dev', 'flannel.1'])).stdout;
-  return out.split('\n').map((l) => l.trim().split(' ')[0]!).filter((s) => /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(s)).sort();
+  return out
+    .split('\n')
+    .map((l) => l.trim().split(' ')[0]!)
+    .filter((s) => /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(s))
+    .sort();
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -321,7 +343,9 @@ async function main(argv: string[]): Promise<number> {
   const started = new Date();
   const seconds = Math.round(args.minutes * 60);
   const machine = `${os.cpus()[0]?.model ?? 'unknown CPU'} × ${os.cpus().length}, Node ${process.version}`;
-  say(`soak: ${args.minutes} min, churn every ${args.churnMs} ms, samples every ${args.sampleSeconds} s, iperf3 -b ${args.bitrate || 'unlimited'}`);
+  say(
+    `soak: ${args.minutes} min, churn every ${args.churnMs} ms, samples every ${args.sampleSeconds} s, iperf3 -b ${args.bitrate || 'unlimited'}`,
+  );
 
   let bed: Testbed | null = null;
   const stop = (): void => {
@@ -355,7 +379,16 @@ async function main(argv: string[]): Promise<number> {
 
     const server = await iperf3Server(c2);
     const churn = h1.spawn(
-      [process.execPath, '-e', `(${churner.toString()})()`, ETCD3, bed.etcdEndpoint!, ETCD_PREFIX, JSON.stringify(slots), String(args.churnMs)],
+      [
+        process.execPath,
+        '-e',
+        `(${churner.toString()})()`,
+        ETCD3,
+        bed.etcdEndpoint!,
+        ETCD_PREFIX,
+        JSON.stringify(slots),
+        String(args.churnMs),
+      ],
       { stdio: ['pipe', 'pipe', 'pipe'] },
     );
     let churnLast: ChurnCounts | null = null;
@@ -409,7 +442,9 @@ async function main(argv: string[]): Promise<number> {
       const ownSubnet = i === 0 ? r1!.subnet : r2!.subnet;
       const want = leases.filter((s) => s !== ownSubnet).join();
       let got: string[] = [];
-      await waitFor(`${d.host.name} routes`, async () => (got = await routedSubnets(d.host)).join() === want, 60000, 250).catch(() => undefined);
+      await waitFor(`${d.host.name} routes`, async () => (got = await routedSubnets(d.host)).join() === want, 60000, 250).catch(
+        () => undefined,
+      );
       summary.push({
         ...summarize(names[i]!, samples),
         exited: d.running ? null : `exited (${(await d.exited) ?? 'signal'})`,
@@ -430,12 +465,20 @@ async function main(argv: string[]): Promise<number> {
       iperfError: 'err' in iperf ? iperf.err : null,
     };
     fs.mkdirSync(args.outDir, { recursive: true });
-    const stamp = started.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
+    const stamp = started
+      .toISOString()
+      .replace(/\.\d+Z$/, 'Z')
+      .replace(/:/g, '-');
     const jsonName = `soak-${stamp}.json`;
     fs.writeFileSync(path.join(args.outDir, jsonName), `${JSON.stringify(doc, null, 2)}\n`);
     const section = soakMarkdown(doc, jsonName);
     say('');
-    say(section.split('\n').filter((l) => !l.startsWith('<!--')).join('\n'));
+    say(
+      section
+        .split('\n')
+        .filter((l) => !l.startsWith('<!--'))
+        .join('\n'),
+    );
     say(`\nwrote ${path.relative(process.cwd(), path.join(args.outDir, jsonName))}`);
     if (args.results) {
       const resultsFile = path.join(REPO, 'bench', 'RESULTS.md');

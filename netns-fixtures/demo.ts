@@ -194,7 +194,10 @@ async function demo(opts: DemoOptions, setBed: (bed: Testbed) => void): Promise<
   say('\npinging every ordered pair of containers…');
   const results: PairResult[] = [];
   for (const from of nodes) for (const to of nodes) if (from !== to) results.push({ from, to });
-  await warmUp(results.map((r) => [r.from.container!, r.to.container!]), 15000);
+  await warmUp(
+    results.map((r) => [r.from.container!, r.to.container!]),
+    15000,
+  );
   for (const r of results) {
     const from = r.from.container!;
     const to = r.to.container!;

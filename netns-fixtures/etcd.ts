@@ -136,7 +136,7 @@ class EtcdProcess implements EtcdServer {
   ) {
     this.endpoint = `${opts.tls ? 'https' : 'http'}://${ip}:${clientPort}`;
     if (opts.tls?.clientCertAuth && !(opts.tls.clientCertFile && opts.tls.clientKeyFile)) {
-      throw new EtcdFixtureError('tls.clientCertAuth needs tls.clientCertFile and tls.clientKeyFile for the fixture\'s etcdctl');
+      throw new EtcdFixtureError("tls.clientCertAuth needs tls.clientCertFile and tls.clientKeyFile for the fixture's etcdctl");
     }
   }
 

@@ -145,7 +145,12 @@ function nsCmd(ns: string, cmd: string[]): string[] {
 }
 
 /** Waits until cond() is truthy; cond errors count as "not yet" and the last one is reported. */
-export async function waitFor<T>(what: string, cond: () => Promise<T | undefined | null | false>, timeoutMs = 30000, intervalMs = 100): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  cond: () => Promise<T | undefined | null | false>,
+  timeoutMs = 30000,
+  intervalMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastErr: unknown = null;
   for (;;) {
@@ -374,7 +379,25 @@ class TestbedImpl implements Testbed {
   /** veth from `ns` (named eth0) to a port of the switch bridge, address ip/24. */
   async plugIntoSwitch(ns: string, port: string, ip: string): Promise<void> {
     const mtu = String(this.mtu);
-    await run(['ip', '-n', ns, 'link', 'add', UNDERLAY_DEV, 'mtu', mtu, 'type', 'veth', 'peer', 'name', port, 'mtu', mtu, 'netns', this.switchNs]);
+    await run([
+      'ip',
+      '-n',
+      ns,
+      'link',
+      'add',
+      UNDERLAY_DEV,
+      'mtu',
+      mtu,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      port,
+      'mtu',
+      mtu,
+      'netns',
+      this.switchNs,
+    ]);
     await run(['ip', '-n', this.switchNs, 'link', 'set', port, 'master', SWITCH_BRIDGE, 'up']);
     await run(['ip', '-n', ns, 'addr', 'add', `${ip}/${UNDERLAY_PREFIX_LEN}`, 'dev', UNDERLAY_DEV]);
     await run(['ip', '-n', ns, 'link', 'set', UNDERLAY_DEV, 'up']);
@@ -437,7 +460,9 @@ class TestbedImpl implements Testbed {
   private async killChildren(): Promise<void> {
     const live = [...this.children].filter((c) => c.exitCode === null && c.signalCode === null);
     if (live.length === 0) return;
-    const exited = live.map((c) => new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r()))));
+    const exited = live.map(
+      (c) => new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r()))),
+    );
     for (const c of live) c.kill('SIGTERM');
     const timer = setTimeout(() => live.forEach((c) => c.kill('SIGKILL')), 3000);
     await Promise.all(exited);
@@ -451,7 +476,10 @@ class TestbedImpl implements Testbed {
     for (const ns of [...this.namespaces].reverse()) {
       try {
         const pids = execFileSync('ip', ['netns', 'pids', ns], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
-        for (const p of pids.split('\n').map(Number).filter((n) => n > 0 && n !== process.pid)) {
+        for (const p of pids
+          .split('\n')
+          .map(Number)
+          .filter((n) => n > 0 && n !== process.pid)) {
           try {
             process.kill(p, 'SIGKILL');
           } catch {
@@ -571,8 +599,25 @@ export async function setupKernelFlannelPeer(host: TestHost, opts: KernelPeerOpt
   const mac = opts.vtepMac.toLowerCase();
   // Same attributes flanneld sends: ID, LOCAL, LINK, port, learning off; TTL/TOS 0 and no group
   // are iproute2's defaults too, and udpcsum is left to the kernel default as flannel does.
-  await host.exec(['ip', 'link', 'add', dev, 'address', mac, 'type', 'vxlan', 'id', String(vni), 'local', host.underlayIp,
-    'dev', host.underlayDev, 'nolearning', 'dstport', String(port)]);
+  await host.exec([
+    'ip',
+    'link',
+    'add',
+    dev,
+    'address',
+    mac,
+    'type',
+    'vxlan',
+    'id',
+    String(vni),
+    'local',
+    host.underlayIp,
+    'dev',
+    host.underlayDev,
+    'nolearning',
+    'dstport',
+    String(port),
+  ]);
   await host.exec(['sysctl', '-qw', `net/ipv6/conf/${dev}/accept_ra=0`]);
   await host.exec(['ip', 'addr', 'add', `${formatIp4(net.ip)}/32`, 'dev', dev]);
   await host.exec(['ip', 'link', 'set', dev, 'mtu', String(opts.mtu ?? host.mtu - 50), 'up']);
@@ -749,10 +794,14 @@ export async function iperf3Server(node: NsNode, opts: { port?: number } = {}): 
   };
   bed.onTeardown(stop);
   try {
-    await waitFor(`iperf3 server on ${node.name}:${port}`, async () => {
-      if (child.exitCode !== null) throw new TestbedError(`iperf3 -s exited: ${out.trim()}`);
-      return listeningOn(node, port);
-    }, 10000);
+    await waitFor(
+      `iperf3 server on ${node.name}:${port}`,
+      async () => {
+        if (child.exitCode !== null) throw new TestbedError(`iperf3 -s exited: ${out.trim()}`);
+        return listeningOn(node, port);
+      },
+      10000,
+    );
   } catch (e) {
     await stop();
     throw e;
@@ -807,7 +856,9 @@ export async function iperf3Client(node: NsNode, serverIp: string, opts: Iperf3C
   try {
     json = JSON.parse(res.stdout) as Iperf3Json;
   } catch {
-    throw new TestbedError(`[${node.name}] iperf3 -c ${serverIp}: no JSON (exit ${res.code}): ${(res.stderr || res.stdout).trim().slice(0, 500)}`);
+    throw new TestbedError(
+      `[${node.name}] iperf3 -c ${serverIp}: no JSON (exit ${res.code}): ${(res.stderr || res.stdout).trim().slice(0, 500)}`,
+    );
   }
   if (json.error || res.code !== 0) {
     throw new TestbedError(`[${node.name}] iperf3 -c ${serverIp}: ${json.error ?? `exit ${res.code}`}`);

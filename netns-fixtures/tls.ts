@@ -54,8 +54,26 @@ const DAYS = '2';
 async function makeCa(dir: string, name: string): Promise<{ cert: string; key: string }> {
   const cert = path.join(dir, `${name}.crt`);
   const key = path.join(dir, `${name}.key`);
-  await openssl(['req', '-x509', ...NEW_KEY, '-keyout', key, '-out', cert, '-days', DAYS, '-subj', `/CN=${name}`,
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
+  await openssl(
+    [
+      'req',
+      '-x509',
+      ...NEW_KEY,
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      DAYS,
+      '-subj',
+      `/CN=${name}`,
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ],
+    dir,
+  );
   return { cert, key };
 }
 
@@ -72,8 +90,10 @@ async function makeLeaf(
   const ext = path.join(dir, `${name}.ext`);
   fs.writeFileSync(ext, extensions);
   await openssl(['req', '-new', ...NEW_KEY, '-keyout', key, '-out', csr, '-subj', `/CN=${cn}`], dir);
-  await openssl(['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-out', cert,
-    '-days', DAYS, '-extfile', ext], dir);
+  await openssl(
+    ['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-out', cert, '-days', DAYS, '-extfile', ext],
+    dir,
+  );
   return { cert, key };
 }
 
@@ -86,9 +106,14 @@ export async function makeTlsFiles(opts: TlsOptions = {}): Promise<TlsFiles> {
     const sans = [...ips.map((ip) => `IP:${ip}`), ...(opts.serverDnsNames ?? []).map((d) => `DNS:${d}`)];
     if (sans.length === 0) throw new TlsFixtureError('the server certificate needs at least one subjectAltName');
     const ca = await makeCa(dir, 'ca');
-    const server = await makeLeaf(dir, 'server', 'etcd-server', ca,
+    const server = await makeLeaf(
+      dir,
+      'server',
+      'etcd-server',
+      ca,
       `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n` +
-        `extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=${sans.join(',')}\n`);
+        `extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=${sans.join(',')}\n`,
+    );
     const clientExt = 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n';
     const client = await makeLeaf(dir, 'client', opts.clientCn ?? 'tsflanneld', ca, clientExt);
     const rogueCa = await makeCa(dir, 'rogue-ca');

@@ -14,8 +14,7 @@ import { ping, TestbedError, waitFor, type NsNode, type TestHost } from './testb
 
 const REPO = path.resolve(__dirname, '..', '..');
 /** Daemon entry script: TSFLANNELD_BIN selects another build (the demo's TSFLANNELD_DEMO_BIN too). */
-export const DEFAULT_DAEMON_BIN =
-  process.env.TSFLANNELD_BIN ?? process.env.TSFLANNELD_DEMO_BIN ?? path.join(REPO, 'bin', 'tsflanneld');
+export const DEFAULT_DAEMON_BIN = process.env.TSFLANNELD_BIN ?? process.env.TSFLANNELD_DEMO_BIN ?? path.join(REPO, 'bin', 'tsflanneld');
 
 export type LogLine = Record<string, unknown>;
 
@@ -85,7 +84,16 @@ export class DaemonNode {
   /** The command line of a run (without the namespace wrapper). */
   get argv(): string[] {
     const o = this.opts;
-    const args = [process.execPath, this.bin, '-etcd-endpoints', o.etcdEndpoint, '-iface', o.host.underlayDev, '-subnet-file', this.subnetFile];
+    const args = [
+      process.execPath,
+      this.bin,
+      '-etcd-endpoints',
+      o.etcdEndpoint,
+      '-iface',
+      o.host.underlayDev,
+      '-subnet-file',
+      this.subnetFile,
+    ];
     if (o.healthzPort !== undefined) args.push('-healthz-ip', '127.0.0.1', '-healthz-port', String(o.healthzPort));
     args.push(...(o.args ?? []));
     return args;
@@ -213,7 +221,8 @@ export class DaemonNode {
     if (!env) throw new TestbedError(`${this.describe()} logged it wrote ${this.subnetFile}, but it is missing or unparsable`);
     const sub = env.FLANNEL_SUBNET;
     const mtu = Number(env.FLANNEL_MTU);
-    if (!sub || !Number.isInteger(mtu)) throw new TestbedError(`${this.subnetFile} lacks FLANNEL_SUBNET/FLANNEL_MTU: ${JSON.stringify(env)}`);
+    if (!sub || !Number.isInteger(mtu))
+      throw new TestbedError(`${this.subnetFile} lacks FLANNEL_SUBNET/FLANNEL_MTU: ${JSON.stringify(env)}`);
     return { subnet: formatIp4Net(parseIp4Net(sub)), mtu, env };
   }
 
@@ -292,7 +301,11 @@ export function metricValueOf(text: string, name: string, labels: Record<string,
     const have = new Map<string, string>();
     const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
     let lm: RegExpExecArray | null;
-    while ((lm = re.exec(m[3] ?? '')) !== null) have.set(lm[1]!, lm[2]!.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c)));
+    while ((lm = re.exec(m[3] ?? '')) !== null)
+      have.set(
+        lm[1]!,
+        lm[2]!.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c)),
+      );
     if (!Object.entries(labels).every(([k, v]) => have.get(k) === v)) continue;
     const v = Number(m[4]);
     sum = (sum ?? 0) + v;
@@ -366,7 +379,12 @@ export async function getFlannelLease(etcd: EtcdCtl, subnet: string, prefix = ET
 
 /** Waits until from gets `count` replies in a row from ip (the first probes may race route setup). */
 export async function waitPing(from: NsNode, ip: string, timeoutMs = 60000, count = 3): Promise<void> {
-  await waitFor(`ping ${from.name} → ${ip}`, async () => (await ping(from, ip, { count, interval: 0.2 })).received === count, timeoutMs, 200);
+  await waitFor(
+    `ping ${from.name} → ${ip}`,
+    async () => (await ping(from, ip, { count, interval: 0.2 })).received === count,
+    timeoutMs,
+    200,
+  );
 }
 
 export interface ContinuousPingResult {
@@ -482,17 +500,27 @@ export async function tcpTransfer(
   let err = '';
   server.stderr!.on('data', (b: Buffer) => (err += b.toString()));
   try {
-    await waitFor(`TCP sink on ${to.name} ${toIp}:${port}`, async () => {
-      if (server.exitCode !== null) throw new TestbedError(`sink exited: ${err}`);
-      return out.includes('listening');
-    }, 20000, 50);
+    await waitFor(
+      `TCP sink on ${to.name} ${toIp}:${port}`,
+      async () => {
+        if (server.exitCode !== null) throw new TestbedError(`sink exited: ${err}`);
+        return out.includes('listening');
+      },
+      20000,
+      50,
+    );
     const t0 = Date.now();
     const client = await from.exec([process.execPath, '-e', SOURCE_JS, toIp, String(port), String(size)], { timeoutMs: 180000 });
     const sent = JSON.parse(client.stdout) as TransferSide;
-    const received = await waitFor(`TCP sink result on ${to.name} ${toIp}:${port}`, async () => {
-      const line = out.split('\n').find((l) => l.startsWith('{'));
-      return line ? (JSON.parse(line) as TransferSide) : undefined;
-    }, 30000, 50);
+    const received = await waitFor(
+      `TCP sink result on ${to.name} ${toIp}:${port}`,
+      async () => {
+        const line = out.split('\n').find((l) => l.startsWith('{'));
+        return line ? (JSON.parse(line) as TransferSide) : undefined;
+      },
+      30000,
+      50,
+    );
     return { sent, received, seconds: (Date.now() - t0) / 1000 };
   } finally {
     server.kill('SIGKILL');
@@ -513,11 +541,24 @@ for (let f = 0; f < flows; f++) {
 }`;
 
 /** Sends `perFlow` small UDP datagrams on each of `flows` distinct source ports (firstSrcPort + i) to dst:dstPort. */
-export async function sendUdpFlows(from: NsNode, dst: string, opts: { dstPort?: number; firstSrcPort?: number; flows?: number; perFlow?: number } = {}): Promise<void> {
-  await from.exec([
-    process.execPath, '-e', UDP_FLOWS_JS, dst, String(opts.dstPort ?? 9999), String(opts.firstSrcPort ?? 40000),
-    String(opts.flows ?? 16), String(opts.perFlow ?? 3),
-  ], { timeoutMs: 30000 });
+export async function sendUdpFlows(
+  from: NsNode,
+  dst: string,
+  opts: { dstPort?: number; firstSrcPort?: number; flows?: number; perFlow?: number } = {},
+): Promise<void> {
+  await from.exec(
+    [
+      process.execPath,
+      '-e',
+      UDP_FLOWS_JS,
+      dst,
+      String(opts.dstPort ?? 9999),
+      String(opts.firstSrcPort ?? 40000),
+      String(opts.flows ?? 16),
+      String(opts.perFlow ?? 3),
+    ],
+    { timeoutMs: 30000 },
+  );
 }
 
 export interface HandcraftedVxlan {
@@ -557,7 +598,17 @@ s.bind(0, bindIp, () => {
 /** Sends a handcrafted VXLAN frame (carrying an ICMP echo request) `count` times. */
 export async function sendHandcraftedVxlan(from: NsNode, f: HandcraftedVxlan): Promise<void> {
   await from.exec([
-    process.execPath, '-e', VXLAN_JS, f.bindIp, f.dstIp, String(f.port ?? 8472), String(f.vni ?? 1), f.dstMac, f.srcMac,
-    f.innerSrc, f.innerDst, String(f.count ?? 5),
+    process.execPath,
+    '-e',
+    VXLAN_JS,
+    f.bindIp,
+    f.dstIp,
+    String(f.port ?? 8472),
+    String(f.vni ?? 1),
+    f.dstMac,
+    f.srcMac,
+    f.innerSrc,
+    f.innerDst,
+    String(f.count ?? 5),
   ]);
 }

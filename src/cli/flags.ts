@@ -102,29 +102,135 @@ export function splitRegexList(v: string): string[] {
 }
 
 export const FLAGS: readonly FlagDef[] = [
-  { kind: 'csv', name: 'etcd-endpoints', key: 'etcdEndpoints', def: 'http://127.0.0.1:4001,http://127.0.0.1:2379', usage: 'comma-separated list of etcd endpoints', check: nonEmpty },
-  { kind: 'string', name: 'etcd-prefix', key: 'etcdPrefix', def: '/coreos.com/network', usage: 'etcd key prefix under which the network config and leases live', check: nonEmpty },
-  { kind: 'string', name: 'etcd-keyfile', key: 'etcdKeyfile', def: '', usage: 'TLS client key file for etcd (TLS is used only with both keyfile and certfile)' },
+  {
+    kind: 'csv',
+    name: 'etcd-endpoints',
+    key: 'etcdEndpoints',
+    def: 'http://127.0.0.1:4001,http://127.0.0.1:2379',
+    usage: 'comma-separated list of etcd endpoints',
+    check: nonEmpty,
+  },
+  {
+    kind: 'string',
+    name: 'etcd-prefix',
+    key: 'etcdPrefix',
+    def: '/coreos.com/network',
+    usage: 'etcd key prefix under which the network config and leases live',
+    check: nonEmpty,
+  },
+  {
+    kind: 'string',
+    name: 'etcd-keyfile',
+    key: 'etcdKeyfile',
+    def: '',
+    usage: 'TLS client key file for etcd (TLS is used only with both keyfile and certfile)',
+  },
   { kind: 'string', name: 'etcd-certfile', key: 'etcdCertfile', def: '', usage: 'TLS client certificate file for etcd' },
   { kind: 'string', name: 'etcd-cafile', key: 'etcdCafile', def: '', usage: 'CA certificate file to verify the etcd server' },
   { kind: 'string', name: 'etcd-username', key: 'etcdUsername', def: '', usage: 'username for etcd authentication' },
   { kind: 'string', name: 'etcd-password', key: 'etcdPassword', def: '', usage: 'password for etcd authentication' },
-  { kind: 'list', name: 'iface', key: 'iface', usage: 'interface (name or IPv4 address) for inter-host traffic; repeat to try several in order', check: nonEmpty, splitEnv: splitComma },
-  { kind: 'list', name: 'iface-regex', key: 'ifaceRegex', usage: 'regex matched against interface IPs, then names, to pick the inter-host interface; repeatable', check: regex, splitEnv: splitRegexList },
-  { kind: 'string', name: 'public-ip', key: 'publicIp', def: '', usage: 'IPv4 address other nodes use to reach this one (default: the interface address)', check: ipv4OrEmpty },
-  { kind: 'string', name: 'subnet-file', key: 'subnetFile', def: '/run/flannel/subnet.env', usage: 'file to write the subnet environment (FLANNEL_NETWORK, FLANNEL_SUBNET, ...) to', check: nonEmpty },
-  { kind: 'int', name: 'subnet-lease-renew-margin', key: 'subnetLeaseRenewMargin', def: 60, min: 1, max: 1439, usage: 'renew the 24h lease this many minutes before it expires (1-1439)' },
+  {
+    kind: 'list',
+    name: 'iface',
+    key: 'iface',
+    usage: 'interface (name or IPv4 address) for inter-host traffic; repeat to try several in order',
+    check: nonEmpty,
+    splitEnv: splitComma,
+  },
+  {
+    kind: 'list',
+    name: 'iface-regex',
+    key: 'ifaceRegex',
+    usage: 'regex matched against interface IPs, then names, to pick the inter-host interface; repeatable',
+    check: regex,
+    splitEnv: splitRegexList,
+  },
+  {
+    kind: 'string',
+    name: 'public-ip',
+    key: 'publicIp',
+    def: '',
+    usage: 'IPv4 address other nodes use to reach this one (default: the interface address)',
+    check: ipv4OrEmpty,
+  },
+  {
+    kind: 'string',
+    name: 'subnet-file',
+    key: 'subnetFile',
+    def: '/run/flannel/subnet.env',
+    usage: 'file to write the subnet environment (FLANNEL_NETWORK, FLANNEL_SUBNET, ...) to',
+    check: nonEmpty,
+  },
+  {
+    kind: 'int',
+    name: 'subnet-lease-renew-margin',
+    key: 'subnetLeaseRenewMargin',
+    def: 60,
+    min: 1,
+    max: 1439,
+    usage: 'renew the 24h lease this many minutes before it expires (1-1439)',
+  },
   { kind: 'bool', name: 'ip-masq', key: 'ipMasq', def: false, usage: 'set up IP masquerade for traffic leaving the overlay network' },
-  { kind: 'int', name: 'iptables-resync', key: 'iptablesResync', def: 5, min: 1, max: 86400, usage: 'seconds between checks that the iptables rules are still in place' },
-  { kind: 'bool', name: 'ip-masq-fully-random-disable', key: 'ipMasqFullyRandomDisable', def: false, usage: 'do not add --random-fully to the MASQUERADE rules' },
-  { kind: 'bool', name: 'iptables-forward-rules', key: 'iptablesForwardRules', def: true, usage: 'add FORWARD ACCEPT rules for the overlay network' },
-  { kind: 'string', name: 'healthz-ip', key: 'healthzIp', def: '0.0.0.0', usage: 'address the health endpoint listens on', check: ipOrEmpty },
-  { kind: 'int', name: 'healthz-port', key: 'healthzPort', def: 0, min: 0, max: 65535, usage: 'port of the /healthz, /readyz and /metrics endpoints (0 disables them)' },
+  {
+    kind: 'int',
+    name: 'iptables-resync',
+    key: 'iptablesResync',
+    def: 5,
+    min: 1,
+    max: 86400,
+    usage: 'seconds between checks that the iptables rules are still in place',
+  },
+  {
+    kind: 'bool',
+    name: 'ip-masq-fully-random-disable',
+    key: 'ipMasqFullyRandomDisable',
+    def: false,
+    usage: 'do not add --random-fully to the MASQUERADE rules',
+  },
+  {
+    kind: 'bool',
+    name: 'iptables-forward-rules',
+    key: 'iptablesForwardRules',
+    def: true,
+    usage: 'add FORWARD ACCEPT rules for the overlay network',
+  },
+  {
+    kind: 'string',
+    name: 'healthz-ip',
+    key: 'healthzIp',
+    def: '0.0.0.0',
+    usage: 'address the health endpoint listens on',
+    check: ipOrEmpty,
+  },
+  {
+    kind: 'int',
+    name: 'healthz-port',
+    key: 'healthzPort',
+    def: 0,
+    min: 0,
+    max: 65535,
+    usage: 'port of the /healthz, /readyz and /metrics endpoints (0 disables them)',
+  },
   { kind: 'int', name: 'v', key: 'v', def: 0, min: 0, max: 2147483647, usage: 'log verbosity (0 info, higher adds debug output)' },
   { kind: 'bool', name: 'version', key: 'version', def: false, usage: 'print the version and exit' },
   { kind: 'bool', name: 'help', key: 'help', def: false, usage: 'print this help and exit' },
-  { kind: 'string', name: 'tun-name', key: 'tunName', def: '', usage: 'name of the overlay device (default flannel.<VNI>)', check: ifaceName },
-  { kind: 'string', name: 'offload', key: 'offload', def: 'auto', usage: 'data-plane offloads: auto (the best the kernel supports), or cap at a rung: full, no-tun-uso, no-udp-gro, no-udp-gso, none (per-packet)', check: offloadRung },
+  {
+    kind: 'string',
+    name: 'tun-name',
+    key: 'tunName',
+    def: '',
+    usage: 'name of the overlay device (default flannel.<VNI>)',
+    check: ifaceName,
+  },
+  {
+    kind: 'string',
+    name: 'offload',
+    key: 'offload',
+    def: 'auto',
+    usage:
+      'data-plane offloads: auto (the best the kernel supports), or cap at a rung: full, no-tun-uso, no-udp-gro, no-udp-gso, none (per-packet)',
+    check: offloadRung,
+  },
 ];
 
 const BY_NAME = new Map(FLAGS.map((f) => [f.name, f]));
@@ -156,8 +262,15 @@ function parseGoInt(s: string): number | 'parse error' | 'value out of range' {
   if (m === null) return 'parse error';
   const [, sign, hex, oct, bin, oct0, dec] = m;
   const big =
-    hex !== undefined ? BigInt(`0x${hex}`) : oct !== undefined ? BigInt(`0o${oct}`)
-      : bin !== undefined ? BigInt(`0b${bin}`) : oct0 !== undefined ? BigInt(`0o${oct0}`) : BigInt(dec!);
+    hex !== undefined
+      ? BigInt(`0x${hex}`)
+      : oct !== undefined
+        ? BigInt(`0o${oct}`)
+        : bin !== undefined
+          ? BigInt(`0b${bin}`)
+          : oct0 !== undefined
+            ? BigInt(`0o${oct0}`)
+            : BigInt(dec!);
   const v = sign === '-' ? -big : big;
   if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) return 'value out of range';
   return Number(v);

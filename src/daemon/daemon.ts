@@ -76,7 +76,16 @@ export interface DaemonExtras {
   iptables?: boolean;
 }
 
-const BUILTIN_ERROR_NAMES = new Set(['Error', 'TypeError', 'RangeError', 'ReferenceError', 'SyntaxError', 'EvalError', 'URIError', 'AggregateError']);
+const BUILTIN_ERROR_NAMES = new Set([
+  'Error',
+  'TypeError',
+  'RangeError',
+  'ReferenceError',
+  'SyntaxError',
+  'EvalError',
+  'URIError',
+  'AggregateError',
+]);
 
 export class DaemonError extends Error {
   override name = 'DaemonError';
@@ -211,8 +220,10 @@ class Daemon {
     const config = await this.waitForConfig(registry);
     if (!config) return;
     if (config.backend.type !== 'vxlan') {
-      throw new DaemonError(`backend type "${config.backend.type}" in ${registry.prefix}/config is not supported: tsflanneld only implements "vxlan"` +
-        (config.backend.type === 'udp' ? ' (flannel selects "udp" when the Backend object is missing)' : ''));
+      throw new DaemonError(
+        `backend type "${config.backend.type}" in ${registry.prefix}/config is not supported: tsflanneld only implements "vxlan"` +
+          (config.backend.type === 'udp' ? ' (flannel selects "udp" when the Backend object is missing)' : ''),
+      );
     }
     if (!config.enableIPv4 || !config.network || config.enableIPv6) {
       throw new DaemonError(`${registry.prefix}/config: tsflanneld supports IPv4-only networks (EnableIPv4 true, EnableIPv6 false)`);

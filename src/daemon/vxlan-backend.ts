@@ -72,7 +72,13 @@ export class VxlanBackend implements DataPlaneHooks {
     });
     dataplane.start();
     log.info(
-      { dev: dataplane.tunName, address: `${formatIp4Net(ctx.lease.subnet).split('/')[0]}/32`, mtu: ctx.mtu, port: dataplane.port, vni: backend.vni },
+      {
+        dev: dataplane.tunName,
+        address: `${formatIp4Net(ctx.lease.subnet).split('/')[0]}/32`,
+        mtu: ctx.mtu,
+        port: dataplane.port,
+        vni: backend.vni,
+      },
       `VXLAN device ${dataplane.tunName} up`,
     );
   }

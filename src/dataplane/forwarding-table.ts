@@ -100,7 +100,7 @@ export class ForwardingTable {
     if (!Number.isInteger(subnet.prefixLen) || subnet.prefixLen < 0 || subnet.prefixLen > 32) {
       throw new ForwardingTableError(`peer subnet prefix length ${subnet.prefixLen} out of range`);
     }
-    if (((subnet.ip & maskOf(subnet.prefixLen)) >>> 0) !== subnet.ip >>> 0) {
+    if ((subnet.ip & maskOf(subnet.prefixLen)) >>> 0 !== subnet.ip >>> 0) {
       throw new ForwardingTableError(`peer subnet ${formatIp4Net(subnet)} has host bits set`);
     }
     if (vtepMac.length !== 6) {

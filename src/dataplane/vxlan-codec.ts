@@ -71,13 +71,7 @@ export function macLo(mac: Uint8Array, off = 0): number {
  * Writes the 22-byte VXLAN + Ethernet header at buf[off..off+22): flags 0x08, VNI, dst = peer VtepMAC,
  * src = own VtepMAC, EtherType IPv4. The inner IPv4 packet is expected at off + 22.
  */
-export function writeEncapHeader(
-  buf: Uint8Array,
-  off: number,
-  vni: number,
-  dstMac: Uint8Array,
-  srcMac: Uint8Array,
-): void {
+export function writeEncapHeader(buf: Uint8Array, off: number, vni: number, dstMac: Uint8Array, srcMac: Uint8Array): void {
   buf[off] = VXLAN_FLAG_I;
   buf[off + 1] = 0;
   buf[off + 2] = 0;
@@ -99,14 +93,7 @@ export function writeEncapHeader(
  * (the packet starts at off + ENCAP_LEN), or -Drop for a frame to drop. Ethernet padding after the
  * IPv4 total length is excluded from the returned length. `ownHi`/`ownLo` are macHi/macLo of our VtepMAC.
  */
-export function decodeVxlanFrame(
-  buf: Uint8Array,
-  off: number,
-  len: number,
-  vni: number,
-  ownHi: number,
-  ownLo: number,
-): number {
+export function decodeVxlanFrame(buf: Uint8Array, off: number, len: number, vni: number, ownHi: number, ownLo: number): number {
   if (len < MIN_FRAME_LEN) return -Drop.short;
   // Kernel vxlan_rcv: only the I flag may be set and the reserved byte after the VNI must be 0.
   if (buf[off] !== VXLAN_FLAG_I || buf[off + 1] !== 0 || buf[off + 2] !== 0 || buf[off + 3] !== 0 || buf[off + 7] !== 0) {

@@ -135,7 +135,9 @@ export class VxlanDataplane {
     const want = requestedFeatures(request);
     const tx = new Ring(options.txRing ?? (want.vnet ? OFFLOAD_TX_RING : DEFAULT_TX_RING));
     const rx = new Ring(options.rxRing ?? DEFAULT_RX_RING);
-    const tunOffloads = want.tso ? TunOffload.CSUM | TunOffload.TSO4 | TunOffload.TSO6 | (want.uso ? TunOffload.USO4 | TunOffload.USO6 : 0) : 0;
+    const tunOffloads = want.tso
+      ? TunOffload.CSUM | TunOffload.TSO4 | TunOffload.TSO6 | (want.uso ? TunOffload.USO4 | TunOffload.USO6 : 0)
+      : 0;
 
     // Everything opened so far is closed again if a later step fails.
     const fds: number[] = [];
@@ -285,7 +287,8 @@ export class VxlanDataplane {
   /** Starts forwarding (idempotent). Without a fixed MTU, reads the TUN's MTU now. */
   start(): void {
     this.assertOpen();
-    if (!this.mtuFixed) this.loop.maxPacket = this.native.ifMtu(this.tunName);    if (this.tunPoll < 0) this.tunPoll = this.native.pollStart(this.tunFd, this.loop.onTunReadable);
+    if (!this.mtuFixed) this.loop.maxPacket = this.native.ifMtu(this.tunName);
+    if (this.tunPoll < 0) this.tunPoll = this.native.pollStart(this.tunFd, this.loop.onTunReadable);
     if (this.udpPoll < 0) this.udpPoll = this.native.pollStart(this.recvFd, this.loop.onUdpReadable);
   }
 

@@ -176,19 +176,21 @@ export class IptablesManager {
     if (!this.running) return;
     this.timer = setTimeout(() => {
       this.timer = null;
-      this.syncOnce().then(
-        () => {
-          if (this.lastError !== null) this.log.info('iptables resync succeeded again');
-          this.lastError = null;
-        },
-        (err: unknown) => {
-          const msg = err instanceof Error ? err.message : String(err);
-          if (msg !== this.lastError) {
-            this.log.error({ err }, `iptables resync failed (retrying every ${this.opts.resyncSeconds}s)`);
-          }
-          this.lastError = msg;
-        },
-      ).finally(() => this.schedule());
+      this.syncOnce()
+        .then(
+          () => {
+            if (this.lastError !== null) this.log.info('iptables resync succeeded again');
+            this.lastError = null;
+          },
+          (err: unknown) => {
+            const msg = err instanceof Error ? err.message : String(err);
+            if (msg !== this.lastError) {
+              this.log.error({ err }, `iptables resync failed (retrying every ${this.opts.resyncSeconds}s)`);
+            }
+            this.lastError = msg;
+          },
+        )
+        .finally(() => this.schedule());
     }, this.opts.resyncSeconds * 1000);
     // The daemon's lifetime is owned by its sockets and signals, not by this timer.
     this.timer.unref();

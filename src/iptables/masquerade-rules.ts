@@ -101,10 +101,7 @@ export function forwardRuleSet(network: Ip4Net): RuleSet {
     parent: 'FORWARD',
     chain: FORWARD_CHAIN,
     jump: { table: 'filter', chain: 'FORWARD', spec: [...comment(FORWARD_COMMENT), '-j', FORWARD_CHAIN] },
-    rules: [
-      rule(['-s', n, ...comment(FORWARD_COMMENT), '-j', 'ACCEPT']),
-      rule(['-d', n, ...comment(FORWARD_COMMENT), '-j', 'ACCEPT']),
-    ],
+    rules: [rule(['-s', n, ...comment(FORWARD_COMMENT), '-j', 'ACCEPT']), rule(['-d', n, ...comment(FORWARD_COMMENT), '-j', 'ACCEPT'])],
   };
 }
 

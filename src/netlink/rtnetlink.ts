@@ -251,7 +251,13 @@ export class NativeRtnetlink implements Rtnetlink {
       const detail = colon >= 0 ? err.message.slice(colon + 2) : err.message;
       // Failing to open the socket at all is reported as such, not as a failure of the operation.
       const opening = err.message.startsWith('open rtnetlink socket');
-      throw new NetlinkError(opening ? 'open rtnetlink socket' : operation, opening ? `for ${operation} ${object}` : object, err.code, err.errno, detail);
+      throw new NetlinkError(
+        opening ? 'open rtnetlink socket' : operation,
+        opening ? `for ${operation} ${object}` : object,
+        err.code,
+        err.errno,
+        detail,
+      );
     }
   }
 }

@@ -84,15 +84,62 @@ export class DaemonMetrics {
     const registers = [this.registry];
     // Every metric refreshes from the sources on collect; the first one in a scrape does the work.
     const collect = (): void => this.refresh();
-    this.packets = new Counter({ name: 'tsflanneld_packets_total', help: 'Overlay packets through the data plane (rx = from the underlay, tx = to the underlay).', labelNames: ['direction'], registers, collect });
-    this.bytes = new Counter({ name: 'tsflanneld_bytes_total', help: 'Inner (overlay) bytes through the data plane (rx = from the underlay, tx = to the underlay).', labelNames: ['direction'], registers, collect });
-    this.drops = new Counter({ name: 'tsflanneld_drops_total', help: 'Packets dropped by the data plane, by reason.', labelNames: ['reason'], registers, collect });
-    this.peerPackets = new Counter({ name: 'tsflanneld_peer_packets_total', help: 'Overlay packets exchanged with each remote lease.', labelNames: ['peer', 'public_ip', 'direction'], registers, collect });
-    this.peerBytes = new Counter({ name: 'tsflanneld_peer_bytes_total', help: 'Inner bytes exchanged with each remote lease.', labelNames: ['peer', 'public_ip', 'direction'], registers, collect });
+    this.packets = new Counter({
+      name: 'tsflanneld_packets_total',
+      help: 'Overlay packets through the data plane (rx = from the underlay, tx = to the underlay).',
+      labelNames: ['direction'],
+      registers,
+      collect,
+    });
+    this.bytes = new Counter({
+      name: 'tsflanneld_bytes_total',
+      help: 'Inner (overlay) bytes through the data plane (rx = from the underlay, tx = to the underlay).',
+      labelNames: ['direction'],
+      registers,
+      collect,
+    });
+    this.drops = new Counter({
+      name: 'tsflanneld_drops_total',
+      help: 'Packets dropped by the data plane, by reason.',
+      labelNames: ['reason'],
+      registers,
+      collect,
+    });
+    this.peerPackets = new Counter({
+      name: 'tsflanneld_peer_packets_total',
+      help: 'Overlay packets exchanged with each remote lease.',
+      labelNames: ['peer', 'public_ip', 'direction'],
+      registers,
+      collect,
+    });
+    this.peerBytes = new Counter({
+      name: 'tsflanneld_peer_bytes_total',
+      help: 'Inner bytes exchanged with each remote lease.',
+      labelNames: ['peer', 'public_ip', 'direction'],
+      registers,
+      collect,
+    });
     this.peers = new Gauge({ name: 'tsflanneld_peers', help: 'Remote leases the data plane forwards to.', registers, collect });
-    this.leaseExpiry = new Gauge({ name: 'tsflanneld_lease_expiry_timestamp_seconds', help: 'Unix time when our subnet lease expires unless renewed (absent without a lease).', labelNames: ['subnet'], registers, collect });
-    this.etcdConnected = new Gauge({ name: 'tsflanneld_etcd_connected', help: '1 while the etcd client is connected, else 0.', registers, collect });
-    this.offloadRung = new Gauge({ name: 'tsflanneld_offload_rung', help: 'Offload mode the data plane runs with (the series with value 1).', labelNames: ['rung'], registers, collect });
+    this.leaseExpiry = new Gauge({
+      name: 'tsflanneld_lease_expiry_timestamp_seconds',
+      help: 'Unix time when our subnet lease expires unless renewed (absent without a lease).',
+      labelNames: ['subnet'],
+      registers,
+      collect,
+    });
+    this.etcdConnected = new Gauge({
+      name: 'tsflanneld_etcd_connected',
+      help: '1 while the etcd client is connected, else 0.',
+      registers,
+      collect,
+    });
+    this.offloadRung = new Gauge({
+      name: 'tsflanneld_offload_rung',
+      help: 'Offload mode the data plane runs with (the series with value 1).',
+      labelNames: ['rung'],
+      registers,
+      collect,
+    });
     // rx/tx exist from the first scrape on, so rate() works before the data plane is up.
     for (const direction of ['rx', 'tx'] as const) {
       this.packets.inc({ direction }, 0);

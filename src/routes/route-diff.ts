@@ -62,10 +62,7 @@ export interface IgnoredLease {
  * Folds a batch of lease events into at most one change per subnet (the last event wins).
  * A lease that is (or became) unusable maps to 'remove': the caller drops it only if it had it.
  */
-export function eventsToChanges(
-  events: readonly LeaseEvent[],
-  scope: PeerScope,
-): { changes: DesiredChange[]; ignored: IgnoredLease[] } {
+export function eventsToChanges(events: readonly LeaseEvent[], scope: PeerScope): { changes: DesiredChange[]; ignored: IgnoredLease[] } {
   const bySubnet = new Map<number, DesiredChange>();
   const ignored: IgnoredLease[] = [];
   for (const ev of events) {

@@ -15,7 +15,17 @@
 import { formatIp4, formatIp4Net, type Ip4, type Ip4Net } from '../subnet/ip4';
 import type { Lease, LeaseEvent } from '../subnet/lease';
 import { RTPROT_BOOT, type RouteNetlink, type RouteOp } from '../netlink/rtnetlink';
-import { diffRoutes, eventsToChanges, isDesiredShape, leasesToPeers, netKey, peersEqual, type IgnoredLease, type Peer, type PeerScope } from './route-diff';
+import {
+  diffRoutes,
+  eventsToChanges,
+  isDesiredShape,
+  leasesToPeers,
+  netKey,
+  peersEqual,
+  type IgnoredLease,
+  type Peer,
+  type PeerScope,
+} from './route-diff';
 
 /** The data plane's peer table, as far as the route manager needs it. */
 export interface PeerForwarding {
@@ -279,7 +289,12 @@ export class RouteManager {
     } catch (err) {
       this.forwarded.delete(key);
       this.dirtyFlag = true;
-      this.noteFailure(`forwarding ${formatIp4Net(peer.subnet)}`, err, { subnet: formatIp4Net(peer.subnet), publicIp: formatIp4(peer.publicIp) }, 'cannot set forwarding entry; retrying on the next resync');
+      this.noteFailure(
+        `forwarding ${formatIp4Net(peer.subnet)}`,
+        err,
+        { subnet: formatIp4Net(peer.subnet), publicIp: formatIp4(peer.publicIp) },
+        'cannot set forwarding entry; retrying on the next resync',
+      );
       return false;
     }
   }
@@ -294,7 +309,12 @@ export class RouteManager {
       return true;
     } catch (err) {
       this.dirtyFlag = true;
-      this.noteFailure(`forwarding ${formatIp4Net(have.subnet)}`, err, { subnet: formatIp4Net(have.subnet) }, 'cannot remove forwarding entry; retrying on the next resync');
+      this.noteFailure(
+        `forwarding ${formatIp4Net(have.subnet)}`,
+        err,
+        { subnet: formatIp4Net(have.subnet) },
+        'cannot remove forwarding entry; retrying on the next resync',
+      );
       return false;
     }
   }
@@ -317,7 +337,10 @@ export class RouteManager {
   private logIgnored(ignored: readonly IgnoredLease[]): void {
     for (const i of ignored) {
       if (i.reason === 'own-subnet') continue;
-      this.log.debug({ subnet: formatIp4Net(i.lease.subnet), backend: i.lease.attrs.BackendType ?? '', reason: i.reason }, 'lease ignored by route manager');
+      this.log.debug(
+        { subnet: formatIp4Net(i.lease.subnet), backend: i.lease.attrs.BackendType ?? '', reason: i.reason },
+        'lease ignored by route manager',
+      );
     }
   }
 }

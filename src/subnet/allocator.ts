@@ -55,11 +55,7 @@ export function freeSubnets(range: SubnetRange, taken: readonly Ip4Net[], limit 
 }
 
 /** One of the first `FREE_SUBNET_LIMIT` free subnets, uniformly at random; null when out of subnets. */
-export function pickSubnet(
-  range: SubnetRange,
-  taken: readonly Ip4Net[],
-  random: () => number = Math.random,
-): Ip4Net | null {
+export function pickSubnet(range: SubnetRange, taken: readonly Ip4Net[], random: () => number = Math.random): Ip4Net | null {
   const free = freeSubnets(range, taken);
   if (free.length === 0) return null;
   // min() guards a random() that returns exactly 1.

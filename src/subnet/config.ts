@@ -2,18 +2,7 @@
 // flanneld does it (flannel-compat.md §2) so that every node of a mixed cluster derives the same
 // SubnetLen/SubnetMin/SubnetMax from the same document.
 import { Ip4, Ip4Net, Ip4ParseError, formatIp4, maskOf, netContains, parseIp4, parseIp4Net, sizeOf } from './ip4';
-import {
-  Ip6,
-  Ip6Net,
-  Ip6ParseError,
-  formatIp6,
-  formatIp6Net,
-  maskOf6,
-  net6Contains,
-  parseIp6,
-  parseIp6Net,
-  sizeOf6,
-} from './ip6';
+import { Ip6, Ip6Net, Ip6ParseError, formatIp6, formatIp6Net, maskOf6, net6Contains, parseIp6, parseIp6Net, sizeOf6 } from './ip6';
 import { GoFields, isJsonObject, jsonTypeName } from './gojson';
 
 export class ConfigError extends Error {
@@ -213,9 +202,7 @@ function validateIPv4(raw: RawV4): Pick<NetworkConfig, 'network' | 'subnetLen' |
   return { network, subnetLen, subnetMin, subnetMax };
 }
 
-function validateIPv6(
-  raw: RawV6,
-): Pick<NetworkConfig, 'ipv6Network' | 'ipv6SubnetLen' | 'ipv6SubnetMin' | 'ipv6SubnetMax'> {
+function validateIPv6(raw: RawV6): Pick<NetworkConfig, 'ipv6Network' | 'ipv6SubnetLen' | 'ipv6SubnetMin' | 'ipv6SubnetMax'> {
   const network = raw.network;
   let { subnetLen, subnetMin, subnetMax } = raw;
   if (network === null || (network.ip === 0n && network.prefixLen === 0)) {
@@ -301,12 +288,8 @@ export function parseNetworkConfig(text: string): NetworkConfig {
     throw new ConfigError(`Backend must be an object, got ${jsonTypeName(backendRaw)}`);
   }
 
-  const v4 = enableIPv4
-    ? validateIPv4(raw4)
-    : { network: null, subnetLen: 0, subnetMin: 0, subnetMax: 0 };
-  const v6 = enableIPv6
-    ? validateIPv6(raw6)
-    : { ipv6Network: null, ipv6SubnetLen: 0, ipv6SubnetMin: null, ipv6SubnetMax: null };
+  const v4 = enableIPv4 ? validateIPv4(raw4) : { network: null, subnetLen: 0, subnetMin: 0, subnetMax: 0 };
+  const v6 = enableIPv6 ? validateIPv6(raw6) : { ipv6Network: null, ipv6SubnetLen: 0, ipv6SubnetMin: null, ipv6SubnetMax: null };
   // flannel decodes the Backend object only after validating the networks.
   const backend = parseBackend(backendRaw);
   return { enableIPv4, enableIPv6, ...v4, ...v6, backend };

@@ -73,13 +73,13 @@ export function formatIp4Net(net: Ip4Net): string {
 }
 
 export function netContains(net: Ip4Net, ip: Ip4): boolean {
-  return ((ip & maskOf(net.prefixLen)) >>> 0) === net.ip;
+  return (ip & maskOf(net.prefixLen)) >>> 0 === net.ip;
 }
 
 export function netsOverlap(a: Ip4Net, b: Ip4Net): boolean {
   const len = Math.min(a.prefixLen, b.prefixLen);
   const m = maskOf(len);
-  return ((a.ip & m) >>> 0) === ((b.ip & m) >>> 0);
+  return (a.ip & m) >>> 0 === (b.ip & m) >>> 0;
 }
 
 export function netsEqual(a: Ip4Net, b: Ip4Net): boolean {

@@ -195,9 +195,7 @@ export class LeaseManager extends EventEmitter {
       }
       log.info({ attempt, subnet: formatIp4Net(subnet) }, 'lost the race for a subnet to another node; retrying');
     }
-    throw new LeaseAcquireError(
-      `failed to acquire a lease after ${maxAttempts} attempts: other nodes kept taking the chosen subnets`,
-    );
+    throw new LeaseAcquireError(`failed to acquire a lease after ${maxAttempts} attempts: other nodes kept taking the chosen subnets`);
   }
 
   /** The previous etcd lease no longer holds any key after a re-put; revoke it instead of letting it linger 24 h. */
@@ -260,7 +258,10 @@ export class LeaseManager extends EventEmitter {
     try {
       res = await registry.updateLease(lease, this.opts.attrs, this.ttlSec);
     } catch (err) {
-      log.warn({ err: (err as Error).message, key: lease.key }, `renewing lease ${formatIp4Net(lease.subnet)} failed; retrying in ${this.renewRetrySec} s`);
+      log.warn(
+        { err: (err as Error).message, key: lease.key },
+        `renewing lease ${formatIp4Net(lease.subnet)} failed; retrying in ${this.renewRetrySec} s`,
+      );
       this.scheduleRenewal(this.renewRetrySec * 1000);
       return;
     }
@@ -308,7 +309,8 @@ export class LeaseManager extends EventEmitter {
         continue;
       }
       if (!attrsEqual(now.attrs, this.opts.attrs)) {
-        const next = now.etcdLeaseId === '0' ? 'it is now a reservation, so they are not re-published' : 'ours are re-published at the next renewal';
+        const next =
+          now.etcdLeaseId === '0' ? 'it is now a reservation, so they are not re-published' : 'ours are re-published at the next renewal';
         this.opts.log.warn(
           { key: now.key, theirs: now.attrs, ours: this.opts.attrs },
           `own lease ${now.key} was changed in etcd by someone else; ${next}`,

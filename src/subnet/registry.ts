@@ -56,9 +56,10 @@ export class EtcdError extends Error {
     override readonly cause: unknown,
   ) {
     const msg = cause instanceof Error ? cause.message : String(cause);
-    const unreachable = /unavailable|deadline|connect|ECONNREFUSED|No connection|circuit|timed? ?out|stream ended|not confirmed|members? (is |are )?down/i.test(
-      `${(cause as Error)?.name ?? ''} ${msg}`,
-    );
+    const unreachable =
+      /unavailable|deadline|connect|ECONNREFUSED|No connection|circuit|timed? ?out|stream ended|not confirmed|members? (is |are )?down/i.test(
+        `${(cause as Error)?.name ?? ''} ${msg}`,
+      );
     super(`etcd at ${endpoints.join(',')} ${unreachable ? 'unreachable' : 'error'}: ${operation}: ${msg}`);
   }
 }
@@ -199,7 +200,9 @@ class MemberGate {
     const now = Date.now();
     const rank = this.rank(now);
     if (this.members.some((m) => m !== this && m.rank(now) < rank)) {
-      throw new MemberSkippedError(`${this.endpoint} skipped: ${this.state === 'down' ? `down after: ${this.lastError ?? 'a failure'}` : 'another member answers'}`);
+      throw new MemberSkippedError(
+        `${this.endpoint} skipped: ${this.state === 'down' ? `down after: ${this.lastError ?? 'a failure'}` : 'another member answers'}`,
+      );
     }
     // A trial: others keep skipping the member until it has had its time.
     if (this.state === 'down' && now >= this.retryAt) this.retryAt = now + MEMBER_DOWN_MS;
@@ -301,7 +304,11 @@ export class EtcdRegistry implements Registry {
     const pool = (this.client as unknown as { pool?: ConnectionPool }).pool;
     if (typeof pool?.withConnection !== 'function' || this.gates.length !== this.endpoints.length) {
       this.client.close();
-      throw new EtcdError(this.endpoints, 'client setup', new Error('unsupported etcd3 client version (no connection pool or member policies)'));
+      throw new EtcdError(
+        this.endpoints,
+        'client setup',
+        new Error('unsupported etcd3 client version (no connection pool or member policies)'),
+      );
     }
     this.pool = pool;
   }
@@ -329,7 +336,11 @@ export class EtcdRegistry implements Registry {
       const ms = this.attemptTimeoutMs * 2 ** (attempt - 1);
       // Read when etcd3 issues the call (it copies the options then), after it has an auth token: the
       // user/password exchange tries the members in list order and may itself wait on a dead one.
-      const options = { get deadline(): number { return last ? deadline : Math.min(deadline, Date.now() + ms); } };
+      const options = {
+        get deadline(): number {
+          return last ? deadline : Math.min(deadline, Date.now() + ms);
+        },
+      };
       try {
         return await fn(options);
       } catch (err) {
@@ -392,9 +403,7 @@ export class EtcdRegistry implements Registry {
 
   async listLeases(): Promise<LeaseList> {
     const key = Buffer.from(this.subnetsPrefix);
-    const res = await this.call(`list ${this.subnetsPrefix}`, (o) =>
-      this.client.kv.range({ key, range_end: prefixEnd(key) }, o),
-    );
+    const res = await this.call(`list ${this.subnetsPrefix}`, (o) => this.client.kv.range({ key, range_end: prefixEnd(key) }, o));
     const leases: Lease[] = [];
     const skipped: SkippedEntry[] = [];
     for (const kv of res.kvs) {
@@ -418,9 +427,7 @@ export class EtcdRegistry implements Registry {
   }
 
   private async grant(ttlSec: number, what: string): Promise<string> {
-    const res = await this.call(`grant ${ttlSec}s lease for ${what}`, (o) =>
-      this.client.leaseClient.leaseGrant({ TTL: ttlSec }, o),
-    );
+    const res = await this.call(`grant ${ttlSec}s lease for ${what}`, (o) => this.client.leaseClient.leaseGrant({ TTL: ttlSec }, o));
     if (res.error) throw new EtcdError(this.endpoints, `grant lease for ${what}`, new Error(res.error));
     return String(res.ID);
   }
@@ -647,7 +654,10 @@ export class EtcdRegistry implements Registry {
               handlers.onCreated?.();
               return;
             }
-            handlers.onEvents(res.events.map((ev) => this.decodeEvent(ev)), String(res.header.revision));
+            handlers.onEvents(
+              res.events.map((ev) => this.decodeEvent(ev)),
+              String(res.header.revision),
+            );
           });
           s.on('error', (err) => {
             if (done || s !== stream) return; // our own cancel

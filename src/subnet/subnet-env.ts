@@ -171,7 +171,6 @@ export async function readPreviousLease(filePath: string): Promise<PreviousLease
     }
   }
   if (v4 === undefined && v6 === undefined) warnings.push('it has neither FLANNEL_SUBNET nor FLANNEL_IPV6_SUBNET');
-  const warning =
-    warnings.length === 0 ? null : `previous subnet file ${filePath}: ${warnings.join('; ')}; ignoring those values`;
+  const warning = warnings.length === 0 ? null : `previous subnet file ${filePath}: ${warnings.join('; ')}; ignoring those values`;
   return { subnet, ipv6Subnet, warning };
 }

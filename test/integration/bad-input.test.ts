@@ -31,8 +31,14 @@ function nextIp(): string {
 
 /** Errors a daemon may end with that are typed (logged without "unexpected error"). */
 function assertNoUnexpected(t: Test, node: NodeProc): void {
-  t.notOk(node.logs.some((l) => /unexpected error/.test(l.msg)), 'no "unexpected error" (every failure is a typed, explained one)');
-  t.notOk(node.stderrText.some((l) => /^\s+at /.test(l)), 'no stack trace on stderr');
+  t.notOk(
+    node.logs.some((l) => /unexpected error/.test(l.msg)),
+    'no "unexpected error" (every failure is a typed, explained one)',
+  );
+  t.notOk(
+    node.stderrText.some((l) => /^\s+at /.test(l)),
+    'no stack trace on stderr',
+  );
 }
 
 /** The config is retried every second: the same warning once, then debug lines (-v=1) for each attempt. */
@@ -52,16 +58,48 @@ t.test('network config in etcd', async (t) => {
   const cfgKey = `${PREFIX}/config`;
 
   const invalid: Array<[string, string, RegExp]> = [
-    ['malformed JSON', '{"Network": "10.5.0.0/16", ', /invalid network config in \/coreos\.com\/network\/config: flannel config is not valid JSON/],
-    ['SubnetLen 33', '{"Network":"10.5.0.0/16","SubnetLen":33,"Backend":{"Type":"vxlan"}}', /invalid network config .*SubnetLen must be less than \/31/],
-    ['SubnetLen "24" (a string)', '{"Network":"10.5.0.0/16","SubnetLen":"24","Backend":{"Type":"vxlan"}}', /invalid network config .*SubnetLen must be a number, got string/],
-    ['Network "banana"', '{"Network":"banana","Backend":{"Type":"vxlan"}}', /invalid network config .*Network must be an IPv4 CIDR like "10\.5\.0\.0\/16": "banana"/],
+    [
+      'malformed JSON',
+      '{"Network": "10.5.0.0/16", ',
+      /invalid network config in \/coreos\.com\/network\/config: flannel config is not valid JSON/,
+    ],
+    [
+      'SubnetLen 33',
+      '{"Network":"10.5.0.0/16","SubnetLen":33,"Backend":{"Type":"vxlan"}}',
+      /invalid network config .*SubnetLen must be less than \/31/,
+    ],
+    [
+      'SubnetLen "24" (a string)',
+      '{"Network":"10.5.0.0/16","SubnetLen":"24","Backend":{"Type":"vxlan"}}',
+      /invalid network config .*SubnetLen must be a number, got string/,
+    ],
+    [
+      'Network "banana"',
+      '{"Network":"banana","Backend":{"Type":"vxlan"}}',
+      /invalid network config .*Network must be an IPv4 CIDR like "10\.5\.0\.0\/16": "banana"/,
+    ],
     ['Network missing', '{"Backend":{"Type":"vxlan"}}', /invalid network config .*please define a correct Network parameter/],
     ['Network too small', '{"Network":"10.5.0.0/29","Backend":{"Type":"vxlan"}}', /invalid network config .*Network is too small/],
-    ['SubnetMin outside Network', '{"Network":"10.5.0.0/16","SubnetMin":"10.6.0.0","Backend":{"Type":"vxlan"}}', /invalid network config .*SubnetMin is not in the range of the Network: 10\.6\.0\.0/],
-    ['VNI "x"', '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":"x"}}', /invalid network config .*Backend\.VNI must be a number, got string/],
-    ['VNI out of range', '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}', /invalid network config .*Backend\.VNI must be between 1 and 16777215, got 16777216/],
-    ['Port 70000', '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","Port":70000}}', /invalid network config .*Backend\.Port must be between 0 and 65535/],
+    [
+      'SubnetMin outside Network',
+      '{"Network":"10.5.0.0/16","SubnetMin":"10.6.0.0","Backend":{"Type":"vxlan"}}',
+      /invalid network config .*SubnetMin is not in the range of the Network: 10\.6\.0\.0/,
+    ],
+    [
+      'VNI "x"',
+      '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":"x"}}',
+      /invalid network config .*Backend\.VNI must be a number, got string/,
+    ],
+    [
+      'VNI out of range',
+      '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}',
+      /invalid network config .*Backend\.VNI must be between 1 and 16777215, got 16777216/,
+    ],
+    [
+      'Port 70000',
+      '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","Port":70000}}',
+      /invalid network config .*Backend\.Port must be between 0 and 65535/,
+    ],
     ['Backend a string', '{"Network":"10.5.0.0/16","Backend":"vxlan"}', /invalid network config .*Backend must be an object, got string/],
     ['a JSON array', '[1,2,3]', /invalid network config .*must be a JSON object, got array/],
   ];
@@ -88,10 +126,26 @@ t.test('network config in etcd', async (t) => {
   });
 
   const unsupported: Array<[string, string, RegExp]> = [
-    ['Backend type "host-gw"', '{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}', /backend type "host-gw" in \/coreos\.com\/network\/config is not supported: tsflanneld only implements "vxlan"/],
-    ['Backend type "VXLAN " (not exactly vxlan)', '{"Network":"10.5.0.0/16","Backend":{"Type":"VXLAN "}}', /backend type "vxlan " .* is not supported/],
-    ['no Backend (flannel picks udp)', '{"Network":"10.5.0.0/16"}', /backend type "udp" .* not supported.*flannel selects "udp" when the Backend object is missing/],
-    ['EnableIPv6', '{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}', /supports IPv4-only networks/],
+    [
+      'Backend type "host-gw"',
+      '{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}',
+      /backend type "host-gw" in \/coreos\.com\/network\/config is not supported: tsflanneld only implements "vxlan"/,
+    ],
+    [
+      'Backend type "VXLAN " (not exactly vxlan)',
+      '{"Network":"10.5.0.0/16","Backend":{"Type":"VXLAN "}}',
+      /backend type "vxlan " .* is not supported/,
+    ],
+    [
+      'no Backend (flannel picks udp)',
+      '{"Network":"10.5.0.0/16"}',
+      /backend type "udp" .* not supported.*flannel selects "udp" when the Backend object is missing/,
+    ],
+    [
+      'EnableIPv6',
+      '{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}',
+      /supports IPv4-only networks/,
+    ],
   ];
   for (const [name, value, re] of unsupported) {
     await t.test(`${name}: fatal, exit 1 with a clear message`, async (t) => {
@@ -118,7 +172,11 @@ t.test('corrupt local files', async (t) => {
     t.ok(warn, `warning: ${warn?.msg ?? `(none matching ${warning})`}`);
     const subnet = subnetOfEnv(env);
     t.ok((await subnetKeys(etcd)).has(subnet.replace('/', '-')), `fresh lease ${subnet} in etcd`);
-    t.match(env, /^FLANNEL_NETWORK=10\.5\.0\.0\/16\nFLANNEL_SUBNET=10\.5\.\d+\.1\/24\nFLANNEL_MTU=\d+\nFLANNEL_IPMASQ=false\n$/, 'subnet.env rewritten in full');
+    t.match(
+      env,
+      /^FLANNEL_NETWORK=10\.5\.0\.0\/16\nFLANNEL_SUBNET=10\.5\.\d+\.1\/24\nFLANNEL_MTU=\d+\nFLANNEL_IPMASQ=false\n$/,
+      'subnet.env rewritten in full',
+    );
     assertNoUnexpected(t, node);
     return node;
   }
@@ -144,7 +202,10 @@ t.test('corrupt local files', async (t) => {
     fs.mkdirSync(path.join(dir, 'subnet.env'));
     const node = startNode(t, etcd, { publicIp: nextIp(), dir });
     t.equal(await node.waitForExit(), 1, 'exit 1: without subnet.env containers would get no network config');
-    t.ok(node.logs.find((l) => l.level === 40 && /cannot read previous subnet file .*subnet\.env/.test(l.msg)), 'warned about the unreadable previous file');
+    t.ok(
+      node.logs.find((l) => l.level === 40 && /cannot read previous subnet file .*subnet\.env/.test(l.msg)),
+      'warned about the unreadable previous file',
+    );
     const fatal = node.logs.find((l) => l.level === 60);
     t.match(fatal?.msg ?? '', /cannot write subnet file .*subnet\.env/, `fatal: ${fatal?.msg}`);
     assertNoUnexpected(t, node);
@@ -166,7 +227,8 @@ t.test('corrupt local files', async (t) => {
       const mac = fs.readFileSync(macFile, 'utf8').trim();
       t.match(mac, /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/, `a fresh MAC was persisted (${mac})`);
       t.equal(parseInt(mac.slice(0, 2), 16) & 0x03, 0x02, 'unicast, locally administered');
-      const lease = [...(await subnetKeys(etcd)).values()].map((v) => JSON.parse(v) as { PublicIP: string; BackendData?: { VtepMAC?: string } })
+      const lease = [...(await subnetKeys(etcd)).values()]
+        .map((v) => JSON.parse(v) as { PublicIP: string; BackendData?: { VtepMAC?: string } })
         .find((v) => v.PublicIP === node.opts.publicIp);
       t.equal(lease?.BackendData?.VtepMAC, mac, 'the lease publishes the fresh MAC');
       await node.stop();
@@ -193,10 +255,18 @@ t.test('foreign and malformed leases of other nodes (real data plane)', async (t
   const bad: Array<[string, string, string]> = [
     // [key, value, why]
     [key('10.5.50.0-24'), '{"PublicIP": "192.0.2.50", garbage', 'garbage JSON'],
-    [key('10.5.51.0-24'), '{"PublicIP":"192.0.2.51","PublicIPv6":null}', 'udp backend lease (flannel writes no BackendType/BackendData for udp)'],
+    [
+      key('10.5.51.0-24'),
+      '{"PublicIP":"192.0.2.51","PublicIPv6":null}',
+      'udp backend lease (flannel writes no BackendType/BackendData for udp)',
+    ],
     [key('10.5.52.0-24'), '{"PublicIP":"192.0.2.52","PublicIPv6":null,"BackendType":"udp"}', 'BackendType "udp"'],
     [key('10.5.53.0-24'), '{"PublicIP":"192.0.2.53","PublicIPv6":null,"BackendType":"host-gw"}', 'host-gw lease'],
-    [key('10.5.54.0-24'), '{"PublicIP":"banana","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:54"}}', 'PublicIP not an IP'],
+    [
+      key('10.5.54.0-24'),
+      '{"PublicIP":"banana","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:54"}}',
+      'PublicIP not an IP',
+    ],
     [key('10.5.55.0-24'), '{"PublicIP":"192.0.2.55","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"zz:zz"}}', 'VtepMAC not a MAC'],
     [key('10.5.56.0-24'), '{"PublicIP":"192.0.2.56","BackendType":"vxlan"}', 'vxlan without BackendData'],
     [key('10.9.57.0-24'), flannelLeaseValue('192.0.2.57', randomVtepMac()), 'subnet outside the Network'],
@@ -223,20 +293,40 @@ t.test('foreign and malformed leases of other nodes (real data plane)', async (t
 
   for (const [k, v] of late) await etcd.etcdctl(['put', k, v]);
   await etcd.etcdctl(['put', key(good2.subnet.replace('/', '-')), good2.value]);
-  await waitForBed(`route to ${good2.subnet} (a valid lease after the bad ones)`, async () => (await routes()).includes(good2.subnet), 60000);
+  await waitForBed(
+    `route to ${good2.subnet} (a valid lease after the bad ones)`,
+    async () => (await routes()).includes(good2.subnet),
+    60000,
+  );
 
   const table = await routes();
   t.comment(`routes on flannel.1:\n${table.trim()}`);
-  const routed = table.split('\n').map((l) => l.split(' ')[0]).filter((s) => s && s !== '');
+  const routed = table
+    .split('\n')
+    .map((l) => l.split(' ')[0])
+    .filter((s) => s && s !== '');
   t.same(routed.sort(), [good1.subnet, good2.subnet].sort(), 'routes only for the two valid vxlan leases');
   t.equal(await d1.metricValue('tsflanneld_peers'), 2, 'the data plane forwards to exactly the two valid peers');
 
   const warned = (what: RegExp): boolean => d1.runLogs().some((l) => Number(l.level) === 40 && what.test(String(l.msg)));
-  t.ok(warned(/skipping malformed lease \/coreos\.com\/network\/subnets\/10\.5\.50\.0-24: lease value is not valid JSON/), 'garbage JSON: warned and skipped');
-  t.ok(warned(/skipping malformed lease .*10\.5\.54\.0-24: lease PublicIP is not a valid IPv4 address: "banana"/), 'bad PublicIP: warned and skipped');
+  t.ok(
+    warned(/skipping malformed lease \/coreos\.com\/network\/subnets\/10\.5\.50\.0-24: lease value is not valid JSON/),
+    'garbage JSON: warned and skipped',
+  );
+  t.ok(
+    warned(/skipping malformed lease .*10\.5\.54\.0-24: lease PublicIP is not a valid IPv4 address: "banana"/),
+    'bad PublicIP: warned and skipped',
+  );
   t.ok(warned(/skipping malformed lease .*subnets\/banana: not a subnet key/), 'non-subnet key: warned and skipped');
-  t.ok(warned(/skipping malformed lease .*10\.5\.59\.0-24: lease value must be a JSON object, got number/), 'JSON number: warned and skipped');
-  t.equal(d1.countLogs((l) => Number(l.level) >= 50), 0, 'no errors');
+  t.ok(
+    warned(/skipping malformed lease .*10\.5\.59\.0-24: lease value must be a JSON object, got number/),
+    'JSON number: warned and skipped',
+  );
+  t.equal(
+    d1.countLogs((l) => Number(l.level) >= 50),
+    0,
+    'no errors',
+  );
   t.ok(d1.running, 'daemon still running');
 
   // A foreign lease replaced by a valid one is picked up; a valid one turned into garbage keeps its route

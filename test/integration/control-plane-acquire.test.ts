@@ -94,7 +94,10 @@ t.test('previous subnet from subnet.env is reacquired when its lease is gone', a
   const etcd = await withEtcd(t);
   await putConfig(etcd, VXLAN_CONFIG);
   const dir = tmpDir(t);
-  fs.writeFileSync(path.join(dir, 'subnet.env'), 'FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.77.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n');
+  fs.writeFileSync(
+    path.join(dir, 'subnet.env'),
+    'FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.77.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n',
+  );
   const n = startNode(t, etcd, { publicIp: '192.0.2.35', dir });
   t.equal(subnetOfEnv(await n.waitForSubnetEnv()), '10.5.77.0/24');
   t.ok((await subnetKeys(etcd)).has('10.5.77.0-24'));
@@ -120,14 +123,11 @@ t.test('a reservation for our PublicIP is used and never given a TTL', async (t)
   t.equal((await keyLease(etcd, '10.5.200.0-24')).id, '0', 'still a reservation after shutdown');
 });
 
-t.test('subnet.env content is exactly flannel\'s', async (t) => {
+t.test("subnet.env content is exactly flannel's", async (t) => {
   const etcd = await withEtcd(t);
   await putConfig(etcd, { Network: '10.5.0.0/16', SubnetMin: '10.5.9.0', SubnetMax: '10.5.9.0', Backend: { Type: 'vxlan', MTU: 1500 } });
   const n = startNode(t, etcd, { publicIp: '192.0.2.51', dir: tmpDir(t), args: ['-ip-masq'] });
-  t.equal(
-    await n.waitForSubnetEnv(),
-    'FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.9.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n',
-  );
+  t.equal(await n.waitForSubnetEnv(), 'FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.9.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
   t.equal(await n.stop(), 0);
 });
 

@@ -66,11 +66,17 @@ t.test('hooks: start before subnet.env, snapshot then live batches, stop on abor
     BackendType: 'vxlan',
     BackendData: { VNI: 7, VtepMAC: ctx.vtepMac },
   });
-  t.same(hooks.batches[0]!.map((e) => `${e.type} ${formatIp4Net(e.lease.subnet)}`), ['added 10.5.72.0/24']);
+  t.same(
+    hooks.batches[0]!.map((e) => `${e.type} ${formatIp4Net(e.lease.subnet)}`),
+    ['added 10.5.72.0/24'],
+  );
 
   await etcd.etcdctl(['del', `${PREFIX}/subnets/10.5.72.0-24`]);
   await waitFor('removal batch', () => hooks.batches.length >= 2);
-  t.same(hooks.batches[1]!.map((e) => `${e.type} ${formatIp4Net(e.lease.subnet)}`), ['removed 10.5.72.0/24']);
+  t.same(
+    hooks.batches[1]!.map((e) => `${e.type} ${formatIp4Net(e.lease.subnet)}`),
+    ['removed 10.5.72.0/24'],
+  );
 
   stop.abort();
   t.equal(await done, 0);

@@ -91,7 +91,10 @@ export class NodeProc {
   readonly subnetFile: string;
   private readonly proc: ChildProcess;
 
-  constructor(etcd: EtcdServer, readonly opts: NodeOptions) {
+  constructor(
+    etcd: EtcdServer,
+    readonly opts: NodeOptions,
+  ) {
     this.subnetFile = opts.subnetFile ?? path.join(opts.dir, 'subnet.env');
     const args = [
       BIN,
@@ -138,8 +141,9 @@ export class NodeProc {
   }
 
   waitForLog(re: RegExp, timeoutMs = 30000): Promise<LogLine> {
-    return waitFor(`log line ${re} from node ${this.opts.publicIp}\n${this.stderrText.slice(-10).join('\n')}`, () =>
-      this.findLog(re),
+    return waitFor(
+      `log line ${re} from node ${this.opts.publicIp}\n${this.stderrText.slice(-10).join('\n')}`,
+      () => this.findLog(re),
       timeoutMs,
     );
   }

@@ -75,7 +75,8 @@ t.test('own key overwritten with other attrs → warning; daemon keeps running',
   const n = startNode(t, etcd, { publicIp: '192.0.2.104', dir: tmpDir(t) });
   const key = keyOfSubnet(subnetOfEnv(await n.waitForSubnetEnv()));
   const { id } = await keyLease(etcd, key);
-  const foreign = '{"PublicIP":"192.0.2.104","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}}';
+  const foreign =
+    '{"PublicIP":"192.0.2.104","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}}';
   await etcd.etcdctl(['put', `${PREFIX}/subnets/${key}`, foreign, `--lease=${id}`]);
   const warn = await n.waitForLog(/was changed in etcd by someone else/);
   t.equal(warn.level, 40);
@@ -96,7 +97,7 @@ t.test('own key taken over by another PublicIP → renewal detects it, non-zero 
     n.logs.find((l) => l.level === 60)?.msg,
     `lease for ${subnet} was taken over by 192.0.2.199 (key ${PREFIX}/subnets/${key}); shutting down`,
   );
-  t.equal((await subnetKeys(etcd)).get(key), other, 'the other node\'s value was not overwritten');
+  t.equal((await subnetKeys(etcd)).get(key), other, "the other node's value was not overwritten");
 });
 
 t.test('daemon logs peers from etcd, including a foreign flanneld lease', async (t) => {

@@ -91,12 +91,18 @@ t.test('own leases outside the config: lease deleted, reservation kept with a wa
   await etcd.etcdctl(['put', `${PREFIX}/subnets/10.5.4.0-24`, mine]); // reservation, outside too
   const registry = new EtcdRegistry({ endpoints: [etcd.endpoint], prefix: PREFIX });
   t.teardown(() => registry.close());
-  const { m, lines } = manager(registry, '{"Network":"10.5.0.0/16","SubnetMin":"10.5.10.0","SubnetMax":"10.5.20.0","Backend":{"Type":"vxlan"}}');
+  const { m, lines } = manager(
+    registry,
+    '{"Network":"10.5.0.0/16","SubnetMin":"10.5.10.0","SubnetMax":"10.5.20.0","Backend":{"Type":"vxlan"}}',
+  );
   const lease = await m.acquire();
-  const n = lease.subnet.ip >>> 8 & 255;
+  const n = (lease.subnet.ip >>> 8) & 255;
   t.ok(n >= 10 && n <= 20, `allocated inside the range (${formatIp4Net(lease.subnet)})`);
   const keys = await subnetKeys(etcd);
   t.notOk(keys.has('10.5.3.0-24'), 'incompatible lease deleted');
   t.ok(keys.has('10.5.4.0-24'), 'reservation left alone');
-  t.ok(lines.find((l) => l.level === 40 && /reservation 10\.5\.4\.0-24/.test(l.msg)), 'warned about the reservation');
+  t.ok(
+    lines.find((l) => l.level === 40 && /reservation 10\.5\.4\.0-24/.test(l.msg)),
+    'warned about the reservation',
+  );
 });

@@ -89,8 +89,7 @@ async function setup(
   return h;
 }
 
-const isEv = (type: LeaseEvent['type'], subnet: string) => (e: LeaseEvent) =>
-  e.type === type && formatIp4Net(e.lease.subnet) === subnet;
+const isEv = (type: LeaseEvent['type'], subnet: string) => (e: LeaseEvent) => e.type === type && formatIp4Net(e.lease.subnet) === subnet;
 
 t.test('snapshot: foreign flanneld lease is a peer; own subnet and malformed entries skipped', async (t) => {
   const h = await setup(t, {
@@ -118,9 +117,18 @@ t.test('snapshot: foreign flanneld lease is a peer; own subnet and malformed ent
   t.not(lease.etcdLeaseId, '0');
   const warns = h.lines.filter((l) => l.level === 40);
   t.equal(warns.length, 2, 'one warning per malformed entry');
-  t.ok(warns.some((w) => w.key === `${PREFIX}/subnets/10.5.99.0-24`), 'bad value named by key');
-  t.ok(warns.some((w) => w.key === `${PREFIX}/subnets/not-a-subnet`), 'bad key named');
-  t.same(h.watcher.leases().map((l) => l.key), ['10.5.72.0-24']);
+  t.ok(
+    warns.some((w) => w.key === `${PREFIX}/subnets/10.5.99.0-24`),
+    'bad value named by key',
+  );
+  t.ok(
+    warns.some((w) => w.key === `${PREFIX}/subnets/not-a-subnet`),
+    'bad key named',
+  );
+  t.same(
+    h.watcher.leases().map((l) => l.key),
+    ['10.5.72.0-24'],
+  );
 });
 
 t.test('watch: added, changed, renewal (no event), removed with cached attrs, malformed put', async (t) => {
@@ -144,8 +152,11 @@ t.test('watch: added, changed, renewal (no event), removed with cached attrs, ma
   await h.put('10.5.74.0-24', '{"PublicIP": 7}'); // malformed
   await h.put('10.5.75.0-24', vx('192.0.2.75', 'aa:00:00:00:00:03')); // marker
   await h.waitEvent(isEv('added', '10.5.75.0/24'), 'marker added');
-  t.same(h.events.map(describeEvent), ['added 10.5.73.0/24', 'changed 10.5.73.0/24', 'added 10.5.75.0/24'],
-    'no event for renewal, own subnet or malformed value');
+  t.same(
+    h.events.map(describeEvent),
+    ['added 10.5.73.0/24', 'changed 10.5.73.0/24', 'added 10.5.75.0/24'],
+    'no event for renewal, own subnet or malformed value',
+  );
   const warn = h.lines.find((l) => l.level === 40 && l.key === `${PREFIX}/subnets/10.5.74.0-24`);
   t.ok(warn, 'malformed value warned with its key');
   t.ok(typeof warn?.reason === 'string' && warn.reason.length > 0, 'with a reason');
@@ -153,7 +164,10 @@ t.test('watch: added, changed, renewal (no event), removed with cached attrs, ma
   await h.del('10.5.73.0-24');
   const removed = await h.waitEvent(isEv('removed', '10.5.73.0/24'), 'removed 10.5.73.0/24');
   t.equal((removed.lease.attrs.BackendData as { VtepMAC: string }).VtepMAC, 'aa:00:00:00:00:02', 'attrs from cache');
-  t.same(h.watcher.leases().map((l) => l.key), ['10.5.75.0-24']);
+  t.same(
+    h.watcher.leases().map((l) => l.key),
+    ['10.5.75.0-24'],
+  );
 });
 
 t.test('resumes after an etcd restart without missing events', async (t) => {
@@ -222,7 +236,13 @@ t.test('recovers after compaction: re-lists and emits the diff', async (t) => {
     ['added 10.5.63.0/24', 'changed 10.5.61.0/24', 'removed 10.5.60.0/24'],
     'diff against the cache',
   );
-  t.same(h.watcher.leases().map((l) => l.key).sort(), ['10.5.61.0-24', '10.5.62.0-24', '10.5.63.0-24']);
+  t.same(
+    h.watcher
+      .leases()
+      .map((l) => l.key)
+      .sort(),
+    ['10.5.61.0-24', '10.5.62.0-24', '10.5.63.0-24'],
+  );
 
   // And the watch continues after the re-list.
   await h.put('10.5.64.0-24', vx('192.0.2.64', 'aa:00:00:00:00:64'));

@@ -114,4 +114,3 @@ t.test('two tsflanneld hosts: containers talk; lease deletion and re-put', async
     t.equal(await d2.stop(), 0, 'h2 exits 0 on SIGTERM');
   });
 });
-

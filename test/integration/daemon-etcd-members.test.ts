@@ -86,7 +86,9 @@ async function deadMemberFirst(t: Test, kind: Kind, { peerSubnet, peerIp, afterR
   const etcd = bed.etcd!;
   await etcd.stop();
   await Promise.all(
-    daemons.map((d) => waitFor(`${d.host.name} /metrics: etcd disconnected`, async () => (await d.metricValue('tsflanneld_etcd_connected')) === 0, 120000)),
+    daemons.map((d) =>
+      waitFor(`${d.host.name} /metrics: etcd disconnected`, async () => (await d.metricValue('tsflanneld_etcd_connected')) === 0, 120000),
+    ),
   );
   t.pass('the daemons notice that the live member went away');
   await sleep(5000);
@@ -121,11 +123,21 @@ async function deadMemberFirst(t: Test, kind: Kind, { peerSubnet, peerIp, afterR
 }
 
 t.test('a blackholed etcd member listed first', (t) =>
-  deadMemberFirst(t, 'blackholed', { peerSubnet: '10.5.252.0/24', peerIp: '192.0.2.201', afterRestartSubnet: '10.5.250.0/24', afterRestartIp: '192.0.2.203' }),
+  deadMemberFirst(t, 'blackholed', {
+    peerSubnet: '10.5.252.0/24',
+    peerIp: '192.0.2.201',
+    afterRestartSubnet: '10.5.250.0/24',
+    afterRestartIp: '192.0.2.203',
+  }),
 );
 
 t.test('a refusing etcd member listed first', (t) =>
-  deadMemberFirst(t, 'refusing', { peerSubnet: '10.5.253.0/24', peerIp: '192.0.2.202', afterRestartSubnet: '10.5.251.0/24', afterRestartIp: '192.0.2.204' }),
+  deadMemberFirst(t, 'refusing', {
+    peerSubnet: '10.5.253.0/24',
+    peerIp: '192.0.2.202',
+    afterRestartSubnet: '10.5.251.0/24',
+    afterRestartIp: '192.0.2.204',
+  }),
 );
 
 // Two endpoints that reach the same etcd by different paths (the second one is DNATed to it), so a path
@@ -139,7 +151,23 @@ t.test('the member in use goes silent: watches move to the other member', async 
   const h = bed.hosts[0]!;
   const port = new URL(bed.etcdEndpoint!).port;
   await h.exec(['ip', 'route', 'add', `${ALIAS}/32`, 'via', ETCD_IP]);
-  await h.exec(['iptables', '-t', 'nat', '-I', 'OUTPUT', '-p', 'tcp', '-d', ALIAS, '--dport', '2379', '-j', 'DNAT', '--to-destination', `${ETCD_IP}:${port}`]);
+  await h.exec([
+    'iptables',
+    '-t',
+    'nat',
+    '-I',
+    'OUTPUT',
+    '-p',
+    'tcp',
+    '-d',
+    ALIAS,
+    '--dport',
+    '2379',
+    '-j',
+    'DNAT',
+    '--to-destination',
+    `${ETCD_IP}:${port}`,
+  ]);
   // Drops a path both ways, established connections included: packets by the destination the
   // connection was opened to (replies carry the same original destination in conntrack).
   const cutPath = async (op: '-I' | '-D', dst: string): Promise<void> => {
@@ -156,13 +184,23 @@ t.test('the member in use goes silent: watches move to the other member', async 
   // A lease routed while the second path is cut proves the watch runs over the first one.
   const first = '10.5.248.0/24';
   await writeFlannelLease(etcd, ETCD_PREFIX, first, '192.0.2.206', randomVtepMac());
-  await waitFor(`route to ${first}`, async () => (await h.exec(['ip', 'route', 'show', 'dev', 'flannel.1'])).stdout.includes(first), 240000, 250);
+  await waitFor(
+    `route to ${first}`,
+    async () => (await h.exec(['ip', 'route', 'show', 'dev', 'flannel.1'])).stdout.includes(first),
+    240000,
+    250,
+  );
   await cutPath('-D', ALIAS);
   await cutPath('-I', ETCD_IP);
   const cut = Date.now();
   const subnet = '10.5.249.0/24';
   await writeFlannelLease(etcd, ETCD_PREFIX, subnet, '192.0.2.205', randomVtepMac());
-  await waitFor(`route to ${subnet}`, async () => (await h.exec(['ip', 'route', 'show', 'dev', 'flannel.1'])).stdout.includes(subnet), 240000, 250);
+  await waitFor(
+    `route to ${subnet}`,
+    async () => (await h.exec(['ip', 'route', 'show', 'dev', 'flannel.1'])).stdout.includes(subnet),
+    240000,
+    250,
+  );
   t.comment(`a lease put when the member in use went silent was routed ${secs(Date.now() - cut)} later`);
   t.pass('the watch moved to the other member');
   const warnings = d.logs.filter((l) => l.level === 40).map((l) => `  ${String(l.msg)}`);

@@ -55,7 +55,11 @@ interface Node {
 }
 
 /** etcd + n tsflanneld hosts (healthz on 8471) with a container each. */
-async function cluster(t: Test, n: number, extraHosts = 0): Promise<{ nodes: Node[]; spare: TestHost[]; bed: Awaited<ReturnType<typeof createTestbed>> }> {
+async function cluster(
+  t: Test,
+  n: number,
+  extraHosts = 0,
+): Promise<{ nodes: Node[]; spare: TestHost[]; bed: Awaited<ReturnType<typeof createTestbed>> }> {
   const bed = await createTestbed({ hosts: n + extraHosts, etcd: true, t });
   await bed.etcd!.etcdctl(['put', `${ETCD_PREFIX}/config`, CONFIG]);
   const hosts = bed.hosts.slice(0, n);
@@ -92,7 +96,11 @@ t.test('etcd outage: the data plane keeps forwarding, logs once per state change
     await etcd.start();
     t.comment(`etcd was down for ${((Date.now() - stoppedAt) / 1000).toFixed(1)} s`);
     for (const n of nodes) {
-      await n.daemon.waitForLog((l) => /re-established/.test(msg(l)) && n.daemon.logs.indexOf(l) >= marks[nodes.indexOf(n)]!, 60000, 'watch re-established');
+      await n.daemon.waitForLog(
+        (l) => /re-established/.test(msg(l)) && n.daemon.logs.indexOf(l) >= marks[nodes.indexOf(n)]!,
+        60000,
+        'watch re-established',
+      );
     }
     await waitFor('h1 /metrics: etcd connected', async () => (await n1.daemon.metricValue('tsflanneld_etcd_connected')) === 1, 60000);
     t.pass('tsflanneld_etcd_connected back to 1');
@@ -106,7 +114,10 @@ t.test('etcd outage: the data plane keeps forwarding, logs once per state change
       const lines = n.daemon.logs.slice(marks[i]!);
       const warns = lines.filter((l) => l.level === WARN);
       t.comment(`${n.host.name} warnings during the outage:\n${warns.map((l) => `  ${msg(l)}`).join('\n') || '  (none)'}`);
-      t.ok(warns.some((l) => /watch/i.test(msg(l))), `${n.host.name} warns about the watch`);
+      t.ok(
+        warns.some((l) => /watch/i.test(msg(l))),
+        `${n.host.name} warns about the watch`,
+      );
       const byShape = new Map<string, number>();
       for (const l of warns) byShape.set(shape(l), (byShape.get(shape(l)) ?? 0) + 1);
       for (const [s, count] of byShape) t.equal(count, 1, `${n.host.name}: "${s}" logged once, not per retry`);
@@ -229,12 +240,14 @@ t.test('restarts and peer changes', async (t) => {
 
   await t.test('SIGTERM: exit 0, lease stays in etcd, subnet.env intact', async (t) => {
     const lease = await getFlannelLease(etcd, n2.subnet);
-    const expected =
-      `FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=${n2.subnet.replace(/\.0\/24$/, '.1/24')}\nFLANNEL_MTU=${n2.mtu}\nFLANNEL_IPMASQ=false\n`;
+    const expected = `FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=${n2.subnet.replace(/\.0\/24$/, '.1/24')}\nFLANNEL_MTU=${n2.mtu}\nFLANNEL_IPMASQ=false\n`;
     const fs = await import('node:fs');
     t.equal(fs.readFileSync(n2.daemon.subnetFile, 'utf8'), expected, 'subnet.env before');
     t.equal(await n2.daemon.stop('SIGTERM'), 0, 'exit code 0');
-    t.ok(n2.daemon.runLogs().some((l) => /lease stays in etcd/.test(msg(l))), 'says the lease stays');
+    t.ok(
+      n2.daemon.runLogs().some((l) => /lease stays in etcd/.test(msg(l))),
+      'says the lease stays',
+    );
     const still = await getFlannelLease(etcd, n2.subnet);
     t.equal(still?.value, lease?.value, 'lease still in etcd, unchanged');
     t.equal(fs.readFileSync(n2.daemon.subnetFile, 'utf8'), expected, 'subnet.env complete and unchanged after exit');
@@ -253,7 +266,11 @@ t.test('restarts and peer changes', async (t) => {
     await etcd.etcdctl(['del', lease.key]);
     await waitFor(`h1 route to ${n2.subnet} removed`, async () => !(await routesOn(n1.host)).includes(n2.subnet), 60000);
     t.pass('h1 removed the route');
-    await waitFor('h1 /metrics: one peer (the kernel node) left', async () => (await n1.daemon.metricValue('tsflanneld_peers')) === 1, 30000);
+    await waitFor(
+      'h1 /metrics: one peer (the kernel node) left',
+      async () => (await n1.daemon.metricValue('tsflanneld_peers')) === 1,
+      30000,
+    );
     t.pass('h1 forwards to the kernel node only');
     t.ok(n1.daemon.running, 'h1 keeps running');
   });

@@ -133,7 +133,11 @@ t.test('tsflanneld and a kernel flannel.1 peer', async (t) => {
 
   await t.test('lease of the tsflanneld host in flannel format', async (t) => {
     t.equal(lease2.publicIp, h2.underlayIp);
-    t.match(lease2.value, /^\{"PublicIP":"[\d.]+","PublicIPv6":null,"BackendType":"vxlan","BackendData":\{"VNI":1,"VtepMAC":"[0-9a-f:]{17}"\}\}$/, 'byte layout of flanneld\'s Go JSON');
+    t.match(
+      lease2.value,
+      /^\{"PublicIP":"[\d.]+","PublicIPv6":null,"BackendType":"vxlan","BackendData":\{"VNI":1,"VtepMAC":"[0-9a-f:]{17}"\}\}$/,
+      "byte layout of flanneld's Go JSON",
+    );
   });
 
   await t.test('ping both ways between containers', async (t) => {
@@ -145,7 +149,7 @@ t.test('tsflanneld and a kernel flannel.1 peer', async (t) => {
     t.equal(back.received, 5, 'full-MTU pings kernel → tsflanneld');
     // Host-originated traffic is sourced from the sender's .0 on flannel.1 (§5.7).
     await waitPing(hk, r2.subnet.replace(/0\/24$/, '0'));
-    t.pass('kernel host → tsflanneld host\'s .0 address');
+    t.pass("kernel host → tsflanneld host's .0 address");
   });
 
   await t.test('20 MB TCP both ways', async (t) => {
@@ -159,7 +163,7 @@ t.test('tsflanneld and a kernel flannel.1 peer', async (t) => {
     t.comment(`kernel → tsflanneld: ${MB20 / 1e6} MB in ${kt.seconds.toFixed(2)} s`);
   });
 
-  await t.test('wire format: tsflanneld frames match the kernel\'s field by field', async (t) => {
+  await t.test("wire format: tsflanneld frames match the kernel's field by field", async (t) => {
     const cap = await startCapture(hk, 'eth0', 'udp port 8472');
     await waitPing(c2, ck.ip); // echo requests from tsflanneld, replies from the kernel
     await waitPing(ck, c2.ip); // and the other way round
@@ -192,16 +196,32 @@ t.test('tsflanneld and a kernel flannel.1 peer', async (t) => {
     t.same(ker.innerDstMacs, [mac2], 'kernel frames: inner dst MAC = tsflanneld VtepMAC');
     t.same(ker.innerSrcMacs, [kmac], 'kernel frames: inner src MAC = kernel VtepMAC');
     // Checksums: computed (never zero), handled exactly like the kernel handles its own.
-    t.equal(fromTsf.filter((p) => p.udp!.checksum === 0).length + fromKernel.filter((p) => p.udp!.checksum === 0).length, 0, 'no zero outer UDP checksum on either side');
+    t.equal(
+      fromTsf.filter((p) => p.udp!.checksum === 0).length + fromKernel.filter((p) => p.udp!.checksum === 0).length,
+      0,
+      'no zero outer UDP checksum on either side',
+    );
     t.comment(`outer UDP checksums as captured: tsflanneld ${tsf.checksumKinds.join('+')}, kernel ${ker.checksumKinds.join('+')}`);
-    t.notOk(tsf.checksumKinds.includes('zero') || tsf.checksumKinds.includes('bad'), 'tsflanneld: outer UDP checksum non-zero and valid or offloaded');
-    t.notOk(ker.checksumKinds.includes('zero') || ker.checksumKinds.includes('bad'), 'kernel: outer UDP checksum non-zero and valid or offloaded');
+    t.notOk(
+      tsf.checksumKinds.includes('zero') || tsf.checksumKinds.includes('bad'),
+      'tsflanneld: outer UDP checksum non-zero and valid or offloaded',
+    );
+    t.notOk(
+      ker.checksumKinds.includes('zero') || ker.checksumKinds.includes('bad'),
+      'kernel: outer UDP checksum non-zero and valid or offloaded',
+    );
     t.same(tsf.checksumKinds, ker.checksumKinds, 'same checksum handling as the kernel');
     // Source port: per flow, from the sender's ephemeral range.
     const [lo2, hi2] = await portRange(h2);
     const [lok, hik] = await portRange(hk);
-    t.ok([...tsf.srcPorts].every((p) => p >= lo2 && p <= hi2), `tsflanneld source ports in ${lo2}-${hi2}: ${[...tsf.srcPorts].sort().join(',')}`);
-    t.ok([...ker.srcPorts].every((p) => p >= lok && p <= hik), `kernel source ports in ${lok}-${hik} (${ker.srcPorts.size} distinct)`);
+    t.ok(
+      [...tsf.srcPorts].every((p) => p >= lo2 && p <= hi2),
+      `tsflanneld source ports in ${lo2}-${hi2}: ${[...tsf.srcPorts].sort().join(',')}`,
+    );
+    t.ok(
+      [...ker.srcPorts].every((p) => p >= lok && p <= hik),
+      `kernel source ports in ${lok}-${hik} (${ker.srcPorts.size} distinct)`,
+    );
     t.ok(tsf.srcPorts.size > 1, `tsflanneld: source port varies by flow (${tsf.srcPorts.size} distinct over 17 flows)`);
     t.ok(ker.srcPorts.size > 1, `kernel: source port varies by flow (${ker.srcPorts.size} distinct over 17 flows)`);
     t.equal(tsf.icmpSrcPorts.size, 1, 'tsflanneld: one ping flow, one source port');
@@ -209,48 +229,59 @@ t.test('tsflanneld and a kernel flannel.1 peer', async (t) => {
   });
 
   const ethtool = await hasEthtool(h2);
-  await t.test('outer UDP checksums verify when the senders compute them in software', { skip: ethtool ? false : 'ethtool not installed' }, async (t) => {
-    // veth offloads checksums and never completes them, so the capture above shows seeds; with tx
-    // checksum offload off on both underlay ports the kernel computes them and they must verify.
-    for (const h of [h2, hk]) await h.exec(['ethtool', '-K', 'eth0', 'tx', 'off']);
-    try {
-      const cap = await startCapture(hk, 'eth0', 'udp port 8472');
-      await waitPing(c2, ck.ip);
-      await sendUdpFlows(c2, ck.ip, { flows: 8, perFlow: 2, firstSrcPort: 43000 });
-      await sendUdpFlows(ck, c2.ip, { flows: 8, perFlow: 2, firstSrcPort: 44000 });
-      const pkts = (await cap.stop()).filter((p) => p.vxlan);
-      const tsf = pkts.filter((p) => p.ip!.src === h2.underlayIp);
-      const ker = pkts.filter((p) => p.ip!.src === hk.underlayIp);
-      t.ok(tsf.length > 0 && ker.length > 0, `${tsf.length} + ${ker.length} frames`);
-      t.same(uniq(tsf.map(checksumKind)), ['valid'], 'tsflanneld: every outer UDP checksum verifies');
-      t.same(uniq(ker.map(checksumKind)), ['valid'], 'kernel: every outer UDP checksum verifies');
-    } finally {
-      for (const h of [h2, hk]) await h.exec(['ethtool', '-K', 'eth0', 'tx', 'on'], { allowFail: true });
-    }
-  });
+  await t.test(
+    'outer UDP checksums verify when the senders compute them in software',
+    { skip: ethtool ? false : 'ethtool not installed' },
+    async (t) => {
+      // veth offloads checksums and never completes them, so the capture above shows seeds; with tx
+      // checksum offload off on both underlay ports the kernel computes them and they must verify.
+      for (const h of [h2, hk]) await h.exec(['ethtool', '-K', 'eth0', 'tx', 'off']);
+      try {
+        const cap = await startCapture(hk, 'eth0', 'udp port 8472');
+        await waitPing(c2, ck.ip);
+        await sendUdpFlows(c2, ck.ip, { flows: 8, perFlow: 2, firstSrcPort: 43000 });
+        await sendUdpFlows(ck, c2.ip, { flows: 8, perFlow: 2, firstSrcPort: 44000 });
+        const pkts = (await cap.stop()).filter((p) => p.vxlan);
+        const tsf = pkts.filter((p) => p.ip!.src === h2.underlayIp);
+        const ker = pkts.filter((p) => p.ip!.src === hk.underlayIp);
+        t.ok(tsf.length > 0 && ker.length > 0, `${tsf.length} + ${ker.length} frames`);
+        t.same(uniq(tsf.map(checksumKind)), ['valid'], 'tsflanneld: every outer UDP checksum verifies');
+        t.same(uniq(ker.map(checksumKind)), ['valid'], 'kernel: every outer UDP checksum verifies');
+      } finally {
+        for (const h of [h2, hk]) await h.exec(['ethtool', '-K', 'eth0', 'tx', 'on'], { allowFail: true });
+      }
+    },
+  );
 
   await t.test('spoofed VXLAN from a non-peer address is dropped and counted', async (t) => {
     const drops = (): Promise<number | null> => d2.metricValue('tsflanneld_drops_total', { reason: 'unknownSource' });
-    const peerRx = (): Promise<number | null> =>
-      d2.metricValue('tsflanneld_peer_packets_total', { peer: KERNEL_SUBNET, direction: 'rx' });
+    const peerRx = (): Promise<number | null> => d2.metricValue('tsflanneld_peer_packets_total', { peer: KERNEL_SUBNET, direction: 'rx' });
     const before = (await drops()) ?? 0;
     const rxBefore = (await peerRx()) ?? 0;
     // h3 is on the underlay but holds no lease: right VNI, right MACs, wrong source.
     const frame = { dstIp: h2.underlayIp, dstMac: mac2, srcMac: kmac, innerSrc: ck.ip, innerDst: c2.ip, count: 5 };
     await sendHandcraftedVxlan(h3, { ...frame, bindIp: h3.underlayIp });
-    const after = await waitFor('unknownSource drops on /metrics', async () => {
-      const v = (await drops()) ?? 0;
-      return v >= before + 5 ? v : null;
-    }, 30000);
+    const after = await waitFor(
+      'unknownSource drops on /metrics',
+      async () => {
+        const v = (await drops()) ?? 0;
+        return v >= before + 5 ? v : null;
+      },
+      30000,
+    );
     t.equal(after - before, 5, `all 5 counted as tsflanneld_drops_total{reason="unknownSource"}`);
     t.equal((await peerRx()) ?? 0, rxBefore, 'nothing credited to the kernel peer');
     // Control: the same frames from the kernel peer's PublicIP are accepted.
     await sendHandcraftedVxlan(hk, { ...frame, bindIp: hk.underlayIp });
-    const rx = await waitFor('accepted frames on /metrics', async () => {
-      const v = (await peerRx()) ?? 0;
-      return v >= rxBefore + 5 ? v : null;
-    }, 30000);
-    t.ok(rx >= rxBefore + 5, 'accepted from the lease\'s PublicIP');
+    const rx = await waitFor(
+      'accepted frames on /metrics',
+      async () => {
+        const v = (await peerRx()) ?? 0;
+        return v >= rxBefore + 5 ? v : null;
+      },
+      30000,
+    );
+    t.ok(rx >= rxBefore + 5, "accepted from the lease's PublicIP");
     t.equal(await drops(), after, 'no further unknownSource drops');
   });
 });
@@ -289,7 +320,14 @@ t.test('Backend.Port 7890: tsflanneld ↔ tsflanneld and ↔ a kernel peer with 
 
   const cap1 = await startCapture(h1, 'eth0', 'udp');
   const capk = await startCapture(hk, 'eth0', 'udp');
-  for (const [a, b] of [[c1, c2], [c2, c1], [c1, ck], [ck, c1], [c2, ck], [ck, c2]] as Array<[Container, Container]>) {
+  for (const [a, b] of [
+    [c1, c2],
+    [c2, c1],
+    [c1, ck],
+    [ck, c1],
+    [c2, ck],
+    [ck, c2],
+  ] as Array<[Container, Container]>) {
     await waitPing(a, b.ip);
     t.pass(`${a.name} → ${b.name} ping`);
   }
@@ -301,7 +339,14 @@ t.test('Backend.Port 7890: tsflanneld ↔ tsflanneld and ↔ a kernel peer with 
   const vx = pkts.filter((p) => p.vxlan);
   const pairs = new Set(vx.map((p) => `${p.ip!.src}>${p.ip!.dst}`));
   t.ok(vx.length > 0, `${vx.length} VXLAN frames captured`);
-  for (const [a, b] of [[h1, h2], [h2, h1], [h1, hk], [hk, h1], [h2, hk], [hk, h2]] as Array<[TestHost, TestHost]>) {
+  for (const [a, b] of [
+    [h1, h2],
+    [h2, h1],
+    [h1, hk],
+    [hk, h1],
+    [h2, hk],
+    [hk, h2],
+  ] as Array<[TestHost, TestHost]>) {
     t.ok(pairs.has(`${a.underlayIp}>${b.underlayIp}`), `frames ${a.name} → ${b.name} seen`);
   }
   t.same(uniq(vx.map((p) => p.udp!.dstPort)), [PORT], `every VXLAN frame goes to port ${PORT}`);

@@ -212,10 +212,15 @@ async function udpTransfer(from: TestHost, to: NodeSpec, size: number, count: nu
   try {
     await waitFor(`UDP receiver on ${to.gw}:${port}`, async () => out.includes('listening'), 10000, 50);
     await from.exec(['node', '-e', UDP_SEND_JS, to.gw, String(port), String(size), String(count)], { timeoutMs: 60000 });
-    return await waitFor(`UDP receiver result on ${to.gw}:${port}`, async () => {
-      const line = out.split('\n').find((l) => l.startsWith('{'));
-      return line ? (JSON.parse(line) as { got: number; bad: number; distinct: number }) : undefined;
-    }, 30000, 50);
+    return await waitFor(
+      `UDP receiver result on ${to.gw}:${port}`,
+      async () => {
+        const line = out.split('\n').find((l) => l.startsWith('{'));
+        return line ? (JSON.parse(line) as { got: number; bad: number; distinct: number }) : undefined;
+      },
+      30000,
+      50,
+    );
   } finally {
     server.kill('SIGKILL');
   }
@@ -265,7 +270,10 @@ t.test('userspace VXLAN data plane: top and bottom offload rungs, userspace and 
   });
 
   await t.test('ping between userspace nodes, both ways, top↔top and bottom↔top', async (t) => {
-    for (const [a, b] of [[n1, n2], [n4, n1]] as const) {
+    for (const [a, b] of [
+      [n1, n2],
+      [n4, n1],
+    ] as const) {
       await pingOk(a.host, b.gw);
       await pingOk(b.host, a.gw);
       const res = await ping(a.host, b.gw, { count: 5, interval: 0.1, size: 1400 });
@@ -277,7 +285,10 @@ t.test('userspace VXLAN data plane: top and bottom offload rungs, userspace and 
     const before = [await r1.counters(), await r2.counters()];
     await exchange(t, n1, n2, MB20, 'top↔top');
     const after = [await r1.counters(), await r2.counters()];
-    for (const [i, name] of [[0, 'h1'], [1, 'h2']] as const) {
+    for (const [i, name] of [
+      [0, 'h1'],
+      [1, 'h2'],
+    ] as const) {
       const d = (k: 'txPackets' | 'txSuperPackets' | 'txSends' | 'rxPackets' | 'rxTunWrites') => after[i]![k] - before[i]![k];
       t.ok(d('txSuperPackets') > 0, `${name}: TSO super-packets read and split (${d('txSuperPackets')})`);
       t.ok(d('txSends') < d('txPackets'), `${name}: UDP GSO sends carry several segments (${d('txPackets')} in ${d('txSends')})`);
@@ -290,7 +301,11 @@ t.test('userspace VXLAN data plane: top and bottom offload rungs, userspace and 
   });
 
   await t.test('UDP datagrams keep their boundaries and contents through GSO/GRO and USO coalescing', async (t) => {
-    for (const [a, b] of [[n1, n2], [n4, n1], [n1, n4]] as const) {
+    for (const [a, b] of [
+      [n1, n2],
+      [n4, n1],
+      [n1, n4],
+    ] as const) {
       const res = await udpTransfer(a.host, b, 1400, 4000, nextPort++);
       t.equal(res.bad, 0, `${a.host.name} → ${b.host.name}: no datagram altered (${res.distinct}/4000 arrived)`);
       t.ok(res.distinct > 0, 'datagrams arrived');
@@ -303,7 +318,9 @@ t.test('userspace VXLAN data plane: top and bottom offload rungs, userspace and 
     // The kernel peer offloads inner checksums to veth, which never computes them (see tun.cc).
     const c1 = await r1.counters();
     const c4 = await r4.counters();
-    t.comment(`h1: ${c1.csumRepaired} partial inner checksums passed on, ${c1.rxSegmented} super-packets written for the kernel to segment`);
+    t.comment(
+      `h1: ${c1.csumRepaired} partial inner checksums passed on, ${c1.rxSegmented} super-packets written for the kernel to segment`,
+    );
     t.comment(`h4: ${c4.csumRepaired} partial inner checksums completed, ${c4.rxSegmented} super-packets segmented`);
   });
 
@@ -330,18 +347,26 @@ t.test('userspace VXLAN data plane: top and bottom offload rungs, userspace and 
     await h2.exec(['ip', 'addr', 'add', '192.0.2.99/24', 'dev', 'eth0']);
     const before = await r1.counters();
     await h2.exec(['node', '-e', SPOOF_JS, '192.0.2.99', h1.underlayIp, '8472', n1.mac, n2.mac, n2.gw, n1.gw, '5']);
-    const after = await waitFor('unknownSource drops', async () => {
-      const c = await r1.counters();
-      return c.drops.unknownSource! >= before.drops.unknownSource! + 5 ? c : undefined;
-    }, 10000);
+    const after = await waitFor(
+      'unknownSource drops',
+      async () => {
+        const c = await r1.counters();
+        return c.drops.unknownSource! >= before.drops.unknownSource! + 5 ? c : undefined;
+      },
+      10000,
+    );
     t.equal(after.drops.unknownSource! - before.drops.unknownSource!, 5, 'all five counted as unknownSource');
     t.equal(after.peers[n2.subnet]!.inPackets, before.peers[n2.subnet]!.inPackets, 'nothing credited to h2');
     // Control: the same frames from h2's real public IP are accepted.
     await h2.exec(['node', '-e', SPOOF_JS, h2.underlayIp, h1.underlayIp, '8472', n1.mac, n2.mac, n2.gw, n1.gw, '5']);
-    const ok = await waitFor('accepted frames', async () => {
-      const c = await r1.counters();
-      return c.peers[n2.subnet]!.inPackets >= before.peers[n2.subnet]!.inPackets + 5 ? c : undefined;
-    }, 10000);
+    const ok = await waitFor(
+      'accepted frames',
+      async () => {
+        const c = await r1.counters();
+        return c.peers[n2.subnet]!.inPackets >= before.peers[n2.subnet]!.inPackets + 5 ? c : undefined;
+      },
+      10000,
+    );
     t.equal(ok.drops.unknownSource, after.drops.unknownSource, 'no new unknownSource drops');
   });
 
@@ -357,7 +382,10 @@ t.test('userspace VXLAN data plane: top and bottom offload rungs, userspace and 
   });
 
   await t.test('counters per direction and per peer', async (t) => {
-    for (const [r, peers] of [[r1, [n2, n3, n4]], [r4, [n1, n3]]] as const) {
+    for (const [r, peers] of [
+      [r1, [n2, n3, n4]],
+      [r4, [n1, n3]],
+    ] as const) {
       const c = await r.counters();
       t.ok(c.txPackets > 10000 && c.rxPackets > 10000, `tx ${c.txPackets} rx ${c.rxPackets}`);
       t.ok(c.txBytes > MB20 && c.rxBytes > MB20);
@@ -375,7 +403,12 @@ t.test('userspace VXLAN data plane: top and bottom offload rungs, userspace and 
 
   await t.test('every middle rung (and the per-packet path with a vnet header) against userspace and kernel peers', async (t) => {
     // h2 restarts on its persistent TUN at each rung: offloads of the previous run must not leak into it.
-    for (const cfg of [{ offload: 'no-tun-uso' }, { offload: 'no-udp-gro' }, { offload: 'no-udp-gso' }, { offload: 'none', vnetHdr: true }]) {
+    for (const cfg of [
+      { offload: 'no-tun-uso' },
+      { offload: 'no-udp-gro' },
+      { offload: 'no-udp-gso' },
+      { offload: 'none', vnetHdr: true },
+    ]) {
       await r2.kill9();
       r2 = await Runner.start(h2, { ...base, localMac: n2.mac, ...cfg, peers: [peerOf(n1), peerOf(n3)] });
       t.equal(r2.offloadRung, cfg.offload, `h2 runs ${cfg.offload}`);
@@ -388,8 +421,26 @@ t.test('userspace VXLAN data plane: top and bottom offload rungs, userspace and 
 
   await t.test('kernel peer without outer UDP checksums (noudpcsum), top and bottom rung', async (t) => {
     await h3.exec(['ip', 'link', 'del', TUN]);
-    await h3.exec(['ip', 'link', 'add', TUN, 'address', n3.mac, 'type', 'vxlan', 'id', '1', 'local', h3.underlayIp,
-      'dev', h3.underlayDev, 'nolearning', 'dstport', '8472', 'noudpcsum']);
+    await h3.exec([
+      'ip',
+      'link',
+      'add',
+      TUN,
+      'address',
+      n3.mac,
+      'type',
+      'vxlan',
+      'id',
+      '1',
+      'local',
+      h3.underlayIp,
+      'dev',
+      h3.underlayDev,
+      'nolearning',
+      'dstport',
+      '8472',
+      'noudpcsum',
+    ]);
     await h3.exec(['ip', 'addr', 'add', `${n3.gw}/32`, 'dev', TUN]);
     await h3.exec(['ip', 'link', 'set', TUN, 'mtu', String(MTU), 'up']);
     for (const r of [n1, n2, n4]) await kernelPeerAddRemote(h3, peerOf(r));

@@ -42,7 +42,11 @@ async function waitForRepeats(node: NodeProc, re: RegExp, n: number): Promise<vo
 function assertEveryRetryNames(t: Test, node: NodeProc, re: RegExp, cause: RegExp): void {
   const lines = node.logs.filter((l) => re.test(l.msg));
   t.ok(lines.length > 0, 'retries were logged');
-  t.same(lines.filter((l) => !cause.test(l.msg)).map((l) => l.msg), [], `every retry names the cause (${cause})`);
+  t.same(
+    lines.filter((l) => !cause.test(l.msg)).map((l) => l.msg),
+    [],
+    `every retry names the cause (${cause})`,
+  );
 }
 
 /** Asserts the lease of a ready node is in etcd with its public IP. */
@@ -115,7 +119,12 @@ t.test('etcd over TLS with client certificate auth', async (t) => {
     const node = startNode(t, etcd, {
       publicIp: '198.51.100.4',
       dir: tmpDir(t),
-      args: [`-etcd-cafile=${files.caFile}`, `-etcd-certfile=${files.rogueClientCertFile}`, `-etcd-keyfile=${files.rogueClientKeyFile}`, '-v=1'],
+      args: [
+        `-etcd-cafile=${files.caFile}`,
+        `-etcd-certfile=${files.rogueClientCertFile}`,
+        `-etcd-keyfile=${files.rogueClientKeyFile}`,
+        '-v=1',
+      ],
     });
     const re = new RegExp(`etcd at ${endpointRe} .*; retrying`, 's');
     t.comment((await node.waitForLog(re)).msg);
@@ -239,7 +248,10 @@ t.test('etcd with user/password authentication', async (t) => {
     t.comment(line.msg);
     t.notMatch(line.msg, /wrong/, 'the password is not logged');
     await waitForRepeats(node, re, 2);
-    t.notOk(node.stderrText.some((l) => l.includes('-etcd-password=wrong') || l.includes('"wrong"')), 'nor anywhere on stderr');
+    t.notOk(
+      node.stderrText.some((l) => l.includes('-etcd-password=wrong') || l.includes('"wrong"')),
+      'nor anywhere on stderr',
+    );
     t.equal(node.exitCode, null, 'still running');
     node.kill();
     await node.exited;

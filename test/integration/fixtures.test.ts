@@ -125,12 +125,15 @@ t.test('two kernel flannel peers', async (t) => {
     }
   });
 
-  await t.test("host-originated traffic is sourced from the flannel.1 address", async (t) => {
+  await t.test('host-originated traffic is sourced from the flannel.1 address', async (t) => {
     const cap = await startCapture(h2, 'flannel.1', 'icmp');
     const r = await ping(h1, c2.ip, { count: 2 });
     const pkts = await cap.stop();
     t.equal(r.received, 2);
-    t.ok(pkts.some((p) => p.ip?.src === '10.5.72.0' && p.ip.dst === c2.ip), 'source is 10.5.72.0');
+    t.ok(
+      pkts.some((p) => p.ip?.src === '10.5.72.0' && p.ip.dst === c2.ip),
+      'source is 10.5.72.0',
+    );
   });
 
   await t.test('iperf3 across the kernel overlay', async (t) => {

@@ -17,7 +17,14 @@ import {
   writeFlannelLease,
   type TestHost,
 } from '../../netns-fixtures/testbed';
-import { ETCD_PREFIX, getFlannelLease, metricValueOf, startDaemonNode, waitPing, type DaemonNode } from '../../netns-fixtures/tsflanneld-node';
+import {
+  ETCD_PREFIX,
+  getFlannelLease,
+  metricValueOf,
+  startDaemonNode,
+  waitPing,
+  type DaemonNode,
+} from '../../netns-fixtures/tsflanneld-node';
 
 const TOTAL = Number(process.env.TSFLANNELD_FUZZ_DATAGRAMS ?? 1_000_000);
 // About 75 s for 1M datagrams on an idle 2-core machine; a busy one may take several times that.
@@ -30,7 +37,17 @@ const FAKE_PEER = { subnet: '10.5.200.0/24', publicIp: '192.0.2.200' };
 const KERNEL_PEER_SUBNET = '10.5.2.0/24';
 const HEALTHZ_PORT = 9101;
 /** Drop reasons an ingress datagram can end in (the others belong to egress). */
-const INGRESS_REASONS = ['short', 'badFlags', 'badVni', 'badDstMac', 'notIpv4', 'badIpv4Header', 'unknownSource', 'truncated', 'tunWriteError'];
+const INGRESS_REASONS = [
+  'short',
+  'badFlags',
+  'badVni',
+  'badDstMac',
+  'notIpv4',
+  'badIpv4Header',
+  'unknownSource',
+  'truncated',
+  'tunWriteError',
+];
 
 interface SenderConfig {
   dstIp: string;
@@ -154,7 +171,8 @@ function fuzzSender(): void {
     if (k < 54) {
       const f = anyValid(600);
       const m = below(8);
-      if (m === 0) f.fill(0xff, 8, 14); // broadcast: accepted
+      if (m === 0)
+        f.fill(0xff, 8, 14); // broadcast: accepted
       else if (m < 4) f[8 + below(6)] ^= 1 << below(8);
       else randomBytes(6).copy(f, 8);
       return f;
@@ -172,15 +190,33 @@ function fuzzSender(): void {
       const inner = f.length - 22;
       const ihl = (f[ip]! & 0x0f) * 4;
       switch (below(9)) {
-        case 0: f[ip] = (between(0, 15) << 4) | (f[ip]! & 0x0f); break; // version
-        case 1: f[ip] = 0x40 | between(0, 4); break; // IHL < 5
-        case 2: f[ip] = 0x40 | 15; break; // IHL 60 (maybe beyond total)
-        case 3: f.writeUInt16BE(Math.min(0xffff, inner + between(1, 3)), ip + 2); break; // total > datagram
-        case 4: f.writeUInt16BE(between(0, Math.max(0, ihl - 1)), ip + 2); break; // total < IHL
-        case 5: f.writeUInt16BE(0, ip + 2); break;
-        case 6: f.writeUInt16BE(0xffff, ip + 2); break;
-        case 7: f.writeUInt16BE(between(ihl, inner), ip + 2); break; // shorter than received: padding, fine
-        default: f.writeUInt16BE(rnd() & 0xffff, ip + 2); break;
+        case 0:
+          f[ip] = (between(0, 15) << 4) | (f[ip]! & 0x0f);
+          break; // version
+        case 1:
+          f[ip] = 0x40 | between(0, 4);
+          break; // IHL < 5
+        case 2:
+          f[ip] = 0x40 | 15;
+          break; // IHL 60 (maybe beyond total)
+        case 3:
+          f.writeUInt16BE(Math.min(0xffff, inner + between(1, 3)), ip + 2);
+          break; // total > datagram
+        case 4:
+          f.writeUInt16BE(between(0, Math.max(0, ihl - 1)), ip + 2);
+          break; // total < IHL
+        case 5:
+          f.writeUInt16BE(0, ip + 2);
+          break;
+        case 6:
+          f.writeUInt16BE(0xffff, ip + 2);
+          break;
+        case 7:
+          f.writeUInt16BE(between(ihl, inner), ip + 2);
+          break; // shorter than received: padding, fine
+        default:
+          f.writeUInt16BE(rnd() & 0xffff, ip + 2);
+          break;
       }
       return f;
     }
@@ -261,7 +297,10 @@ function fuzzSender(): void {
     pump();
   }
 
-  for (const [name, ip] of [['peer', cfg.peerIp], ['other', cfg.otherIp]] as const) {
+  for (const [name, ip] of [
+    ['peer', cfg.peerIp],
+    ['other', cfg.otherIp],
+  ] as const) {
     const s = dgram.createSocket({ type: 'udp4', sendBufferSize: 4 << 20 });
     s.on('error', (e) => {
       process.stderr.write(`socket ${name}: ${e.message}\n`);
@@ -273,13 +312,16 @@ function fuzzSender(): void {
     });
     sockets[name] = s;
   }
-  readline.createInterface({ input: process.stdin }).on('line', (line) => {
-    if (line.trim() === '') return;
-    queue.push(JSON.parse(line) as { n: number; from: string });
-    run();
-  }).on('close', () => {
-    for (const s of Object.values(sockets)) s.close();
-  });
+  readline
+    .createInterface({ input: process.stdin })
+    .on('line', (line) => {
+      if (line.trim() === '') return;
+      queue.push(JSON.parse(line) as { n: number; from: string });
+      run();
+    })
+    .on('close', () => {
+      for (const s of Object.values(sockets)) s.close();
+    });
 }
 
 /** Named counters of /proc/net/snmp ("Udp" → {InDatagrams, RcvbufErrors, …}) inside a namespace. */
@@ -367,10 +409,15 @@ t.test(`ingress fuzz: ${TOTAL} random and mutated datagrams at the VXLAN port`, 
       s.bind(0, process.argv[1], () => { const go = () => s.send(Buffer.alloc(0), 8472, process.argv[2], () => (--n > 0 ? go() : s.close())); go(); });`;
     await h3.exec([process.execPath, '-e', js, FAKE_PEER.publicIp, h1.underlayIp]);
     let got = 0;
-    await waitFor('100 empty datagrams counted as short', async () => {
-      got = (await counts(d1)).drops.short! - shortBefore;
-      return got >= 100;
-    }, 10000, 200).catch(() => undefined);
+    await waitFor(
+      '100 empty datagrams counted as short',
+      async () => {
+        got = (await counts(d1)).drops.short! - shortBefore;
+        return got >= 100;
+      },
+      10000,
+      200,
+    ).catch(() => undefined);
     t.equal(got, 100, `short +${got} for 100 empty datagrams`);
   });
 
@@ -391,7 +438,9 @@ t.test(`ingress fuzz: ${TOTAL} random and mutated datagrams at the VXLAN port`, 
     innerDst: h1Gw.split('.').slice(0, 3).map(Number),
     seed: SEED,
   };
-  const sender = h3.spawn([process.execPath, '-e', `(${fuzzSender.toString()})()`, JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const sender = h3.spawn([process.execPath, '-e', `(${fuzzSender.toString()})()`, JSON.stringify(cfg)], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   let senderErr = '';
   sender.stderr!.on('data', (b: Buffer) => (senderErr = (senderErr + b.toString()).slice(-4000)));
   const reports: SenderReport[] = [];
@@ -418,14 +467,24 @@ t.test(`ingress fuzz: ${TOTAL} random and mutated datagrams at the VXLAN port`, 
     sender.stdin!.write(`${JSON.stringify({ n, from })}\n`);
     queued += n;
     chunks++;
-    await waitFor(`sender to finish chunk ${chunks} (${senderErr.trim()})`, async () => {
-      if (sender.exitCode !== null) throw new Error(`sender exited ${sender.exitCode}: ${senderErr}`);
-      return reports.length >= chunks;
-    }, 300000, 50);
-    await waitFor(`h1 to drain its VXLAN socket after chunk ${chunks}`, async () => {
-      if (!d1.running) throw new Error(`daemon died: ${d1.tail()}`);
-      return (await recvQueue(h1)) === 0;
-    }, 120000, 100);
+    await waitFor(
+      `sender to finish chunk ${chunks} (${senderErr.trim()})`,
+      async () => {
+        if (sender.exitCode !== null) throw new Error(`sender exited ${sender.exitCode}: ${senderErr}`);
+        return reports.length >= chunks;
+      },
+      300000,
+      50,
+    );
+    await waitFor(
+      `h1 to drain its VXLAN socket after chunk ${chunks}`,
+      async () => {
+        if (!d1.running) throw new Error(`daemon died: ${d1.tail()}`);
+        return (await recvQueue(h1)) === 0;
+      },
+      120000,
+      100,
+    );
   }
   sender.stdin!.end();
   const report = reports[reports.length - 1]!;
@@ -436,7 +495,7 @@ t.test(`ingress fuzz: ${TOTAL} random and mutated datagrams at the VXLAN port`, 
   // row. No throw on timeout: the accounting subtest below then reports the numbers that differ.
   let after = await counts(d1);
   let snmpAfter = await snmp(h1);
-  for (let stable = 0, deadline = Date.now() + 60000; stable < 2 && Date.now() < deadline; ) {
+  for (let stable = 0, deadline = Date.now() + 60000; stable < 2 && Date.now() < deadline;) {
     await new Promise((r) => setTimeout(r, 250));
     const c = await counts(d1);
     const s = await snmp(h1);
@@ -452,7 +511,11 @@ t.test(`ingress fuzz: ${TOTAL} random and mutated datagrams at the VXLAN port`, 
     t.equal((await d1.httpGet('/readyz')).status, 200, '/readyz 200');
     await waitPing(h2, h1Gw);
     t.pass('kernel peer h2 still pings h1 through the userspace data plane');
-    t.equal(d1.countLogs((l) => Number(l.level) >= 50), errorsBefore, 'no error or fatal log lines during the fuzz');
+    t.equal(
+      d1.countLogs((l) => Number(l.level) >= 50),
+      errorsBefore,
+      'no error or fatal log lines during the fuzz',
+    );
   });
 
   await t.test('memory: RSS after vs before', async (t) => {
@@ -472,9 +535,13 @@ t.test(`ingress fuzz: ${TOTAL} random and mutated datagrams at the VXLAN port`, 
     const fromOthers = after.rx - before.rx - (after.peerRx - before.peerRx);
     const beforeUdp = report.sent - (delivered - fromOthers) - rcvbuf;
     const lines = INGRESS_REASONS.map((r) => `${r}: observed ${d(r)}, predicted ${report.expected[r] ?? 0}`);
-    lines.push(`accepted (rx from ${FAKE_PEER.subnet}): observed ${after.peerRx - before.peerRx}, predicted ${report.expected.accepted ?? 0}`);
+    lines.push(
+      `accepted (rx from ${FAKE_PEER.subnet}): observed ${after.peerRx - before.peerRx}, predicted ${report.expected.accepted ?? 0}`,
+    );
     lines.push(`valid datagrams from the kernel peer meanwhile: ${fromOthers}`);
-    lines.push(`kernel: delivered ${delivered}, RcvbufErrors ${rcvbuf}, lost before UDP (backlog/reassembly) ${beforeUdp}, ReasmFails ${ip('ReasmFails')}`);
+    lines.push(
+      `kernel: delivered ${delivered}, RcvbufErrors ${rcvbuf}, lost before UDP (backlog/reassembly) ${beforeUdp}, ReasmFails ${ip('ReasmFails')}`,
+    );
     t.comment(lines.join('\n'));
 
     t.equal(daemonSeen, delivered, 'datagrams counted by the daemon (rx + ingress drops) = datagrams the kernel delivered to it');

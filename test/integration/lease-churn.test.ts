@@ -93,7 +93,11 @@ function churner(): void {
 
 async function routedSubnets(host: TestHost): Promise<string[]> {
   const out = (await host.exec(['ip', '-4', 'route', 'show', 'dev', TUN])).stdout;
-  return out.split('\n').map((l) => l.trim().split(' ')[0]!).filter((s) => /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(s)).sort();
+  return out
+    .split('\n')
+    .map((l) => l.trim().split(' ')[0]!)
+    .filter((s) => /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(s))
+    .sort();
 }
 
 t.test(`lease churn every 100 ms for ${SECONDS} s under iperf3`, async (t) => {
@@ -123,7 +127,16 @@ t.test(`lease churn every 100 ms for ${SECONDS} s under iperf3`, async (t) => {
   }
 
   const server = await iperf3Server(c2);
-  const churn = h1.spawn([process.execPath, '-e', `(${churner.toString()})()`, ETCD3, bed.etcdEndpoint!, ETCD_PREFIX, JSON.stringify(slots), String(SECONDS)]);
+  const churn = h1.spawn([
+    process.execPath,
+    '-e',
+    `(${churner.toString()})()`,
+    ETCD3,
+    bed.etcdEndpoint!,
+    ETCD_PREFIX,
+    JSON.stringify(slots),
+    String(SECONDS),
+  ]);
   let churnOut = '';
   let churnErr = '';
   churn.stdout!.on('data', (b: Buffer) => (churnOut += b.toString()));
@@ -131,7 +144,10 @@ t.test(`lease churn every 100 ms for ${SECONDS} s under iperf3`, async (t) => {
   const churnDone = new Promise<number | null>((r) => churn.on('exit', (code) => r(code)));
 
   const iperf = await iperf3Client(c1, c2.ip, { seconds: SECONDS, port: server.port });
-  t.ok(iperf.bitsPerSecond > 0, `iperf3 completed: ${(iperf.bitsPerSecond / 1e6).toFixed(0)} Mbit/s, ${iperf.retransmits ?? 0} retransmits`);
+  t.ok(
+    iperf.bitsPerSecond > 0,
+    `iperf3 completed: ${(iperf.bitsPerSecond / 1e6).toFixed(0)} Mbit/s, ${iperf.retransmits ?? 0} retransmits`,
+  );
 
   t.equal(await churnDone, 0, `churner finished ${churnErr.trim()}`);
   const report = JSON.parse(churnOut.trim().split('\n').pop() ?? '{}') as ChurnReport;
@@ -141,19 +157,31 @@ t.test(`lease churn every 100 ms for ${SECONDS} s under iperf3`, async (t) => {
 
   for (const d of [d1, d2]) {
     t.ok(d.running, `${d.host.name}: daemon still running`);
-    t.equal(d.countLogs((l) => Number(l.level) >= 50), 0, `${d.host.name}: no error or fatal log lines`);
+    t.equal(
+      d.countLogs((l) => Number(l.level) >= 50),
+      0,
+      `${d.host.name}: no error or fatal log lines`,
+    );
   }
 
   // Converged state: kernel routes == leases in etcd minus the host's own, exactly.
   const leases = (await listFlannelLeases(etcd)).map((l) => l.subnet).sort();
   t.same(leases, [...report.active, r1.subnet, r2.subnet].sort(), "etcd holds the churner's active leases plus the two hosts'");
-  for (const [d, r] of [[d1, r1], [d2, r2]] as Array<[DaemonNode, { subnet: string }]>) {
+  for (const [d, r] of [
+    [d1, r1],
+    [d2, r2],
+  ] as Array<[DaemonNode, { subnet: string }]>) {
     const want = leases.filter((s) => s !== r.subnet);
     let got: string[] = [];
-    await waitFor(`${d.host.name} routes to converge`, async () => {
-      got = await routedSubnets(d.host);
-      return got.join() === want.join();
-    }, 60000, 250).catch(() => undefined);
+    await waitFor(
+      `${d.host.name} routes to converge`,
+      async () => {
+        got = await routedSubnets(d.host);
+        return got.join() === want.join();
+      },
+      60000,
+      250,
+    ).catch(() => undefined);
     t.same(got, want, `${d.host.name}: routes on ${TUN} = the ${want.length} leases in etcd other than its own`);
     t.equal(await d.metricValue('tsflanneld_peers'), want.length, `${d.host.name}: data-plane peers = ${want.length}`);
   }

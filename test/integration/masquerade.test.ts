@@ -174,7 +174,9 @@ async function addOutsideNamespace(bed: Testbed): Promise<{ ns: string; spawn: (
   return {
     ns,
     spawn: (cmd) => {
-      const child = spawn('ip', ['netns', 'exec', ns, 'setpriv', '--pdeathsig', 'KILL', '--', ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn('ip', ['netns', 'exec', ns, 'setpriv', '--pdeathsig', 'KILL', '--', ...cmd], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       children.push(child);
       return child;
     },
@@ -231,7 +233,12 @@ async function main(): Promise<void> {
     const blocked = await c.exec(driverCmd('udp-probe', OUTSIDE_IP, String(ECHO_PORT), '2000'), { allowFail: true });
     t.not(blocked.code, 0, 'FORWARD policy DROP blocks the container before the forward rules exist');
 
-    const cfg: ManagerDriverConfig = { network: NETWORK, subnet: SUBNET, resyncSeconds: 1, previous: { network: NETWORK, subnet: REMOTE_SUBNET } };
+    const cfg: ManagerDriverConfig = {
+      network: NETWORK,
+      subnet: SUBNET,
+      resyncSeconds: 1,
+      previous: { network: NETWORK, subnet: REMOTE_SUBNET },
+    };
     const driver = h1.spawn(driverCmd('manager', JSON.stringify(cfg)));
     const logs = new LineWatcher(driver);
     const driverErr = stderrOf(driver);

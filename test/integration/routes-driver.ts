@@ -50,7 +50,15 @@ async function handle(req: DriverRequest): Promise<unknown> {
     case 'setup':
       return setupDevice({ netlink, ifname: req.ifname, subnet: req.subnet, network: req.network, mtu: req.mtu, log });
     case 'start':
-      mgr = new RouteManager({ netlink, forwarding, ifindex: req.ifindex, ownSubnet: req.ownSubnet, network: req.network, log, resyncIntervalMs: 0 });
+      mgr = new RouteManager({
+        netlink,
+        forwarding,
+        ifindex: req.ifindex,
+        ownSubnet: req.ownSubnet,
+        network: req.network,
+        log,
+        resyncIntervalMs: 0,
+      });
       return null;
     case 'apply':
       await manager().applyEvents(req.events);

@@ -67,10 +67,13 @@ function lease(subnet: Ip4Net, n: number): Lease {
     subnet,
     ipv6Subnet: null,
     attrs: {
-      PublicIP: `198.51.100.${n % 250 + 1}`,
+      PublicIP: `198.51.100.${(n % 250) + 1}`,
       PublicIPv6: null,
       BackendType: 'vxlan',
-      BackendData: { VNI: 1, VtepMAC: `0a:00:00:00:${((n >> 8) & 255).toString(16).padStart(2, '0')}:${(n & 255).toString(16).padStart(2, '0')}` },
+      BackendData: {
+        VNI: 1,
+        VtepMAC: `0a:00:00:00:${((n >> 8) & 255).toString(16).padStart(2, '0')}:${(n & 255).toString(16).padStart(2, '0')}`,
+      },
     },
     etcdLeaseId: '1',
     modRevision: String(n + 1),
@@ -125,10 +128,17 @@ t.test('device setup and route manager in a namespace', { skip: skipReason() }, 
   await t.test('device setup: /32 address, stale Network addresses removed, MTU, up', async (t) => {
     const res = await d.call<DeviceSetupResult>({ cmd: 'setup', ifname: tun, subnet: OWN, network: NETWORK, mtu: MTU });
     t.same(sorted(res.removed.map((a) => `${formatIp4(a.ip)}/${a.prefixLen}`)), ['10.5.72.0/24', '10.5.99.1/32']);
-    const [link] = JSON.parse(await ip('-j', 'addr', 'show', 'dev', tun)) as { mtu: number; flags: string[]; addr_info: { family: string; local: string; prefixlen: number }[] }[];
+    const [link] = JSON.parse(await ip('-j', 'addr', 'show', 'dev', tun)) as {
+      mtu: number;
+      flags: string[];
+      addr_info: { family: string; local: string; prefixlen: number }[];
+    }[];
     t.equal(link!.mtu, MTU);
     t.ok(link!.flags.includes('UP'), 'link is up');
-    t.same(sorted(link!.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`)), ['10.5.72.0/32', '192.0.2.77/24']);
+    t.same(sorted(link!.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`)), [
+      '10.5.72.0/32',
+      '192.0.2.77/24',
+    ]);
 
     const again = await d.call<DeviceSetupResult>({ cmd: 'setup', ifname: tun, subnet: OWN, network: NETWORK, mtu: MTU });
     t.same(again.removed, [], 'second setup changes nothing');
@@ -147,8 +157,16 @@ t.test('device setup and route manager in a namespace', { skip: skipReason() }, 
     await d.call({ cmd: 'apply', events });
     const rs = await routesOnTun();
     t.same(await ourRoutes(), expectAll);
-    t.ok(rs.filter((r) => r.protocol !== 'kernel').every((r) => (r.protocol ?? 'boot') === 'boot' && r.scope === 'link' && r.gateway === undefined && r.metric === undefined), 'all routes have our shape');
-    t.ok(rs.some((r) => r.protocol === 'kernel' && r.dst === '192.0.2.0/24'), "the outside address's kernel route is there");
+    t.ok(
+      rs
+        .filter((r) => r.protocol !== 'kernel')
+        .every((r) => (r.protocol ?? 'boot') === 'boot' && r.scope === 'link' && r.gateway === undefined && r.metric === undefined),
+      'all routes have our shape',
+    );
+    t.ok(
+      rs.some((r) => r.protocol === 'kernel' && r.dst === '192.0.2.0/24'),
+      "the outside address's kernel route is there",
+    );
     const st = await d.call<DriverState>({ cmd: 'state' });
     t.same(st.routes.length, 1000);
     t.same(st.forwarding, expectAll);
@@ -188,8 +206,15 @@ t.test('device setup and route manager in a namespace', { skip: skipReason() }, 
     await d.call({ cmd: 'reconcile', leases: kept });
     const rs = await routesOnTun();
     t.same(await ourRoutes(), expectKept);
-    t.ok(rs.filter((r) => r.protocol !== 'kernel').every((r) => (r.protocol ?? 'boot') === 'boot' && r.scope === 'link' && r.gateway === undefined && r.metric === undefined));
-    t.ok(rs.some((r) => r.protocol === 'kernel' && r.dst === '192.0.2.0/24'), 'kernel route kept');
+    t.ok(
+      rs
+        .filter((r) => r.protocol !== 'kernel')
+        .every((r) => (r.protocol ?? 'boot') === 'boot' && r.scope === 'link' && r.gateway === undefined && r.metric === undefined),
+    );
+    t.ok(
+      rs.some((r) => r.protocol === 'kernel' && r.dst === '192.0.2.0/24'),
+      'kernel route kept',
+    );
     const st = await d.call<DriverState>({ cmd: 'state' });
     t.notOk(st.dirty);
     t.same(st.warnings, []);
@@ -203,7 +228,10 @@ t.test('device setup and route manager in a namespace', { skip: skipReason() }, 
     let st = await d.call<DriverState>({ cmd: 'state' });
     t.ok(st.dirty);
     t.equal(st.warnings.length, 3);
-    t.match(st.warnings[0], new RegExp(`^replace route ${formatIp4Net(extra[0]!.subnet).replace(/\./g, '\\.')} dev ${tun}: Network is down; retrying`));
+    t.match(
+      st.warnings[0],
+      new RegExp(`^replace route ${formatIp4Net(extra[0]!.subnet).replace(/\./g, '\\.')} dev ${tun}: Network is down; retrying`),
+    );
 
     await ip('link', 'set', tun, 'up');
     const now = [...kept, ...extra];

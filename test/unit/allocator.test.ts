@@ -6,7 +6,11 @@ import { parseNetworkConfig } from '../../src/subnet/config';
 
 const nets = (...s: string[]): Ip4Net[] => s.map(parseIp4Net);
 const texts = (n: readonly Ip4Net[]): string[] => n.map(formatIp4Net);
-const range = (min: string, max: string, len: number): SubnetRange => ({ subnetMin: parseIp4(min), subnetMax: parseIp4(max), subnetLen: len });
+const range = (min: string, max: string, len: number): SubnetRange => ({
+  subnetMin: parseIp4(min),
+  subnetMax: parseIp4(max),
+  subnetLen: len,
+});
 
 /** The obvious O(candidates × taken) walk, as a reference. */
 function naiveFree(r: SubnetRange, taken: readonly Ip4Net[], limit: number): Ip4Net[] {
@@ -99,12 +103,19 @@ t.test('a /8 with 5000 taken leases of mixed lengths', async (t) => {
 });
 
 t.test('property: matches the naive walk', async (t) => {
-  const arbNet = fc.record({ ip: fc.integer({ min: 0x0a050000, max: 0x0a05ffff }), len: fc.integer({ min: 16, max: 32 }) }).map((x) => ip4Net(x.ip, x.len));
+  const arbNet = fc
+    .record({ ip: fc.integer({ min: 0x0a050000, max: 0x0a05ffff }), len: fc.integer({ min: 16, max: 32 }) })
+    .map((x) => ip4Net(x.ip, x.len));
   fc.assert(
-    fc.property(fc.array(arbNet, { maxLength: 40 }), fc.integer({ min: 20, max: 30 }), fc.integer({ min: 1, max: 120 }), (taken, len, limit) => {
-      const r: SubnetRange = { subnetMin: 0x0a050000 + sizeOf(len), subnetMax: 0x0a060000 - sizeOf(len), subnetLen: len };
-      return JSON.stringify(freeSubnets(r, taken, limit)) === JSON.stringify(naiveFree(r, taken, limit));
-    }),
+    fc.property(
+      fc.array(arbNet, { maxLength: 40 }),
+      fc.integer({ min: 20, max: 30 }),
+      fc.integer({ min: 1, max: 120 }),
+      (taken, len, limit) => {
+        const r: SubnetRange = { subnetMin: 0x0a050000 + sizeOf(len), subnetMax: 0x0a060000 - sizeOf(len), subnetLen: len };
+        return JSON.stringify(freeSubnets(r, taken, limit)) === JSON.stringify(naiveFree(r, taken, limit));
+      },
+    ),
     { numRuns: 300 },
   );
   t.pass('equivalent');

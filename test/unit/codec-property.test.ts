@@ -118,12 +118,19 @@ t.test('encode → decode round trip returns the inner packet untouched', async 
 
 t.test('writeEncapHeader touches exactly its 22 bytes', async (t) => {
   fc.assert(
-    fc.property(vniArb, anyMacArb, anyMacArb, fc.integer({ min: 0, max: 64 }), fc.integer({ min: 0, max: 255 }), (vni, dst, src, off, fill) => {
-      const buf = new Uint8Array(off + ENCAP_LEN + 16).fill(fill);
-      writeEncapHeader(buf, off, vni, dst, src);
-      for (let i = 0; i < buf.length; i++) if ((i < off || i >= off + ENCAP_LEN) && buf[i] !== fill) return false;
-      return true;
-    }),
+    fc.property(
+      vniArb,
+      anyMacArb,
+      anyMacArb,
+      fc.integer({ min: 0, max: 64 }),
+      fc.integer({ min: 0, max: 255 }),
+      (vni, dst, src, off, fill) => {
+        const buf = new Uint8Array(off + ENCAP_LEN + 16).fill(fill);
+        writeEncapHeader(buf, off, vni, dst, src);
+        for (let i = 0; i < buf.length; i++) if ((i < off || i >= off + ENCAP_LEN) && buf[i] !== fill) return false;
+        return true;
+      },
+    ),
     { numRuns: RUNS },
   );
   t.pass();
@@ -137,10 +144,10 @@ function makePlausible(buf: Uint8Array, off: number, len: number, mode: number, 
   const put = (i: number, v: number): void => {
     if (i < len) buf[off + i] = v;
   };
-  if (mode >= 1) [0x08, 0, 0, 0].forEach((v, i) => put(i, v)), put(7, 0);
-  if (mode >= 2) put(4, vni >> 16), put(5, (vni >> 8) & 0xff), put(6, vni & 0xff);
+  if (mode >= 1) ([0x08, 0, 0, 0].forEach((v, i) => put(i, v)), put(7, 0));
+  if (mode >= 2) (put(4, vni >> 16), put(5, (vni >> 8) & 0xff), put(6, vni & 0xff));
   if (mode >= 3) own.forEach((v, i) => put(8 + i, v));
-  if (mode >= 4) put(20, 0x08), put(21, 0x00);
+  if (mode >= 4) (put(20, 0x08), put(21, 0x00));
   if (mode >= 5 && len >= ENCAP_LEN + 20) {
     const ihl = 5 + ((buf[off + ENCAP_LEN]! & 0x0f) % 11);
     put(ENCAP_LEN, 0x40 | ihl);
@@ -250,19 +257,25 @@ t.test('multi-byte mutations and truncations always agree with the model', async
 
 t.test('IPv4 length lies: total length beyond the datagram or below IHL is dropped, padding is cut', async (t) => {
   fc.assert(
-    fc.property(frameArb, fc.integer({ min: 0, max: 0xffff }), fc.integer({ min: 0, max: 3 }), fc.integer({ min: -2, max: 2 }), ({ vni, own, frame }, any, pick, delta) => {
-      const buf = Uint8Array.from(frame.buf);
-      const ip = frame.off + ENCAP_LEN;
-      // Mostly right at the edges: around IHL and around the bytes actually received.
-      const edges = [any, ((buf[ip]! & 0x0f) * 4 + delta) & 0xffff, (frame.len - ENCAP_LEN + delta) & 0xffff, frame.inner.length];
-      const total = edges[pick]!;
-      buf[ip + 2] = total >> 8;
-      buf[ip + 3] = total & 0xff;
-      const ihl = (buf[ip]! & 0x0f) * 4;
-      const r = decodeVxlanFrame(buf, frame.off, frame.len, vni, macHi(own), macLo(own));
-      if (total < ihl || total > frame.len - ENCAP_LEN) return r === -Drop.badIpv4Header;
-      return r === total;
-    }),
+    fc.property(
+      frameArb,
+      fc.integer({ min: 0, max: 0xffff }),
+      fc.integer({ min: 0, max: 3 }),
+      fc.integer({ min: -2, max: 2 }),
+      ({ vni, own, frame }, any, pick, delta) => {
+        const buf = Uint8Array.from(frame.buf);
+        const ip = frame.off + ENCAP_LEN;
+        // Mostly right at the edges: around IHL and around the bytes actually received.
+        const edges = [any, ((buf[ip]! & 0x0f) * 4 + delta) & 0xffff, (frame.len - ENCAP_LEN + delta) & 0xffff, frame.inner.length];
+        const total = edges[pick]!;
+        buf[ip + 2] = total >> 8;
+        buf[ip + 3] = total & 0xff;
+        const ihl = (buf[ip]! & 0x0f) * 4;
+        const r = decodeVxlanFrame(buf, frame.off, frame.len, vni, macHi(own), macLo(own));
+        if (total < ihl || total > frame.len - ENCAP_LEN) return r === -Drop.badIpv4Header;
+        return r === total;
+      },
+    ),
     { numRuns: RUNS * 2 },
   );
   t.equal(MIN_FRAME_LEN, ENCAP_LEN + 20, 'minimum frame is VXLAN + Ethernet + a bare IPv4 header');

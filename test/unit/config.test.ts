@@ -175,8 +175,16 @@ t.test('IPv6 validation errors', async (t) => {
   rejects(t, `{${base},"IPv6Network":"fc00::/125"}`, 'IPv6Network is too small. Minimum useful network prefix is /124');
   rejects(t, `{${base},"IPv6Network":"fc00::/48","IPv6SubnetMin":"fc01::"}`, /^IPv6SubnetMin is not in the range of the IPv6Network/);
   rejects(t, `{${base},"IPv6Network":"fc00::/48","IPv6SubnetMax":"fb00::"}`, /^IPv6SubnetMax is not in the range of the IPv6Network/);
-  rejects(t, `{${base},"IPv6Network":"fc00::/48","IPv6SubnetMin":"fc00:0:0:1::1"}`, 'IPv6SubnetMin is not on an IPv6SubnetLen boundary: fc00:0:0:1::1');
-  rejects(t, `{${base},"IPv6Network":"fc00::/48","IPv6SubnetMax":"fc00:0:0:1:8000::"}`, 'IPv6SubnetMax is not on an IPv6SubnetLen boundary: fc00:0:0:1:8000::');
+  rejects(
+    t,
+    `{${base},"IPv6Network":"fc00::/48","IPv6SubnetMin":"fc00:0:0:1::1"}`,
+    'IPv6SubnetMin is not on an IPv6SubnetLen boundary: fc00:0:0:1::1',
+  );
+  rejects(
+    t,
+    `{${base},"IPv6Network":"fc00::/48","IPv6SubnetMax":"fc00:0:0:1:8000::"}`,
+    'IPv6SubnetMax is not on an IPv6SubnetLen boundary: fc00:0:0:1:8000::',
+  );
   rejects(t, `{${base},"IPv6Network":"10.5.0.0/16"}`, /^IPv6Network must be an IPv6 CIDR/);
   rejects(t, `{${base},"IPv6Network":"fc00::/48","IPv6SubnetMin":"zz::"}`, /^IPv6SubnetMin must be an IPv6 address/);
   rejects(t, `{${base},"IPv6Network":"fc00::/48","IPv6SubnetLen":"64"}`, /^IPv6SubnetLen must be a number/);

@@ -45,7 +45,15 @@ t.test('defaults (flannel-compat §7)', async (t) => {
 
 t.test('one or two dashes, separate or = values', async (t) => {
   const o = parseFlags(
-    ['-etcd-prefix', '/a', '--subnet-file', '/tmp/s.env', '-public-ip=192.0.2.5', '--healthz-port=8080', '-etcd-endpoints=http://e1:2379,https://e2:2379'],
+    [
+      '-etcd-prefix',
+      '/a',
+      '--subnet-file',
+      '/tmp/s.env',
+      '-public-ip=192.0.2.5',
+      '--healthz-port=8080',
+      '-etcd-endpoints=http://e1:2379,https://e2:2379',
+    ],
     {},
   );
   t.equal(o.etcdPrefix, '/a');
@@ -204,7 +212,10 @@ t.test('help lists every flag with type, default and env var', async (t) => {
     t.match(h, `[env ${envName(f.name)}]`, f.name);
   }
   t.equal(FLAGS.length, Object.keys(DEFAULTS).length, 'one flag per option');
-  t.match(h, '  -etcd-endpoints string\n    \tcomma-separated list of etcd endpoints (default "http://127.0.0.1:4001,http://127.0.0.1:2379")');
+  t.match(
+    h,
+    '  -etcd-endpoints string\n    \tcomma-separated list of etcd endpoints (default "http://127.0.0.1:4001,http://127.0.0.1:2379")',
+  );
   t.match(h, /  -subnet-lease-renew-margin int\n    \t.*\(default 60\)/);
   t.match(h, /  -iptables-forward-rules\n    \t.*\(default true\)/);
   t.match(h, /  -iface value\n/);

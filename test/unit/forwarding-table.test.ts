@@ -126,28 +126,32 @@ t.test('grows past its initial capacity (1000 peers) and agrees with a linear sc
 t.test('property: lookup equals longest-prefix linear scan', async (t) => {
   const netArb = fc.record({ ip: fc.integer({ min: 0, max: 0xffffffff }), len: fc.constantFrom(8, 16, 20, 24, 28, 32) });
   fc.assert(
-    fc.property(fc.array(netArb, { maxLength: 30 }), fc.array(fc.integer({ min: 0, max: 0xffffffff }), { maxLength: 30 }), (nets, probes) => {
-      const ft = new ForwardingTable();
-      const entries = new Map<string, { ip: number; len: number; slot: number }>();
-      for (const n of nets) {
-        const netIp = (n.ip & maskOf(n.len)) >>> 0;
-        const slot = ft.setPeer({ subnet: { ip: netIp, prefixLen: n.len }, publicIp: n.ip, vtepMac: mac(1) });
-        entries.set(`${netIp}/${n.len}`, { ip: netIp, len: n.len, slot });
-      }
-      for (const n of nets) probes.push(n.ip);
-      for (const p of probes) {
-        let best = -1;
-        let bestLen = -1;
-        for (const e of entries.values()) {
-          if (((p & maskOf(e.len)) >>> 0) === e.ip && e.len > bestLen) {
-            best = e.slot;
-            bestLen = e.len;
-          }
+    fc.property(
+      fc.array(netArb, { maxLength: 30 }),
+      fc.array(fc.integer({ min: 0, max: 0xffffffff }), { maxLength: 30 }),
+      (nets, probes) => {
+        const ft = new ForwardingTable();
+        const entries = new Map<string, { ip: number; len: number; slot: number }>();
+        for (const n of nets) {
+          const netIp = (n.ip & maskOf(n.len)) >>> 0;
+          const slot = ft.setPeer({ subnet: { ip: netIp, prefixLen: n.len }, publicIp: n.ip, vtepMac: mac(1) });
+          entries.set(`${netIp}/${n.len}`, { ip: netIp, len: n.len, slot });
         }
-        if (ft.lookup(p) !== best) return false;
-      }
-      return true;
-    }),
+        for (const n of nets) probes.push(n.ip);
+        for (const p of probes) {
+          let best = -1;
+          let bestLen = -1;
+          for (const e of entries.values()) {
+            if ((p & maskOf(e.len)) >>> 0 === e.ip && e.len > bestLen) {
+              best = e.slot;
+              bestLen = e.len;
+            }
+          }
+          if (ft.lookup(p) !== best) return false;
+        }
+        return true;
+      },
+    ),
   );
   t.pass('lookup matches the linear scan for all generated tables');
 });

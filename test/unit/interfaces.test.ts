@@ -26,7 +26,11 @@ function fakeSys(links: Record<string, FakeLink>, routes: string | null): SysRea
       return p === '/sys/class/net' ? Object.keys(links) : [];
     },
     ipv4Addresses() {
-      return new Map(Object.entries(links).filter(([, l]) => l.addrs.length > 0).map(([n, l]) => [n, l.addrs]));
+      return new Map(
+        Object.entries(links)
+          .filter(([, l]) => l.addrs.length > 0)
+          .map(([n, l]) => [n, l.addrs]),
+      );
     },
   };
 }
@@ -95,9 +99,15 @@ t.test('-iface errors are specific', async (t) => {
   const sys = fakeSys(LINKS, ROUTES);
   t.throws(() => findExternalInterface({ iface: ['eth9'], ifaceRegex: [] }, sys), new InterfaceError('no interface named eth9'));
   t.throws(() => findExternalInterface({ iface: ['eth2'], ifaceRegex: [] }, sys), new InterfaceError('interface eth2 has no IPv4 address'));
-  t.throws(() => findExternalInterface({ iface: ['10.9.9.9'], ifaceRegex: [] }, sys), new InterfaceError('no interface has the address 10.9.9.9'));
+  t.throws(
+    () => findExternalInterface({ iface: ['10.9.9.9'], ifaceRegex: [] }, sys),
+    new InterfaceError('no interface has the address 10.9.9.9'),
+  );
   t.throws(() => findExternalInterface({ iface: ['../../../etc'], ifaceRegex: [] }, sys), /no interface named/);
-  t.notOk(sys.reads.some((p) => p.includes('..')), 'never builds a path from an invalid name');
+  t.notOk(
+    sys.reads.some((p) => p.includes('..')),
+    'never builds a path from an invalid name',
+  );
   t.throws(() => findExternalInterface({ iface: ['eth9', 'eth2'], ifaceRegex: [] }, sys), {
     message: 'no usable interface among -iface/-iface-regex: no interface named eth9; interface eth2 has no IPv4 address',
   });
@@ -107,7 +117,12 @@ t.test('-iface-regex matches IPs first, then names', async (t) => {
   const sys = fakeSys(LINKS, ROUTES);
   // "1" occurs in eth0's IP and in the name eth1: IPs win, in ifindex order.
   t.same(findExternalInterface({ iface: [], ifaceRegex: ['1'] }, sys), { name: 'lo', index: 1, ip: '127.0.0.1', mtu: 65536 });
-  t.same(findExternalInterface({ iface: [], ifaceRegex: ['^192\\.0\\.2\\.11$'] }, sys), { name: 'eth0', index: 2, ip: '192.0.2.11', mtu: 1500 });
+  t.same(findExternalInterface({ iface: [], ifaceRegex: ['^192\\.0\\.2\\.11$'] }, sys), {
+    name: 'eth0',
+    index: 2,
+    ip: '192.0.2.11',
+    mtu: 1500,
+  });
   t.same(findExternalInterface({ iface: [], ifaceRegex: ['^eth1$'] }, sys), { name: 'eth1', index: 3, ip: '198.51.100.7', mtu: 9000 });
   // Name match: lowest ifindex first, skipping links without IPv4.
   t.equal(findExternalInterface({ iface: [], ifaceRegex: ['^eth[12]$'] }, sys).name, 'eth1');
@@ -117,8 +132,14 @@ t.test('-iface-regex matches IPs first, then names', async (t) => {
 
 t.test('-iface-regex errors', async (t) => {
   const sys = fakeSys(LINKS, ROUTES);
-  t.throws(() => findExternalInterface({ iface: [], ifaceRegex: ['^nope'] }, sys), new InterfaceError('no interface address or name matches "^nope"'));
-  t.throws(() => findExternalInterface({ iface: [], ifaceRegex: ['^eth2$'] }, sys), /interfaces matching "\^eth2\$" \(eth2\) have no IPv4 address/);
+  t.throws(
+    () => findExternalInterface({ iface: [], ifaceRegex: ['^nope'] }, sys),
+    new InterfaceError('no interface address or name matches "^nope"'),
+  );
+  t.throws(
+    () => findExternalInterface({ iface: [], ifaceRegex: ['^eth2$'] }, sys),
+    /interfaces matching "\^eth2\$" \(eth2\) have no IPv4 address/,
+  );
   t.throws(() => findExternalInterface({ iface: [], ifaceRegex: ['('] }, sys), /invalid -iface-regex "\("/);
 });
 

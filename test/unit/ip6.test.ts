@@ -1,13 +1,5 @@
 import t from 'tap';
-import {
-  Ip6ParseError,
-  canonicalIp6Net,
-  formatIp6,
-  isIp6,
-  parseIp6,
-  parseIp6Net,
-  formatIp6Net,
-} from '../../src/subnet/ip6';
+import { Ip6ParseError, canonicalIp6Net, formatIp6, isIp6, parseIp6, parseIp6Net, formatIp6Net } from '../../src/subnet/ip6';
 
 t.test('formats like Go net.IP.String()', async (t) => {
   const cases: Array<[string, string]> = [
@@ -26,7 +18,20 @@ t.test('formats like Go net.IP.String()', async (t) => {
 });
 
 t.test('rejects invalid text', async (t) => {
-  for (const bad of ['', ':', ':::', '1::2::3', '1:2:3:4:5:6:7', '1:2:3:4:5:6:7:8:9', '12345::', 'g::', '::1.2.3', '1.2.3.4', 'fe80::1%eth0', '1:2:3:4:5:6:7::8']) {
+  for (const bad of [
+    '',
+    ':',
+    ':::',
+    '1::2::3',
+    '1:2:3:4:5:6:7',
+    '1:2:3:4:5:6:7:8:9',
+    '12345::',
+    'g::',
+    '::1.2.3',
+    '1.2.3.4',
+    'fe80::1%eth0',
+    '1:2:3:4:5:6:7::8',
+  ]) {
     t.throws(() => parseIp6(bad), Ip6ParseError, bad);
     t.equal(isIp6(bad), false, bad);
   }

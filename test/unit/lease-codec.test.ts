@@ -71,7 +71,12 @@ t.test('decode is Go-like: case-insensitive, unknown keys ignored', async (t) =>
   const a = decodeLeaseAttrs(
     '{"publicip":"10.0.0.1","PUBLICIPV6":"2001:0db8::1","backendtype":"vxlan","backenddata":{"vni":7,"vtepmac":"AE-12-34-56-78-9A"},"Extra":42}',
   );
-  t.same(a, { PublicIP: '10.0.0.1', PublicIPv6: '2001:db8::1', BackendType: 'vxlan', BackendData: { vni: 7, vtepmac: 'AE-12-34-56-78-9A' } });
+  t.same(a, {
+    PublicIP: '10.0.0.1',
+    PublicIPv6: '2001:db8::1',
+    BackendType: 'vxlan',
+    BackendData: { vni: 7, vtepmac: 'AE-12-34-56-78-9A' },
+  });
   t.same(vxlanBackendData(a), { VNI: 7, VtepMAC: 'ae:12:34:56:78:9a' });
   // Go's net.ParseIP(..).To4() accepts v4-mapped text.
   t.equal(decodeLeaseAttrs('{"PublicIP":"::ffff:10.0.0.2"}').PublicIP, '10.0.0.2');
@@ -128,7 +133,15 @@ t.test('MAC parse/format', async (t) => {
   t.same(Array.from(parseMac('AE:12:34:56:78:9a')), [0xae, 0x12, 0x34, 0x56, 0x78, 0x9a]);
   t.same(Array.from(parseMac('ae-12-34-56-78-9a')), [0xae, 0x12, 0x34, 0x56, 0x78, 0x9a]);
   t.same(Array.from(parseMac('ae12.3456.789a')), [0xae, 0x12, 0x34, 0x56, 0x78, 0x9a]);
-  for (const bad of ['', 'ae:12:34:56:78', 'ae:12:34:56:78:9a:bc', 'ae:12-34:56:78:9a', 'a:12:34:56:78:9a', 'ae:12:34:56:78:9g', ' ae:12:34:56:78:9a']) {
+  for (const bad of [
+    '',
+    'ae:12:34:56:78',
+    'ae:12:34:56:78:9a:bc',
+    'ae:12-34:56:78:9a',
+    'a:12:34:56:78:9a',
+    'ae:12:34:56:78:9g',
+    ' ae:12:34:56:78:9a',
+  ]) {
     t.throws(() => parseMac(bad), MacParseError, JSON.stringify(bad));
   }
   t.throws(() => formatMac(new Uint8Array(5)), MacParseError);
@@ -181,16 +194,16 @@ t.test('property: subnetKey and parseSubnetKey are inverse', async (t) => {
 
 t.test('property: encode/decode round trip for vxlan leases', async (t) => {
   fc.assert(
-    fc.property(
-      fc.ipV4(),
-      fc.integer({ min: 1, max: 0xffffff }),
-      fc.uint8Array({ minLength: 6, maxLength: 6 }),
-      (ip, vni, mac) => {
-        const attrs: LeaseAttrs = { PublicIP: ip, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: vni, VtepMAC: formatMac(mac) } };
-        const text = encodeLeaseAttrs(attrs);
-        return encodeLeaseAttrs(decodeLeaseAttrs(text)) === text && vxlanBackendData(decodeLeaseAttrs(text))!.VNI === vni;
-      },
-    ),
+    fc.property(fc.ipV4(), fc.integer({ min: 1, max: 0xffffff }), fc.uint8Array({ minLength: 6, maxLength: 6 }), (ip, vni, mac) => {
+      const attrs: LeaseAttrs = {
+        PublicIP: ip,
+        PublicIPv6: null,
+        BackendType: 'vxlan',
+        BackendData: { VNI: vni, VtepMAC: formatMac(mac) },
+      };
+      const text = encodeLeaseAttrs(attrs);
+      return encodeLeaseAttrs(decodeLeaseAttrs(text)) === text && vxlanBackendData(decodeLeaseAttrs(text))!.VNI === vni;
+    }),
   );
   t.pass('round trip holds');
 });

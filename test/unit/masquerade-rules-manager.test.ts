@@ -92,7 +92,15 @@ function capture(): { log: pino.Logger; lines: () => Array<{ level: number; msg:
       cb();
     },
   });
-  return { log: pino(stream), lines: () => out.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l)) };
+  return {
+    log: pino(stream),
+    lines: () =>
+      out
+        .join('')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l)),
+  };
 }
 
 async function waitUntil(what: string, cond: () => boolean, timeoutMs = 10000): Promise<void> {
@@ -122,7 +130,10 @@ t.test('start installs both rule sets with one iptables-restore; an intact sync 
   const before = ipt.calls.length;
   t.strictSame(await mgr.syncOnce(), { rebuilt: [] });
   t.equal(ipt.restores().length, 1, 'no restore when everything is in place');
-  t.ok(ipt.calls.slice(before).every((c) => c.args.includes('-S')), 'only listings');
+  t.ok(
+    ipt.calls.slice(before).every((c) => c.args.includes('-S')),
+    'only listings',
+  );
 
   // One forward rule gone: only the filter table is rebuilt, in one process.
   ipt.tables.get('filter')!.get('FLANNEL-FWD')!.pop();
@@ -135,7 +146,15 @@ t.test('start installs both rule sets with one iptables-restore; an intact sync 
 
 t.test('a foreign rule in our chain or a reordered chain triggers a rebuild', async (t) => {
   const ipt = new FakeIptables();
-  const mgr = new IptablesManager({ network: N, subnet: P, masq: true, forwardRules: false, resyncSeconds: 3600, log: capture().log, run: ipt.run });
+  const mgr = new IptablesManager({
+    network: N,
+    subnet: P,
+    masq: true,
+    forwardRules: false,
+    resyncSeconds: 3600,
+    log: capture().log,
+    run: ipt.run,
+  });
   await mgr.start();
   t.teardown(() => mgr.stop());
   const chain = ipt.tables.get('nat')!.get('FLANNEL-POSTRTG')!;
@@ -148,14 +167,31 @@ t.test('a foreign rule in our chain or a reordered chain triggers a rebuild', as
 t.test('old iptables: no --random-fully, no -w for iptables-restore; the flag can also disable it', async (t) => {
   const old = new FakeIptables();
   old.version = 'iptables v1.6.1';
-  const m1 = new IptablesManager({ network: N, subnet: P, masq: true, forwardRules: false, resyncSeconds: 3600, log: capture().log, run: old.run });
+  const m1 = new IptablesManager({
+    network: N,
+    subnet: P,
+    masq: true,
+    forwardRules: false,
+    resyncSeconds: 3600,
+    log: capture().log,
+    run: old.run,
+  });
   await m1.start();
   await m1.stop();
   t.strictSame(old.restores()[0]!.args, ['--noflush']);
   t.notMatch(old.restores()[0]!.input!, /random-fully/);
 
   const disabled = new FakeIptables();
-  const m2 = new IptablesManager({ network: N, subnet: P, masq: true, forwardRules: false, resyncSeconds: 3600, randomFully: false, log: capture().log, run: disabled.run });
+  const m2 = new IptablesManager({
+    network: N,
+    subnet: P,
+    masq: true,
+    forwardRules: false,
+    resyncSeconds: 3600,
+    randomFully: false,
+    log: capture().log,
+    run: disabled.run,
+  });
   await m2.start();
   await m2.stop();
   t.strictSame(disabled.chain('nat', 'FLANNEL-POSTRTG'), specs(masqRuleSet(N, P, { randomFully: false })));
@@ -165,12 +201,24 @@ t.test('rules of a previous subnet are removed and reported at start', async (t)
   const ipt = new FakeIptables();
   const prevSubnet = parseIp4Net('10.5.9.0/24');
   const old = masqRuleSet(N, prevSubnet, { randomFully: true });
-  ipt.tables.set('nat', new Map([
-    ['POSTROUTING', ['-m comment --comment "flanneld masq" -j FLANNEL-POSTRTG']],
-    ['FLANNEL-POSTRTG', specs(old)],
-  ]));
+  ipt.tables.set(
+    'nat',
+    new Map([
+      ['POSTROUTING', ['-m comment --comment "flanneld masq" -j FLANNEL-POSTRTG']],
+      ['FLANNEL-POSTRTG', specs(old)],
+    ]),
+  );
   const cap = capture();
-  const mgr = new IptablesManager({ network: N, subnet: P, masq: true, forwardRules: false, resyncSeconds: 3600, previous: { network: N, subnet: prevSubnet }, log: cap.log, run: ipt.run });
+  const mgr = new IptablesManager({
+    network: N,
+    subnet: P,
+    masq: true,
+    forwardRules: false,
+    resyncSeconds: 3600,
+    previous: { network: N, subnet: prevSubnet },
+    log: cap.log,
+    run: ipt.run,
+  });
   await mgr.start();
   await mgr.stop();
   t.strictSame(ipt.chain('nat', 'FLANNEL-POSTRTG'), specs(masqRuleSet(N, P, { randomFully: true })));
@@ -183,8 +231,19 @@ t.test('rules of a previous subnet are removed and reported at start', async (t)
 t.test('restore failure: typed error with command and stderr; start rejects', async (t) => {
   const ipt = new FakeIptables();
   ipt.failRestore = 'iptables-restore: line 3 failed\n';
-  const mgr = new IptablesManager({ network: N, subnet: P, masq: true, forwardRules: true, resyncSeconds: 3600, log: capture().log, run: ipt.run });
-  const err = await mgr.start().then(() => null, (e: unknown) => e);
+  const mgr = new IptablesManager({
+    network: N,
+    subnet: P,
+    masq: true,
+    forwardRules: true,
+    resyncSeconds: 3600,
+    log: capture().log,
+    run: ipt.run,
+  });
+  const err = await mgr.start().then(
+    () => null,
+    (e: unknown) => e,
+  );
   t.type(err, IptablesError);
   const e = err as IptablesError;
   t.equal(e.command, 'iptables-restore --noflush -w');
@@ -204,7 +263,10 @@ t.test('a program that cannot be started is an IptablesError too', async (t) => 
     iptablesPath: '/nonexistent/iptables',
     log: capture().log,
   });
-  const err = await mgr.start().then(() => null, (e: unknown) => e);
+  const err = await mgr.start().then(
+    () => null,
+    (e: unknown) => e,
+  );
   t.type(err, IptablesError);
   t.equal((err as IptablesError).exitCode, null);
   t.match((err as IptablesError).message, /\/nonexistent\/iptables --version was killed or could not run: .*ENOENT/);
@@ -213,7 +275,15 @@ t.test('a program that cannot be started is an IptablesError too', async (t) => 
 t.test('resync failures are logged once per state change', async (t) => {
   const ipt = new FakeIptables();
   const cap = capture();
-  const mgr = new IptablesManager({ network: N, subnet: P, masq: true, forwardRules: false, resyncSeconds: 0.02, log: cap.log, run: ipt.run });
+  const mgr = new IptablesManager({
+    network: N,
+    subnet: P,
+    masq: true,
+    forwardRules: false,
+    resyncSeconds: 0.02,
+    log: cap.log,
+    run: ipt.run,
+  });
   await mgr.start();
   t.teardown(() => mgr.stop());
   ipt.failRestore = 'locked\n';
@@ -237,9 +307,23 @@ t.test('resync failures are logged once per state change', async (t) => {
 
 t.test('nothing to do without -ip-masq and forward rules; bad resync period rejected', async (t) => {
   const ipt = new FakeIptables();
-  const mgr = new IptablesManager({ network: N, subnet: P, masq: false, forwardRules: false, resyncSeconds: 5, log: capture().log, run: ipt.run });
+  const mgr = new IptablesManager({
+    network: N,
+    subnet: P,
+    masq: false,
+    forwardRules: false,
+    resyncSeconds: 5,
+    log: capture().log,
+    run: ipt.run,
+  });
   await mgr.start();
   await mgr.stop();
-  t.strictSame(ipt.calls.map((c) => c.args.join(' ')), ['--version']);
-  t.throws(() => new IptablesManager({ network: N, subnet: P, masq: true, forwardRules: true, resyncSeconds: 0, log: capture().log }), RangeError);
+  t.strictSame(
+    ipt.calls.map((c) => c.args.join(' ')),
+    ['--version'],
+  );
+  t.throws(
+    () => new IptablesManager({ network: N, subnet: P, masq: true, forwardRules: true, resyncSeconds: 0, log: capture().log }),
+    RangeError,
+  );
 });

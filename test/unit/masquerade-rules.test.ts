@@ -39,7 +39,18 @@ t.test('masquerade rules: flannel HEAD order with --random-fully', async (t) => 
     '-A FLANNEL-POSTRTG -s 10.5.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
     '-A FLANNEL-POSTRTG ! -s 10.5.0.0/16 -d 10.5.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
   ]);
-  t.strictSame(set.rules[0]!.spec, ['-m', 'mark', '--mark', '0x4000/0x4000', '-m', 'comment', '--comment', 'flanneld masq', '-j', 'RETURN']);
+  t.strictSame(set.rules[0]!.spec, [
+    '-m',
+    'mark',
+    '--mark',
+    '0x4000/0x4000',
+    '-m',
+    'comment',
+    '--comment',
+    'flanneld masq',
+    '-j',
+    'RETURN',
+  ]);
 });
 
 t.test('masquerade rules without --random-fully', async (t) => {
@@ -99,7 +110,16 @@ t.test('renderRule refuses arguments iptables-restore would re-split', async (t)
 });
 
 t.test('tokenizer understands iptables -S quoting', async (t) => {
-  t.strictSame(tokenizeRuleLine('-A POSTROUTING -m comment --comment "a  b" -j X'), ['-A', 'POSTROUTING', '-m', 'comment', '--comment', 'a  b', '-j', 'X']);
+  t.strictSame(tokenizeRuleLine('-A POSTROUTING -m comment --comment "a  b" -j X'), [
+    '-A',
+    'POSTROUTING',
+    '-m',
+    'comment',
+    '--comment',
+    'a  b',
+    '-j',
+    'X',
+  ]);
   t.strictSame(tokenizeRuleLine('-A P -m comment --comment ab -j X'), ['-A', 'P', '-m', 'comment', '--comment', 'ab', '-j', 'X']);
   t.strictSame(tokenizeRuleLine('-A P -m comment --comment "a\\"b" -j X'), ['-A', 'P', '-m', 'comment', '--comment', 'a"b', '-j', 'X']);
   t.throws(() => tokenizeRuleLine('-A P --comment "open'));

@@ -69,7 +69,8 @@ function harness(opts: { sendStatus?: number; sendFlags?: number; writeFlags?: n
       for (let i = 0; i < n; i++) {
         const b = i * Desc.WORDS;
         if (tx.desc[b + Desc.LEN] === 0) continue;
-        const segs = tx.desc[b + Desc.GSO_TYPE] !== 0 ? Math.ceil((tx.desc[b + Desc.LEN]! - ENCAP_LEN - 40) / tx.desc[b + Desc.GSO_SIZE]!) : 1;
+        const segs =
+          tx.desc[b + Desc.GSO_TYPE] !== 0 ? Math.ceil((tx.desc[b + Desc.LEN]! - ENCAP_LEN - 40) / tx.desc[b + Desc.GSO_SIZE]!) : 1;
         tx.desc[b + Desc.SEGS] = segs;
         tx.desc[b + Desc.HDR_LEN] = 40;
         tx.desc[b + Desc.STATUS] = opts.sendStatus ?? 0;
@@ -114,8 +115,21 @@ function harness(opts: { sendStatus?: number; sendFlags?: number; writeFlags?: n
   };
   const events: string[] = [];
   const loop = new PacketLoop({
-    io, table, counters, tx, rx, tunFd: 3, recvFd: 4, sendFds: Int32Array.from([10]), port: 8472, vni: 1,
-    localMac: OWN, vnetHdr: true, repairChecksums: false, maxPacket: 1450, budget: 64,
+    io,
+    table,
+    counters,
+    tx,
+    rx,
+    tunFd: 3,
+    recvFd: 4,
+    sendFds: Int32Array.from([10]),
+    port: 8472,
+    vni: 1,
+    localMac: OWN,
+    vnetHdr: true,
+    repairChecksums: false,
+    maxPacket: 1450,
+    budget: 64,
     offload: requestedFeatures('full'),
     onGsoRefused: () => events.push('gso'),
     onTunGsoRefused: () => events.push('tun'),
@@ -130,7 +144,14 @@ t.test('a GRO train is validated datagram by datagram; rejects are counted and m
   const train = [good, frame(1450, { vni: 7 }), good, good.slice(0, 900)];
   h.udpQueue.push({ src: PEER_IP, datagrams: train });
   h.loop.onUdpReadable(0);
-  t.same(h.written, [[0, 0], [0, 2]], 'the bad-VNI datagram and the short last one are not written');
+  t.same(
+    h.written,
+    [
+      [0, 0],
+      [0, 2],
+    ],
+    'the bad-VNI datagram and the short last one are not written',
+  );
   const c = h.counters.snapshot([[h.slot, 'b']]);
   t.equal(c.drops.badVni, 1);
   t.equal(c.drops.badIpv4Header, 1, 'last datagram cut short of its IPv4 total length');

@@ -3,13 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import { loadOffloadTestNative } from '../../src/dataplane/native';
-import {
-  effectiveFeatures,
-  OFFLOAD_RUNGS,
-  parseOffloadRequest,
-  requestedFeatures,
-  rungOf,
-} from '../../src/dataplane/offload';
+import { effectiveFeatures, OFFLOAD_RUNGS, parseOffloadRequest, requestedFeatures, rungOf } from '../../src/dataplane/offload';
 
 const native = loadOffloadTestNative();
 
@@ -161,7 +155,15 @@ function coalesce(pkts: Uint8Array[], trusted: boolean, maxPacket = 1500, uso = 
   for (let i = 0; i < n; i++) {
     const r = out.subarray(off, off + outLens[i]!);
     const le16 = (o: number): number => r[o]! | (r[o + 1]! << 8);
-    writes.push({ flags: r[0]!, gsoType: r[1]!, hdrLen: le16(2), gsoSize: le16(4), csumStart: le16(6), csumOffset: le16(8), pkt: r.slice(10) });
+    writes.push({
+      flags: r[0]!,
+      gsoType: r[1]!,
+      hdrLen: le16(2),
+      gsoSize: le16(4),
+      csumStart: le16(6),
+      csumOffset: le16(8),
+      pkt: r.slice(10),
+    });
     off += outLens[i]!;
   }
   return writes;
@@ -173,7 +175,18 @@ const strip = (segs: Uint8Array[]): Uint8Array[] => segs.map((s) => s.slice(22))
 
 t.test('native checksum equals the RFC 1071 reference for any length and alignment', async (t) => {
   const data = randomBytes(70000);
-  for (const [start, len] of [[0, 0], [0, 1], [1, 1], [0, 2], [3, 7], [1, 33], [5, 64], [2, 1401], [0, 65535], [7, 65535]] as const) {
+  for (const [start, len] of [
+    [0, 0],
+    [0, 1],
+    [1, 1],
+    [0, 2],
+    [3, 7],
+    [1, 33],
+    [5, 64],
+    [2, 1401],
+    [0, 65535],
+    [7, 65535],
+  ] as const) {
     const v = new Uint8Array(data.buffer, data.byteOffset + start, len);
     t.equal(native.offloadChecksum(v), sum16(v), `start ${start} len ${len}`);
   }
@@ -211,11 +224,17 @@ t.test('split then coalesce round-trips a TCP super-packet into one GSO write', 
   const segs = strip(split(orig, 1, 1398));
   t.equal(segs.length, 44);
   for (const trusted of [false, true]) {
-    const w = coalesce(segs.map((s) => s.slice()), trusted);
+    const w = coalesce(
+      segs.map((s) => s.slice()),
+      trusted,
+    );
     t.equal(w.length, 1, `trusted=${trusted}: one write`);
     const g = w[0]!;
-    t.same({ flags: g.flags, gsoType: g.gsoType, hdrLen: g.hdrLen, gsoSize: g.gsoSize, csumStart: g.csumStart, csumOffset: g.csumOffset },
-      { flags: 1, gsoType: 1, hdrLen: 52, gsoSize: 1398, csumStart: 20, csumOffset: 16 }, 'virtio header NEEDS_CSUM TCPV4');
+    t.same(
+      { flags: g.flags, gsoType: g.gsoType, hdrLen: g.hdrLen, gsoSize: g.gsoSize, csumStart: g.csumStart, csumOffset: g.csumOffset },
+      { flags: 1, gsoType: 1, hdrLen: 52, gsoSize: 1398, csumStart: 20, csumOffset: 16 },
+      'virtio header NEEDS_CSUM TCPV4',
+    );
     t.same(g.pkt, orig, 'identical to the original (partial checksum = pseudo-header sum over the total length)');
     t.ok(ipHeaderOk(g.pkt));
   }
@@ -243,31 +262,70 @@ t.test('an untrusted segment with a bad checksum is never merged; trusted trains
   const orig = tcpPacket({ payload: randomBytes(8 * 1000), csum: 'partial', flags: 0x10 });
   const segs = strip(split(orig, 1, 1000));
   segs[3]![100] ^= 0xff;
-  const w = coalesce(segs.map((s) => s.slice()), false);
-  t.same(w.map((x) => be32(x.pkt, 24) - 1000), [0, 3000, 4000], 'segments 0-2 merged, 3 alone, 4-7 merged');
-  t.same(w.map((x) => x.gsoType), [1, 0, 1]);
+  const w = coalesce(
+    segs.map((s) => s.slice()),
+    false,
+  );
+  t.same(
+    w.map((x) => be32(x.pkt, 24) - 1000),
+    [0, 3000, 4000],
+    'segments 0-2 merged, 3 alone, 4-7 merged',
+  );
+  t.same(
+    w.map((x) => x.gsoType),
+    [1, 0, 1],
+  );
   t.equal(w[1]!.flags, 0, 'the bad one goes to the kernel unflagged, which will drop it');
-  t.equal(coalesce(segs.map((s) => s.slice()), true).length, 1, 'covered by a verified outer checksum: merged');
+  t.equal(
+    coalesce(
+      segs.map((s) => s.slice()),
+      true,
+    ).length,
+    1,
+    'covered by a verified outer checksum: merged',
+  );
 });
 
 t.test('coalescing rules: contiguous seq, same flow and ack, equal sizes, PSH ends a packet', async (t) => {
   const p = (seq: number, len: number, extra: Partial<TcpOpts> = {}): Uint8Array =>
     tcpPacket({ payload: randomBytes(len), seq, csum: 'full', flags: 0x10, ...extra });
   const gap = coalesce([p(0, 1000), p(1000, 1000), p(3000, 1000), p(4000, 1000)], false);
-  t.same(gap.map((w) => [be32(w.pkt, 24), be16(w.pkt, 2)]), [[0, 2040], [3000, 2040]], 'a gap starts a new packet');
+  t.same(
+    gap.map((w) => [be32(w.pkt, 24), be16(w.pkt, 2)]),
+    [
+      [0, 2040],
+      [3000, 2040],
+    ],
+    'a gap starts a new packet',
+  );
   const flows = coalesce([p(0, 1000), p(0, 1000, { sport: 1 }), p(1000, 1000), p(1000, 1000, { sport: 1 })], false);
   t.equal(flows.length, 4, 'interleaved flows are written in order, unmerged');
   const acks = coalesce([p(0, 1000), p(1000, 1000, { ack: 78 })], false);
   t.equal(acks.length, 2, 'different ACK numbers');
   const short = coalesce([p(0, 1000), p(1000, 500), p(1500, 1000)], false);
-  t.same(short.map((w) => be16(w.pkt, 2) - 40), [1500, 1000], 'a short segment is the tail');
+  t.same(
+    short.map((w) => be16(w.pkt, 2) - 40),
+    [1500, 1000],
+    'a short segment is the tail',
+  );
   const psh = coalesce([p(0, 1000), p(1000, 1000, { flags: 0x18 }), p(2000, 1000)], false);
-  t.same(psh.map((w) => w.pkt[33]), [0x18, 0x10], 'PSH closes the packet and stays on it');
+  t.same(
+    psh.map((w) => w.pkt[33]),
+    [0x18, 0x10],
+    'PSH closes the packet and stays on it',
+  );
   const fin = coalesce([p(0, 1000), p(1000, 1000, { flags: 0x11 })], false);
-  t.same(fin.map((w) => w.gsoType), [0, 0], 'FIN is never merged');
+  t.same(
+    fin.map((w) => w.gsoType),
+    [0, 0],
+    'FIN is never merged',
+  );
   const noDf = coalesce([p(0, 1000, { df: false, id: 5 }), p(1000, 1000, { df: false, id: 9 })], false);
   t.equal(noDf.length, 2, 'without DF the IP IDs must be consecutive');
-  const opts = coalesce([p(0, 1000, { options: TS_OPTION }), p(1000, 1000, { options: Uint8Array.from([1, 1, 8, 10, 0, 0, 0x12, 0x35, 0, 0, 0x56, 0x78]) })], false);
+  const opts = coalesce(
+    [p(0, 1000, { options: TS_OPTION }), p(1000, 1000, { options: Uint8Array.from([1, 1, 8, 10, 0, 0, 0x12, 0x35, 0, 0, 0x56, 0x78]) })],
+    false,
+  );
   t.equal(opts.length, 2, 'different TCP options (timestamps)');
   const merged = coalesce([p(0, 1000), p(1000, 1000), p(2000, 1000)], false)[0]!;
   t.equal(be16(merged.pkt, 2), 3040);
@@ -298,7 +356,13 @@ t.test('single packets get the right checksum flags; oversized TCP becomes one G
 t.test('a TUN that refuses GSO writes gets the original segments, and split oversized packets', async (t) => {
   const orig = tcpPacket({ payload: randomBytes(5 * 1000), options: TS_OPTION, csum: 'partial', flags: 0x18 });
   const segs = strip(split(orig, 1, 1000));
-  const w = coalesce(segs.map((s) => s.slice()), true, 1500, true, true);
+  const w = coalesce(
+    segs.map((s) => s.slice()),
+    true,
+    1500,
+    true,
+    true,
+  );
   t.equal(w.length, 5, 'five single writes after the refused merge');
   w.forEach((x, i) => {
     t.same(x.pkt, segs[i], `segment ${i} written exactly as received (head header restored)`);
@@ -335,7 +399,11 @@ t.test('offload ladder: rung names, requests and what the kernel grants', async 
   t.equal(rungOf(effectiveFeatures(requestedFeatures('auto'), all)), 'full');
   t.equal(rungOf(effectiveFeatures(requestedFeatures('auto'), { ...all, uso: false })), 'no-tun-uso');
   t.equal(rungOf(effectiveFeatures(requestedFeatures('auto'), { ...all, uso: false, gro: false })), 'no-udp-gro');
-  t.equal(rungOf(effectiveFeatures(requestedFeatures('auto'), { ...all, gro: false })), 'no-udp-gro', 'USO without GRO still names the rung it is at least as good as');
+  t.equal(
+    rungOf(effectiveFeatures(requestedFeatures('auto'), { ...all, gro: false })),
+    'no-udp-gro',
+    'USO without GRO still names the rung it is at least as good as',
+  );
   t.equal(rungOf(effectiveFeatures(requestedFeatures('full'), { ...all, gso: false })), 'no-udp-gso');
   t.equal(rungOf(effectiveFeatures(requestedFeatures('no-udp-gro'), all)), 'no-udp-gro', 'a forced rung caps the features');
   t.equal(rungOf(effectiveFeatures(requestedFeatures('auto'), { tso: false, uso: false, gro: false, gso: false })), 'none');

@@ -42,7 +42,7 @@ function harness(opts: { sendStatus?: (i: number) => number; budget?: number } =
         const b = n * Desc.WORDS;
         tx.desc[b + Desc.OFF] = off;
         tx.desc[b + Desc.LEN] = pkt.length;
-        tx.desc[b + Desc.ADDR] = ((pkt[16]! << 24) | (pkt[17]! << 16) | (pkt[18]! << 8) | pkt[19]!) | 0;
+        tx.desc[b + Desc.ADDR] = (pkt[16]! << 24) | (pkt[17]! << 16) | (pkt[18]! << 8) | pkt[19]! | 0;
         tx.desc[b + Desc.FLOW] = n * 7;
         tx.desc[b + Desc.FLAGS] = flags ?? 0;
         n++;
@@ -59,7 +59,12 @@ function harness(opts: { sendStatus?: (i: number) => number; budget?: number } =
         const status = opts.sendStatus?.(sent.length) ?? 0;
         tx.desc[b + Desc.STATUS] = status;
         const off = tx.desc[b + Desc.OFF]!;
-        sent.push({ bytes: tx.bytes.slice(off, off + len), addr: tx.desc[b + Desc.ADDR]! >>> 0, port: tx.desc[b + Desc.PORT]!, fd: tx.desc[b + Desc.FD]! });
+        sent.push({
+          bytes: tx.bytes.slice(off, off + len),
+          addr: tx.desc[b + Desc.ADDR]! >>> 0,
+          port: tx.desc[b + Desc.PORT]!,
+          fd: tx.desc[b + Desc.FD]!,
+        });
         if (status === 0) ok++;
       }
       return ok;
@@ -95,8 +100,21 @@ function harness(opts: { sendStatus?: (i: number) => number; budget?: number } =
   };
   const errors: number[] = [];
   const loop = new PacketLoop({
-    io, table, counters, tx, rx, tunFd: 3, recvFd: 4, sendFds: Int32Array.from([10, 11, 12]), port: 8472, vni: 1,
-    localMac: OWN, vnetHdr: false, repairChecksums: true, maxPacket: 1450, budget: opts.budget ?? 256,
+    io,
+    table,
+    counters,
+    tx,
+    rx,
+    tunFd: 3,
+    recvFd: 4,
+    sendFds: Int32Array.from([10, 11, 12]),
+    port: 8472,
+    vni: 1,
+    localMac: OWN,
+    vnetHdr: false,
+    repairChecksums: true,
+    maxPacket: 1450,
+    budget: opts.budget ?? 256,
     onIoError: (_dir, errno) => errors.push(errno),
   });
   return { loop, table, counters, tunQueue, udpQueue, sent, written, errors, slotB, slotC, calls: () => calls };
@@ -136,7 +154,10 @@ t.test('egress: routes, encapsulates in place, picks a socket by flow, counts pe
   t.equal(b.addr, parseIp4('192.0.2.13'));
   t.same([...b.bytes.subarray(8, 14)], [...MAC_C]);
   t.ok([10, 11, 12].includes(a.fd) && [10, 11, 12].includes(b.fd));
-  const c = h.counters.snapshot([[h.slotB, 'b'], [h.slotC, 'c']]);
+  const c = h.counters.snapshot([
+    [h.slotB, 'b'],
+    [h.slotC, 'c'],
+  ]);
   t.equal(c.txPackets, 2);
   t.equal(c.txBytes, 160);
   t.equal(c.drops.noRoute, 1);
@@ -191,7 +212,10 @@ t.test('ingress: validates source and frame, strips headers, counts per peer', a
   h.loop.onUdpReadable(0);
   t.equal(h.written.length, 2);
   t.same(h.written[0], good, 'inner packet only');
-  const c = h.counters.snapshot([[h.slotB, 'b'], [h.slotC, 'c']]);
+  const c = h.counters.snapshot([
+    [h.slotB, 'b'],
+    [h.slotC, 'c'],
+  ]);
   t.equal(c.drops.unknownSource, 1);
   t.equal(c.drops.badDstMac, 1);
   t.equal(c.drops.badVni, 1);

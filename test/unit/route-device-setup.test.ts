@@ -38,7 +38,9 @@ class FakeLinks implements LinkNetlink {
 const text = (a: Ip4Addr): string => `${formatIp4(a.ip)}/${a.prefixLen}${a.peer !== undefined ? ` peer ${formatIp4(a.peer)}` : ''}`;
 const addr = (s: string, peer?: string): Ip4Addr => {
   const [ip, len] = s.split('/');
-  return peer === undefined ? { ip: parseIp4(ip!), prefixLen: Number(len) } : { ip: parseIp4(ip!), prefixLen: Number(len), peer: parseIp4(peer) };
+  return peer === undefined
+    ? { ip: parseIp4(ip!), prefixLen: Number(len) }
+    : { ip: parseIp4(ip!), prefixLen: Number(len), peer: parseIp4(peer) };
 };
 /** /proc/sys stand-in: the test must never change the host's own flannel.1. */
 class FakeSysctl {

@@ -39,14 +39,19 @@ t.test('eventsToChanges: one change per subnet, last event wins, ordered by last
   const c = vxlanLease('10.5.3.0/24');
   const { changes, ignored } = eventsToChanges([added(a), added(b), added(c), removed(a), changed(b2, b)], scope);
   t.same(
-    changes.map((ch) => (ch.kind === 'set' ? `set ${formatIp4Net(ch.peer.subnet)} ${formatMac(ch.peer.vtepMac)}` : `remove ${formatIp4Net(ch.subnet)}`)),
+    changes.map((ch) =>
+      ch.kind === 'set' ? `set ${formatIp4Net(ch.peer.subnet)} ${formatMac(ch.peer.vtepMac)}` : `remove ${formatIp4Net(ch.subnet)}`,
+    ),
     ['set 10.5.3.0/24 0a:00:0a:05:03:00', 'remove 10.5.1.0/24', 'set 10.5.2.0/24 0a:09:0a:05:02:00'],
   );
   t.same(ignored, []);
 });
 
 t.test('eventsToChanges: unusable leases map to remove (a lease can stop being VXLAN); own subnet to nothing', async (t) => {
-  const { changes, ignored } = eventsToChanges([added(udpLease('10.5.4.0/24')), added(vxlanLease('10.5.72.0/24')), removed(vxlanLease('10.5.72.0/24'))], scope);
+  const { changes, ignored } = eventsToChanges(
+    [added(udpLease('10.5.4.0/24')), added(vxlanLease('10.5.72.0/24')), removed(vxlanLease('10.5.72.0/24'))],
+    scope,
+  );
   t.same(
     changes.map((ch) => `${ch.kind} ${formatIp4Net(ch.kind === 'set' ? ch.peer.subnet : ch.subnet)}`),
     ['remove 10.5.4.0/24', 'remove 10.5.72.0/24'],
@@ -61,7 +66,10 @@ t.test('eventsToChanges: unusable leases map to remove (a lease can stop being V
 t.test('leasesToPeers keys peers by netKey and reports ignored leases', async (t) => {
   const { peers, ignored } = leasesToPeers([vxlanLease('10.5.1.0/24'), udpLease('10.5.2.0/24'), vxlanLease('10.5.72.0/24')], scope);
   t.same([...peers.keys()], [netKey(parseIp4Net('10.5.1.0/24'))]);
-  t.same(ignored.map((i) => i.reason), ['not-vxlan', 'own-subnet']);
+  t.same(
+    ignored.map((i) => i.reason),
+    ['not-vxlan', 'own-subnet'],
+  );
 });
 
 t.test('peersEqual compares subnet, public IP, VNI and MAC', async (t) => {
@@ -84,14 +92,13 @@ t.test('netKey is unique across address and prefix length', async (t) => {
 
 t.test('diffRoutes: missing → replace, stale → delete, kernel routes untouched', async (t) => {
   const desired = ['10.5.1.0/24', '10.5.2.0/24', '10.5.3.0/24'].map(parseIp4Net);
-  const actual: KernelRoute[] = [
-    route('10.5.1.0/24'),
-    route('10.5.9.0/24'),
-    route('10.5.72.0/24', { proto: RTPROT_KERNEL }),
-  ];
+  const actual: KernelRoute[] = [route('10.5.1.0/24'), route('10.5.9.0/24'), route('10.5.72.0/24', { proto: RTPROT_KERNEL })];
   const d = diffRoutes(desired, actual, RTPROT_BOOT);
   t.same(texts(d.replace), ['10.5.2.0/24', '10.5.3.0/24']);
-  t.same(d.delete.map((r) => formatIp4Net(r.dst)), ['10.5.9.0/24']);
+  t.same(
+    d.delete.map((r) => formatIp4Net(r.dst)),
+    ['10.5.9.0/24'],
+  );
 });
 
 t.test('diffRoutes: a desired prefix with the wrong shape is replaced in place, extra metrics are deleted', async (t) => {
@@ -128,7 +135,9 @@ t.test('diffRoutes converges (property)', async (t) => {
     fc.asyncProperty(fc.array(subnet, { maxLength: 30 }), fc.array(actualRoute, { maxLength: 30 }), async (want, have) => {
       const table = new FakeRouteTable(7);
       for (const h of have) table.add(route(formatIp4Net(h.dst), { metric: h.metric, proto: h.proto, gateway: h.gateway }));
-      const kernelOnes = [...table.routesByKey.values()].filter((r) => r.proto === RTPROT_KERNEL).map((r) => `${formatIp4Net(r.dst)}@${r.metric}`);
+      const kernelOnes = [...table.routesByKey.values()]
+        .filter((r) => r.proto === RTPROT_KERNEL)
+        .map((r) => `${formatIp4Net(r.dst)}@${r.metric}`);
       const d = diffRoutes(want, await table.listRoutes(7), RTPROT_BOOT);
       await table.applyRoutes(7, [
         ...d.replace.map((dst) => ({ kind: 'replace' as const, dst })),

@@ -2,7 +2,15 @@
 // RouteNetlink interface, a recording forwarding table and a recording logger.
 import { formatIp4Net, parseIp4Net, type Ip4, type Ip4Net } from '../../src/subnet/ip4';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../../src/subnet/lease';
-import { NetlinkError, RTPROT_BOOT, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, type KernelRoute, type RouteNetlink, type RouteOp } from '../../src/netlink/rtnetlink';
+import {
+  NetlinkError,
+  RTPROT_BOOT,
+  RT_SCOPE_LINK,
+  RT_SCOPE_UNIVERSE,
+  type KernelRoute,
+  type RouteNetlink,
+  type RouteOp,
+} from '../../src/netlink/rtnetlink';
 import { formatMac } from '../../src/subnet/lease-codec';
 import type { PeerForwarding, RouteLog } from '../../src/routes/route-manager';
 
@@ -73,7 +81,9 @@ export class FakeRouteTable implements RouteNetlink {
 
   /** Sorted "dst" or "dst metric N" texts of all routes. */
   texts(): string[] {
-    return [...this.routesByKey.values()].map((r) => formatIp4Net(r.dst) + (r.metric ? ` metric ${r.metric}` : '') + (r.proto === RTPROT_BOOT ? '' : ` proto ${r.proto}`)).sort();
+    return [...this.routesByKey.values()]
+      .map((r) => formatIp4Net(r.dst) + (r.metric ? ` metric ${r.metric}` : '') + (r.proto === RTPROT_BOOT ? '' : ` proto ${r.proto}`))
+      .sort();
   }
 
   async listRoutes(ifindex: number): Promise<KernelRoute[]> {
@@ -102,7 +112,14 @@ export class FakeRouteTable implements RouteNetlink {
       if (code !== undefined) return new NetlinkError(`${o.kind} route`, `${dst} dev fake`, code, ERRNO[code] ?? 0, code);
       const metric = o.metric ?? 0;
       if (o.kind === 'replace') {
-        this.add({ dst: o.dst, gateway: o.gateway ?? 0, proto, scope: o.gateway ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK, metric, onlink: o.onlink ?? false });
+        this.add({
+          dst: o.dst,
+          gateway: o.gateway ?? 0,
+          proto,
+          scope: o.gateway ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK,
+          metric,
+          onlink: o.onlink ?? false,
+        });
       } else if (metric !== 0) {
         this.routesByKey.delete(`${dst}@${metric}`);
       } else {

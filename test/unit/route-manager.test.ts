@@ -2,7 +2,18 @@ import t from 'tap';
 import { formatIp4Net, parseIp4, parseIp4Net } from '../../src/subnet/ip4';
 import { NetlinkError, RTPROT_KERNEL } from '../../src/netlink/rtnetlink';
 import { RouteManager, type RouteManagerOptions } from '../../src/routes/route-manager';
-import { FakeForwarding, FakeRouteTable, RecordingLog, added, changed, macFor, removed, route, udpLease, vxlanLease } from './route-helpers';
+import {
+  FakeForwarding,
+  FakeRouteTable,
+  RecordingLog,
+  added,
+  changed,
+  macFor,
+  removed,
+  route,
+  udpLease,
+  vxlanLease,
+} from './route-helpers';
 
 const IFINDEX = 7;
 

@@ -1,13 +1,5 @@
 import t from 'tap';
-import {
-  decodeVxlanFrame,
-  Drop,
-  DROP_NAMES,
-  ENCAP_LEN,
-  macHi,
-  macLo,
-  writeEncapHeader,
-} from '../../src/dataplane/vxlan-codec';
+import { decodeVxlanFrame, Drop, DROP_NAMES, ENCAP_LEN, macHi, macLo, writeEncapHeader } from '../../src/dataplane/vxlan-codec';
 
 const OWN = Uint8Array.from([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]);
 const PEER = Uint8Array.from([0x0e, 0xaa, 0xbb, 0xcc, 0xdd, 0xee]);
@@ -113,7 +105,12 @@ t.test('wrong inner destination MAC', async (t) => {
 });
 
 t.test('non-IPv4 inner frames', async (t) => {
-  for (const type of [[0x86, 0xdd], [0x08, 0x06], [0x81, 0x00], [0x00, 0x00]]) {
+  for (const type of [
+    [0x86, 0xdd],
+    [0x08, 0x06],
+    [0x81, 0x00],
+    [0x00, 0x00],
+  ]) {
     const f = frame(ipv4(60));
     f.buf.set(type, f.off + 20);
     t.equal(decodeVxlanFrame(f.buf, f.off, f.len, 1, HI, LO), -Drop.notIpv4, `EtherType ${type}`);
