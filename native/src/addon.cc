@@ -7,12 +7,12 @@
 
 namespace tsf {
 
-napi_value ThrowErrno(napi_env env, const char* what, int err) {
+napi_value ThrowErrno(napi_env env, const char *what, int err) {
   std::string msg = std::string(what) + ": " + strerror(err);
   napi_value message, error, code, errnum;
   napi_create_string_utf8(env, msg.c_str(), msg.size(), &message);
   napi_create_error(env, nullptr, message, &error);
-  const char* name = strerrorname_np(err);
+  const char *name = strerrorname_np(err);
   if (name == nullptr) name = "EUNKNOWN";
   napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
   napi_create_int32(env, err, &errnum);

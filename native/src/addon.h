@@ -12,5 +12,5 @@ void InitNetlink(napi_env env, napi_value exports);
 
 // Throws a JS Error whose message is "<what>: <strerror(err)>" and whose `code` is the errno name
 // (e.g. "EPERM") and `errno` the number. Returns nullptr for convenient `return ThrowErrno(...)`.
-napi_value ThrowErrno(napi_env env, const char* what, int err);
+napi_value ThrowErrno(napi_env env, const char *what, int err);
 }  // namespace tsf

@@ -24,14 +24,13 @@
 // DESCRIPTOR: DESC_WORDS (16) int32 per packet = 64 B, descriptor i at desc[i*16]. Words:
 //   0 OFF        byte offset of the packet in the arena (IP on tunRead/tunWrite, VXLAN on udpSend/udpRecv)
 //   1 LEN        packet length; LEN 0 on input to udpSend/tunWrite = skip (TS dropped it)
-//   2 ADDR       IPv4 host order: tunRead → inner dst (0 if not IPv4); udpSend ← outer dst; udpRecv → outer src
-//   3 PORT       udpSend ← outer dst port; udpRecv → outer src port
-//   4 FD         udpSend ← send-socket fd (TS picks one by flow hash → outer source port)
-//   5 FLOW       tunRead → inner flow hash (addresses, protocol, ports unless fragment)
-//   6 PEER       TS scratch: forwarding-table peer slot of the packet
-//   7 STATUS     native → 0 done, else errno (udpSend/tunWrite per packet; EAGAIN/ENOBUFS = dropped)
-//   8 FLAGS      native → F_* below, | virtio_net_hdr.flags << 8 when the vnet header is on (tunRead)
-//   9 GSO_TYPE   tunRead → virtio gso_type (0 none, 1 TCPv4, 4 TCPv6, 5 UDP_L4); udpSend splits 1 and 5
+//   2 ADDR       IPv4 host order: tunRead → inner dst (0 if not IPv4); udpSend ← outer dst; udpRecv → outer
+//   src 3 PORT       udpSend ← outer dst port; udpRecv → outer src port 4 FD         udpSend ← send-socket fd
+//   (TS picks one by flow hash → outer source port) 5 FLOW       tunRead → inner flow hash (addresses,
+//   protocol, ports unless fragment) 6 PEER       TS scratch: forwarding-table peer slot of the packet 7
+//   STATUS     native → 0 done, else errno (udpSend/tunWrite per packet; EAGAIN/ENOBUFS = dropped) 8 FLAGS
+//   native → F_* below, | virtio_net_hdr.flags << 8 when the vnet header is on (tunRead) 9 GSO_TYPE   tunRead
+//   → virtio gso_type (0 none, 1 TCPv4, 4 TCPv6, 5 UDP_L4); udpSend splits 1 and 5
 //  10 GSO_SIZE   tunRead → virtio gso_size (MSS); udpRecv → UDP_GRO segment size (0 = one datagram)
 //  11 HDR_LEN    tunRead → virtio hdr_len; udpSend (offload) → the real IP+L4 header length it split with
 //  12 CSUM_START virtio csum_start (relative to the IP packet)
@@ -74,21 +73,24 @@ enum DescWord : int {
   D_AUX = 15,
 };
 // FLAGS bits set by native code.
-constexpr int32_t F_TRUNC = 1;      // datagram/packet did not fit the slot (length is what was stored)
-constexpr int32_t F_NOT_IPV4 = 2;   // tunRead: not a parseable IPv4 packet (ADDR is 0)
-constexpr int32_t F_CSUM_FIXED = 4; // tunWrite: completed a CHECKSUM_PARTIAL inner TCP/UDP checksum
-constexpr int32_t F_SEGMENTED = 8;  // tunWrite: TCP super-packet written as MTU-sized segments (or as one GSO write)
-constexpr int32_t F_COALESCED = 16; // tunWrite (coalesce): segments of this descriptor went out merged
-constexpr int32_t F_GSO_EIO = 32;   // udpSend: a UDP_SEGMENT send failed with EIO (no checksum offload on the
-                                    // route's device); its segments were resent one by one
+constexpr int32_t F_TRUNC = 1;       // datagram/packet did not fit the slot (length is what was stored)
+constexpr int32_t F_NOT_IPV4 = 2;    // tunRead: not a parseable IPv4 packet (ADDR is 0)
+constexpr int32_t F_CSUM_FIXED = 4;  // tunWrite: completed a CHECKSUM_PARTIAL inner TCP/UDP checksum
+constexpr int32_t F_SEGMENTED =
+    8;  // tunWrite: TCP super-packet written as MTU-sized segments (or as one GSO write)
+constexpr int32_t F_COALESCED = 16;  // tunWrite (coalesce): segments of this descriptor went out merged
+constexpr int32_t F_GSO_EIO = 32;  // udpSend: a UDP_SEGMENT send failed with EIO (no checksum offload on the
+                                   // route's device); its segments were resent one by one
 constexpr int32_t F_TUN_GSO_REFUSED = 64;  // tunWrite (coalesce): the TUN refused a GSO write (EINVAL); its
                                            // segments were written one by one
 // tunRead/tunWrite `mode` bits.
 constexpr int32_t M_VNET = 1;         // the TUN carries a virtio_net_hdr (IFF_VNET_HDR)
 constexpr int32_t M_CSUM_REPAIR = 2;  // tunWrite: complete partial inner checksums (see tun.cc)
-constexpr int32_t M_COALESCE = 4;     // tunWrite: offload format, GRO-style coalescing into GSO writes (needs M_VNET)
-constexpr int32_t M_USO = 8;          // tunWrite (coalesce): UDP may be written as GSO_UDP_L4 (kernel ≥ 6.2)
-constexpr int32_t M_NO_MERGE = 16;    // tunWrite (coalesce): no GSO writes at all (after a refusal): one packet each
+constexpr int32_t M_COALESCE =
+    4;                        // tunWrite: offload format, GRO-style coalescing into GSO writes (needs M_VNET)
+constexpr int32_t M_USO = 8;  // tunWrite (coalesce): UDP may be written as GSO_UDP_L4 (kernel ≥ 6.2)
+constexpr int32_t M_NO_MERGE =
+    16;  // tunWrite (coalesce): no GSO writes at all (after a refusal): one packet each
 // udpSend `mode` bits (0 = one datagram per descriptor, the per-packet path).
 constexpr int32_t S_SPLIT = 1;  // descriptors may be TSO/USO super-packets: split them into segments
 constexpr int32_t S_GSO = 2;    // send runs of equal-size datagrams to one peer as one UDP_SEGMENT sendmsg
@@ -107,9 +109,9 @@ constexpr int kMinHeadroom = kVxlanEthLen + kVnetHdrLen;
 constexpr int kMaxRings = 64;
 
 struct Ring {
-  uint8_t* arena = nullptr;
+  uint8_t *arena = nullptr;
   size_t arenaLen = 0;
-  int32_t* desc = nullptr;
+  int32_t *desc = nullptr;
   uint32_t nSlots = 0;
   uint32_t slotSize = 0;
   uint32_t headroom = 0;
@@ -120,16 +122,16 @@ struct Ring {
 };
 
 // Returns the registered ring or nullptr (after throwing a JS error) when id is not a live ring of env.
-Ring* GetRing(napi_env env, int32_t id);
+Ring *GetRing(napi_env env, int32_t id);
 void InitRing(napi_env env, napi_value exports);
 
 // Small helpers for the raw napi_callbacks.
-bool ArgInt32(napi_env env, napi_value v, const char* fn, const char* name, int32_t* out);
+bool ArgInt32(napi_env env, napi_value v, const char *fn, const char *name, int32_t *out);
 napi_value MakeInt32(napi_env env, int32_t v);
-napi_value ThrowType(napi_env env, const char* msg);
+napi_value ThrowType(napi_env env, const char *msg);
 
 // Internet checksum helpers (RFC 1071), used to finish NEEDS_CSUM packets from a vnet-header TUN.
-uint32_t CsumPartial(const uint8_t* p, size_t len, uint32_t sum);
+uint32_t CsumPartial(const uint8_t *p, size_t len, uint32_t sum);
 uint16_t CsumFold(uint32_t sum);
 
 }  // namespace tsf

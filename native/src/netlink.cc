@@ -60,11 +60,11 @@ class MsgBuilder {
     Append(&h, sizeof h);
   }
   template <class T>
-  void Fixed(const T& body) {
+  void Fixed(const T &body) {
     Append(&body, sizeof body);
     Pad();
   }
-  void Attr(uint16_t type, const void* data, size_t len) {
+  void Attr(uint16_t type, const void *data, size_t len) {
     rtattr a{};
     a.rta_type = type;
     a.rta_len = static_cast<unsigned short>(RTA_LENGTH(len));
@@ -75,17 +75,17 @@ class MsgBuilder {
   void AttrU32(uint16_t type, uint32_t v) { Attr(type, &v, sizeof v); }
   void AttrIp4(uint16_t type, uint32_t hostOrder) { AttrU32(type, htonl(hostOrder)); }
   void End() {
-    auto* h = reinterpret_cast<nlmsghdr*>(buf_.data() + start_);
+    auto *h = reinterpret_cast<nlmsghdr *>(buf_.data() + start_);
     h->nlmsg_len = static_cast<uint32_t>(buf_.size() - start_);
   }
   void Clear() { buf_.clear(); }
-  const char* data() const { return buf_.data(); }
+  const char *data() const { return buf_.data(); }
   size_t size() const { return buf_.size(); }
   void Reserve(size_t n) { buf_.reserve(n); }
 
  private:
-  void Append(const void* p, size_t n) {
-    const char* c = static_cast<const char*>(p);
+  void Append(const void *p, size_t n) {
+    const char *c = static_cast<const char *>(p);
     buf_.insert(buf_.end(), c, c + n);
   }
   void Pad() { buf_.resize(NLMSG_ALIGN(buf_.size()), 0); }
@@ -96,8 +96,8 @@ class MsgBuilder {
 class NlSocket {
  public:
   NlSocket() = default;
-  NlSocket(const NlSocket&) = delete;
-  NlSocket& operator=(const NlSocket&) = delete;
+  NlSocket(const NlSocket &) = delete;
+  NlSocket &operator=(const NlSocket &) = delete;
   ~NlSocket() {
     if (fd_ >= 0) close(fd_);
   }
@@ -108,7 +108,7 @@ class NlSocket {
     if (fd_ < 0) return errno;
     sockaddr_nl sa{};
     sa.nl_family = AF_NETLINK;
-    if (bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) return errno;
+    if (bind(fd_, reinterpret_cast<sockaddr *>(&sa), sizeof sa) < 0) return errno;
     int one = 1;
     // Error ACKs then carry only the failed request's header, not the whole request.
     setsockopt(fd_, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);
@@ -121,7 +121,7 @@ class NlSocket {
 
   int fd() const { return fd_; }
 
-  int Send(const MsgBuilder& m) {
+  int Send(const MsgBuilder &m) {
     for (;;) {
       ssize_t n = send(fd_, m.data(), m.size(), 0);
       if (n >= 0) return 0;
@@ -132,7 +132,7 @@ class NlSocket {
   // Sends one request and reads its replies until the ACK (or NLMSG_DONE of a dump), handing
   // every data message to onMsg. Returns 0 or the errno the kernel reported.
   template <class F>
-  int Transact(const MsgBuilder& m, uint32_t seq, F&& onMsg) {
+  int Transact(const MsgBuilder &m, uint32_t seq, F &&onMsg) {
     if (int err = Send(m)) return err;
     std::unique_ptr<char[]> buf(new char[kRecvBufSize]);
     for (;;) {
@@ -147,14 +147,14 @@ class NlSocket {
       }
       if (mh.msg_flags & MSG_TRUNC) return EMSGSIZE;
       int len = static_cast<int>(n);
-      for (auto* h = reinterpret_cast<nlmsghdr*>(buf.get()); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      for (auto *h = reinterpret_cast<nlmsghdr *>(buf.get()); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
         if (h->nlmsg_seq != seq) continue;
         if (h->nlmsg_type == NLMSG_ERROR) {
           if (h->nlmsg_len < NLMSG_LENGTH(sizeof(int))) return EPROTO;
-          return -static_cast<const nlmsgerr*>(NLMSG_DATA(h))->error;  // 0 = ACK
+          return -static_cast<const nlmsgerr *>(NLMSG_DATA(h))->error;  // 0 = ACK
         }
         if (h->nlmsg_type == NLMSG_DONE) {
-          if (h->nlmsg_len >= NLMSG_LENGTH(sizeof(int))) return -*static_cast<const int*>(NLMSG_DATA(h));
+          if (h->nlmsg_len >= NLMSG_LENGTH(sizeof(int))) return -*static_cast<const int *>(NLMSG_DATA(h));
           return 0;
         }
         onMsg(h);
@@ -167,21 +167,21 @@ class NlSocket {
 };
 
 template <class F>
-void ForEachAttr(rtattr* rta, int len, F&& f) {
+void ForEachAttr(rtattr *rta, int len, F &&f) {
   for (; RTA_OK(rta, len); rta = RTA_NEXT(rta, len)) f(rta);
 }
 
-uint32_t AttrU32(const rtattr* rta) {
+uint32_t AttrU32(const rtattr *rta) {
   uint32_t v = 0;
   if (RTA_PAYLOAD(rta) >= sizeof v) memcpy(&v, RTA_DATA(rta), sizeof v);
   return v;
 }
 
-uint32_t AttrIp4(const rtattr* rta) { return ntohl(AttrU32(rta)); }
+uint32_t AttrIp4(const rtattr *rta) { return ntohl(AttrU32(rta)); }
 
 // ---- argument helpers (raw napi) ----
 
-bool GetArgs(napi_env env, napi_callback_info info, size_t want, napi_value* argv) {
+bool GetArgs(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
   size_t argc = want;
   if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < want) {
     napi_throw_type_error(env, nullptr, "rtnetlink: missing arguments");
@@ -190,7 +190,7 @@ bool GetArgs(napi_env env, napi_callback_info info, size_t want, napi_value* arg
   return true;
 }
 
-bool GetU32(napi_env env, napi_value v, uint32_t* out, const char* what) {
+bool GetU32(napi_env env, napi_value v, uint32_t *out, const char *what) {
   if (napi_get_value_uint32(env, v, out) != napi_ok) {
     std::string msg = std::string("rtnetlink: ") + what + " must be a number";
     napi_throw_type_error(env, nullptr, msg.c_str());
@@ -200,27 +200,28 @@ bool GetU32(napi_env env, napi_value v, uint32_t* out, const char* what) {
 }
 
 template <class T>
-bool GetTyped(napi_env env, napi_value v, napi_typedarray_type want, T** data, size_t* length, const char* what) {
+bool GetTyped(napi_env env, napi_value v, napi_typedarray_type want, T **data, size_t *length,
+              const char *what) {
   bool is = false;
   napi_typedarray_type type;
-  void* ptr = nullptr;
+  void *ptr = nullptr;
   if (napi_is_typedarray(env, v, &is) != napi_ok || !is ||
       napi_get_typedarray_info(env, v, &type, length, &ptr, nullptr, nullptr) != napi_ok || type != want) {
     std::string msg = std::string("rtnetlink: ") + what + " has the wrong typed-array type";
     napi_throw_type_error(env, nullptr, msg.c_str());
     return false;
   }
-  *data = static_cast<T*>(ptr);
+  *data = static_cast<T *>(ptr);
   return true;
 }
 
-void SetU32(napi_env env, napi_value obj, const char* key, uint32_t v) {
+void SetU32(napi_env env, napi_value obj, const char *key, uint32_t v) {
   napi_value n;
   napi_create_uint32(env, v, &n);
   napi_set_named_property(env, obj, key, n);
 }
 
-void SetBool(napi_env env, napi_value obj, const char* key, bool v) {
+void SetBool(napi_env env, napi_value obj, const char *key, bool v) {
   napi_value b;
   napi_get_boolean(env, v, &b);
   napi_set_named_property(env, obj, key, b);
@@ -258,22 +259,23 @@ napi_value GetLink(napi_env env, napi_callback_info info) {
   uint32_t index = 0, flags = 0, mtu = 0;
   std::string gotName;
   std::vector<uint8_t> mac;
-  int err = s.Transact(m, 1, [&](nlmsghdr* h) {
+  int err = s.Transact(m, 1, [&](nlmsghdr *h) {
     if (h->nlmsg_type != RTM_NEWLINK || h->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg))) return;
-    auto* r = static_cast<ifinfomsg*>(NLMSG_DATA(h));
+    auto *r = static_cast<ifinfomsg *>(NLMSG_DATA(h));
     found = true;
     index = static_cast<uint32_t>(r->ifi_index);
     flags = r->ifi_flags;
-    ForEachAttr(IFLA_RTA(r), static_cast<int>(IFLA_PAYLOAD(h)), [&](rtattr* a) {
+    ForEachAttr(IFLA_RTA(r), static_cast<int>(IFLA_PAYLOAD(h)), [&](rtattr *a) {
       switch (a->rta_type) {
         case IFLA_MTU:
           mtu = AttrU32(a);
           break;
         case IFLA_IFNAME:
-          gotName.assign(static_cast<const char*>(RTA_DATA(a)), strnlen(static_cast<const char*>(RTA_DATA(a)), RTA_PAYLOAD(a)));
+          gotName.assign(static_cast<const char *>(RTA_DATA(a)),
+                         strnlen(static_cast<const char *>(RTA_DATA(a)), RTA_PAYLOAD(a)));
           break;
         case IFLA_ADDRESS: {
-          auto* p = static_cast<const uint8_t*>(RTA_DATA(a));
+          auto *p = static_cast<const uint8_t *>(RTA_DATA(a));
           mac.assign(p, p + RTA_PAYLOAD(a));
           break;
         }
@@ -314,14 +316,15 @@ int LinkChange(uint32_t ifindex, uint32_t flags, uint32_t change, uint32_t mtu) 
   m.Fixed(ifi);
   if (mtu != 0) m.AttrU32(IFLA_MTU, mtu);
   m.End();
-  return s.Transact(m, 1, [](nlmsghdr*) {});
+  return s.Transact(m, 1, [](nlmsghdr *) {});
 }
 
 // nlSetLinkMtu(ifindex, mtu)
 napi_value SetLinkMtu(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   uint32_t ifindex, mtu;
-  if (!GetArgs(env, info, 2, argv) || !GetU32(env, argv[0], &ifindex, "ifindex") || !GetU32(env, argv[1], &mtu, "mtu")) {
+  if (!GetArgs(env, info, 2, argv) || !GetU32(env, argv[0], &ifindex, "ifindex") ||
+      !GetU32(env, argv[1], &mtu, "mtu")) {
     return nullptr;
   }
   if (mtu == 0) return ThrowErrno(env, ("set mtu 0 on " + LinkName(ifindex)).c_str(), EINVAL);
@@ -369,13 +372,13 @@ napi_value ListAddrs(napi_env env, napi_callback_info info) {
     uint32_t ip, peer, prefixLen;
   };
   std::vector<Addr> addrs;
-  int err = s.Transact(m, 1, [&](nlmsghdr* h) {
+  int err = s.Transact(m, 1, [&](nlmsghdr *h) {
     if (h->nlmsg_type != RTM_NEWADDR || h->nlmsg_len < NLMSG_LENGTH(sizeof(ifaddrmsg))) return;
-    auto* r = static_cast<ifaddrmsg*>(NLMSG_DATA(h));
+    auto *r = static_cast<ifaddrmsg *>(NLMSG_DATA(h));
     if (r->ifa_family != AF_INET || r->ifa_index != ifindex) return;
     bool hasLocal = false, hasAddress = false;
     uint32_t local = 0, address = 0;
-    ForEachAttr(IFA_RTA(r), static_cast<int>(IFA_PAYLOAD(h)), [&](rtattr* a) {
+    ForEachAttr(IFA_RTA(r), static_cast<int>(IFA_PAYLOAD(h)), [&](rtattr *a) {
       if (a->rta_type == IFA_LOCAL) {
         local = AttrIp4(a);
         hasLocal = true;
@@ -409,9 +412,9 @@ napi_value ListAddrs(napi_env env, napi_callback_info info) {
 napi_value ChangeAddr(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   uint32_t op, ifindex, ip, prefixLen, peer;
-  if (!GetArgs(env, info, 5, argv) || !GetU32(env, argv[0], &op, "op") || !GetU32(env, argv[1], &ifindex, "ifindex") ||
-      !GetU32(env, argv[2], &ip, "ip") || !GetU32(env, argv[3], &prefixLen, "prefixLen") ||
-      !GetU32(env, argv[4], &peer, "peer")) {
+  if (!GetArgs(env, info, 5, argv) || !GetU32(env, argv[0], &op, "op") ||
+      !GetU32(env, argv[1], &ifindex, "ifindex") || !GetU32(env, argv[2], &ip, "ip") ||
+      !GetU32(env, argv[3], &prefixLen, "prefixLen") || !GetU32(env, argv[4], &peer, "peer")) {
     return nullptr;
   }
   std::string what = (op == kDelete ? "delete address " : "add address ") + FormatNet(ip, prefixLen) +
@@ -435,7 +438,7 @@ napi_value ChangeAddr(napi_env env, napi_callback_info info) {
   // 10.5.72.0/24 cannot take our 10.5.72.0/32 with it.
   m.AttrIp4(IFA_ADDRESS, peer);
   m.End();
-  int err = s.Transact(m, 1, [](nlmsghdr*) {});
+  int err = s.Transact(m, 1, [](nlmsghdr *) {});
   if (op == kDelete && err == EADDRNOTAVAIL) err = 0;
   if (err) return ThrowErrno(env, what.c_str(), err);
   return nullptr;
@@ -465,12 +468,12 @@ napi_value ListRoutes(napi_env env, napi_callback_info info) {
     bool onlink;
   };
   std::vector<Route> routes;
-  int err = s.Transact(m, 1, [&](nlmsghdr* h) {
+  int err = s.Transact(m, 1, [&](nlmsghdr *h) {
     if (h->nlmsg_type != RTM_NEWROUTE || h->nlmsg_len < NLMSG_LENGTH(sizeof(rtmsg))) return;
-    auto* r = static_cast<rtmsg*>(NLMSG_DATA(h));
+    auto *r = static_cast<rtmsg *>(NLMSG_DATA(h));
     if (r->rtm_family != AF_INET || r->rtm_type != RTN_UNICAST) return;
     uint32_t table = r->rtm_table, oif = 0, dst = 0, gateway = 0, metric = 0;
-    ForEachAttr(RTM_RTA(r), static_cast<int>(RTM_PAYLOAD(h)), [&](rtattr* a) {
+    ForEachAttr(RTM_RTA(r), static_cast<int>(RTM_PAYLOAD(h)), [&](rtattr *a) {
       switch (a->rta_type) {
         case RTA_TABLE:
           table = AttrU32(a);
@@ -490,14 +493,15 @@ napi_value ListRoutes(napi_env env, napi_callback_info info) {
       }
     });
     if (table != RT_TABLE_MAIN || oif != ifindex) return;
-    routes.push_back({dst, r->rtm_dst_len, gateway, r->rtm_protocol, r->rtm_scope, metric, (r->rtm_flags & RTNH_F_ONLINK) != 0});
+    routes.push_back({dst, r->rtm_dst_len, gateway, r->rtm_protocol, r->rtm_scope, metric,
+                      (r->rtm_flags & RTNH_F_ONLINK) != 0});
   });
   if (err) return ThrowErrno(env, ("list routes of " + LinkName(ifindex)).c_str(), err);
 
   napi_value arr;
   napi_create_array_with_length(env, routes.size(), &arr);
   for (size_t i = 0; i < routes.size(); i++) {
-    const Route& r = routes[i];
+    const Route &r = routes[i];
     napi_value obj;
     napi_create_object(env, &obj);
     SetU32(env, obj, "dst", r.dst);
@@ -512,8 +516,8 @@ napi_value ListRoutes(napi_env env, napi_callback_info info) {
   return arr;
 }
 
-void AppendRouteMsg(MsgBuilder& m, uint32_t seq, uint8_t op, uint32_t dst, uint8_t len, uint32_t gateway, uint32_t metric,
-                    uint8_t flags, uint32_t ifindex, uint8_t proto) {
+void AppendRouteMsg(MsgBuilder &m, uint32_t seq, uint8_t op, uint32_t dst, uint8_t len, uint32_t gateway,
+                    uint32_t metric, uint8_t flags, uint32_t ifindex, uint8_t proto) {
   rtmsg rt{};
   rt.rtm_family = AF_INET;
   rt.rtm_dst_len = len;
@@ -539,7 +543,8 @@ void AppendRouteMsg(MsgBuilder& m, uint32_t seq, uint8_t op, uint32_t dst, uint8
 }
 
 // Collects the ACKs of requests [first, end) (sequence number = index + 1) into errnos.
-void CollectAcks(int fd, const uint8_t* op, int32_t* errnos, std::vector<bool>& acked, size_t first, size_t end) {
+void CollectAcks(int fd, const uint8_t *op, int32_t *errnos, std::vector<bool> &acked, size_t first,
+                 size_t end) {
   struct Slots {
     char buf[kAckSlots][kAckSlotSize];
     iovec iov[kAckSlots];
@@ -569,14 +574,14 @@ void CollectAcks(int fd, const uint8_t* op, int32_t* errnos, std::vector<bool>& 
       break;
     }
     for (int i = 0; i < n; i++) {
-      const char* p = slots->buf[i];
+      const char *p = slots->buf[i];
       size_t len = slots->msgs[i].msg_len;
       if (len < NLMSG_LENGTH(sizeof(int))) continue;
-      const auto* h = reinterpret_cast<const nlmsghdr*>(p);
+      const auto *h = reinterpret_cast<const nlmsghdr *>(p);
       if (h->nlmsg_type != NLMSG_ERROR || h->nlmsg_seq < first + 1 || h->nlmsg_seq > end) continue;
       size_t idx = h->nlmsg_seq - 1;
       if (acked[idx]) continue;
-      int err = -static_cast<const nlmsgerr*>(NLMSG_DATA(h))->error;
+      int err = -static_cast<const nlmsgerr *>(NLMSG_DATA(h))->error;
       // Deleting a route that is already gone is the outcome the caller wanted.
       if (err == ESRCH && op[idx] == kDelete) err = 0;
       errnos[idx] = err;
@@ -602,10 +607,9 @@ napi_value RouteBatch(napi_env env, napi_callback_info info) {
   uint32_t count, ifindex, proto;
   uint8_t *op, *len, *flags;
   uint32_t *dst, *gateway, *metric;
-  int32_t* errnos;
+  int32_t *errnos;
   size_t nOp, nDst, nLen, nGw, nMetric, nFlags, nErr;
-  if (!GetU32(env, argv[0], &count, "count") ||
-      !GetTyped(env, argv[1], napi_uint8_array, &op, &nOp, "op") ||
+  if (!GetU32(env, argv[0], &count, "count") || !GetTyped(env, argv[1], napi_uint8_array, &op, &nOp, "op") ||
       !GetTyped(env, argv[2], napi_uint32_array, &dst, &nDst, "dst") ||
       !GetTyped(env, argv[3], napi_uint8_array, &len, &nLen, "prefixLen") ||
       !GetTyped(env, argv[4], napi_uint32_array, &gateway, &nGw, "gateway") ||
@@ -615,7 +619,8 @@ napi_value RouteBatch(napi_env env, napi_callback_info info) {
       !GetTyped(env, argv[9], napi_int32_array, &errnos, &nErr, "errnos")) {
     return nullptr;
   }
-  if (nOp < count || nDst < count || nLen < count || nGw < count || nMetric < count || nFlags < count || nErr < count) {
+  if (nOp < count || nDst < count || nLen < count || nGw < count || nMetric < count || nFlags < count ||
+      nErr < count) {
     napi_throw_range_error(env, nullptr, "rtnetlink: route batch arrays are shorter than count");
     return nullptr;
   }
@@ -658,8 +663,8 @@ napi_value RouteBatch(napi_env env, napi_callback_info info) {
     size_t end = first + chunk < count ? first + chunk : count;
     m.Clear();
     for (size_t i = first; i < end; i++) {
-      AppendRouteMsg(m, static_cast<uint32_t>(i + 1), op[i], dst[i], len[i], gateway[i], metric[i], flags[i], ifindex,
-                     static_cast<uint8_t>(proto));
+      AppendRouteMsg(m, static_cast<uint32_t>(i + 1), op[i], dst[i], len[i], gateway[i], metric[i], flags[i],
+                     ifindex, static_cast<uint8_t>(proto));
     }
     if (int err = s.Send(m)) {
       for (size_t i = first; i < end; i++) errnos[i] = err;
@@ -679,8 +684,8 @@ napi_value Strerror(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   uint32_t err;
   if (!GetArgs(env, info, 1, argv) || !GetU32(env, argv[0], &err, "errno")) return nullptr;
-  const char* text = strerror(static_cast<int>(err));
-  const char* name = strerrorname_np(static_cast<int>(err));
+  const char *text = strerror(static_cast<int>(err));
+  const char *name = strerrorname_np(static_cast<int>(err));
   napi_value obj, t, n;
   napi_create_object(env, &obj);
   napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &t);
@@ -690,7 +695,7 @@ napi_value Strerror(napi_env env, napi_callback_info info) {
   return obj;
 }
 
-void Export(napi_env env, napi_value exports, const char* name, napi_callback cb) {
+void Export(napi_env env, napi_value exports, const char *name, napi_callback cb) {
   napi_value fn;
   napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, nullptr, &fn);
   napi_set_named_property(env, exports, name, fn);

@@ -14,31 +14,31 @@ namespace tsf {
 
 namespace {
 
-inline uint16_t Load16be(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
-inline uint32_t Load32be(const uint8_t* p) {
+inline uint16_t Load16be(const uint8_t *p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
+inline uint32_t Load32be(const uint8_t *p) {
   return (static_cast<uint32_t>(p[0]) << 24) | (static_cast<uint32_t>(p[1]) << 16) |
          (static_cast<uint32_t>(p[2]) << 8) | p[3];
 }
-inline void Store16be(uint8_t* p, uint32_t v) {
+inline void Store16be(uint8_t *p, uint32_t v) {
   p[0] = static_cast<uint8_t>(v >> 8);
   p[1] = static_cast<uint8_t>(v);
 }
-inline void Store32be(uint8_t* p, uint32_t v) {
+inline void Store32be(uint8_t *p, uint32_t v) {
   p[0] = static_cast<uint8_t>(v >> 24);
   p[1] = static_cast<uint8_t>(v >> 16);
   p[2] = static_cast<uint8_t>(v >> 8);
   p[3] = static_cast<uint8_t>(v);
 }
-inline void StoreCsum(uint8_t* p, uint16_t c) { memcpy(p, &c, 2); }
+inline void StoreCsum(uint8_t *p, uint16_t c) { memcpy(p, &c, 2); }
 
 constexpr uint8_t kTcpFin = 0x01, kTcpPsh = 0x08, kTcpAck = 0x10, kTcpCwr = 0x80;
 
-inline void IpHeaderCsum(uint8_t* ip, size_t ihl) {
+inline void IpHeaderCsum(uint8_t *ip, size_t ihl) {
   ip[10] = ip[11] = 0;
   StoreCsum(ip + 10, static_cast<uint16_t>(~CsumFold16(CsumAcc(ip, ihl, 0))));
 }
 
-inline bool Unfragmented(const uint8_t* ip) { return ((ip[6] & 0x3f) | ip[7]) == 0; }
+inline bool Unfragmented(const uint8_t *ip) { return ((ip[6] & 0x3f) | ip[7]) == 0; }
 
 }  // namespace
 
@@ -47,7 +47,7 @@ inline bool Unfragmented(const uint8_t* ip) { return ((ip[6] & 0x3f) | ip[7]) ==
 // AVX2 when the CPU has it (8 words per 32 B load, two vector accumulators), else 4 scalar chains.
 namespace {
 
-uint64_t SumTail(const uint8_t* p, size_t len, uint64_t acc) {
+uint64_t SumTail(const uint8_t *p, size_t len, uint64_t acc) {
   while (len >= 4) {
     uint32_t w;
     memcpy(&w, p, 4);
@@ -63,7 +63,7 @@ uint64_t SumTail(const uint8_t* p, size_t len, uint64_t acc) {
   return acc;
 }
 
-uint64_t SumScalar(const uint8_t* p, size_t len) {
+uint64_t SumScalar(const uint8_t *p, size_t len) {
   uint64_t a = 0, b = 0, c = 0, d = 0;
   while (len >= 16) {
     uint32_t w[4];
@@ -78,12 +78,12 @@ uint64_t SumScalar(const uint8_t* p, size_t len) {
   return SumTail(p, len, a + b + c + d);
 }
 
-__attribute__((target("avx2"))) uint64_t SumAvx2(const uint8_t* p, size_t len) {
+__attribute__((target("avx2"))) uint64_t SumAvx2(const uint8_t *p, size_t len) {
   const __m256i lo32 = _mm256_set1_epi64x(0xffffffff);
   __m256i a = _mm256_setzero_si256(), b = _mm256_setzero_si256();
   while (len >= 64) {
-    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32));
+    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
+    __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p + 32));
     a = _mm256_add_epi64(a, _mm256_and_si256(v, lo32));
     b = _mm256_add_epi64(b, _mm256_srli_epi64(v, 32));
     a = _mm256_add_epi64(a, _mm256_and_si256(w, lo32));
@@ -92,7 +92,7 @@ __attribute__((target("avx2"))) uint64_t SumAvx2(const uint8_t* p, size_t len) {
     len -= 64;
   }
   alignas(32) uint64_t lanes[4];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), _mm256_add_epi64(a, b));
+  _mm256_store_si256(reinterpret_cast<__m256i *>(lanes), _mm256_add_epi64(a, b));
   // For len < 2^32 each lane stays below 2^60, so the plain sum of the four cannot overflow.
   return SumTail(p, len, lanes[0] + lanes[1] + lanes[2] + lanes[3]);
 }
@@ -101,19 +101,19 @@ const bool kHaveAvx2 = __builtin_cpu_supports("avx2");
 
 }  // namespace
 
-uint64_t CsumAcc(const uint8_t* p, size_t len, uint64_t acc) {
+uint64_t CsumAcc(const uint8_t *p, size_t len, uint64_t acc) {
   uint64_t s = len >= 128 && kHaveAvx2 ? SumAvx2(p, len) : SumScalar(p, len);
   return CsumAdd(acc, s);
 }
 
-uint64_t PseudoSum(const uint8_t* ip, uint8_t proto, size_t l4len) {
+uint64_t PseudoSum(const uint8_t *ip, uint8_t proto, size_t l4len) {
   uint32_t src, dst;
   memcpy(&src, ip + 12, 4);
   memcpy(&dst, ip + 16, 4);
   return static_cast<uint64_t>(src) + dst + htons(proto) + htons(static_cast<uint16_t>(l4len));
 }
 
-L4Csum ClassifyL4Csum(const uint8_t* ip, size_t len, bool verify) {
+L4Csum ClassifyL4Csum(const uint8_t *ip, size_t len, bool verify) {
   if (len < 20 || (ip[0] >> 4) != 4 || !Unfragmented(ip)) return L4Csum::kNotL4;
   size_t ihl = static_cast<size_t>(ip[0] & 0x0f) * 4;
   if (ihl < 20 || ihl > len) return L4Csum::kNotL4;
@@ -126,7 +126,7 @@ L4Csum ClassifyL4Csum(const uint8_t* ip, size_t len, bool verify) {
   } else {
     return L4Csum::kNotL4;
   }
-  const uint8_t* l4 = ip + ihl;
+  const uint8_t *l4 = ip + ihl;
   uint16_t cur;
   memcpy(&cur, l4 + field, 2);
   if (cur == 0 && ip[9] == 17) return L4Csum::kZero;
@@ -136,7 +136,7 @@ L4Csum ClassifyL4Csum(const uint8_t* ip, size_t len, bool verify) {
   return CsumFold16(CsumAdd(pseudo, CsumAcc(l4, l4len, 0))) == 0xffff ? L4Csum::kValid : L4Csum::kBad;
 }
 
-bool PlanSplit(const uint8_t* ip, size_t len, int gsoType, int gsoSize, SplitPlan* plan) {
+bool PlanSplit(const uint8_t *ip, size_t len, int gsoType, int gsoSize, SplitPlan *plan) {
   if (len < 20 || (ip[0] >> 4) != 4 || gsoSize <= 0) return false;
   size_t ihl = static_cast<size_t>(ip[0] & 0x0f) * 4;
   size_t total = Load16be(ip + 2);
@@ -166,26 +166,26 @@ bool PlanSplit(const uint8_t* ip, size_t len, int gsoType, int gsoSize, SplitPla
   return true;
 }
 
-size_t BuildSplitIov(const SplitPlan& p, const uint8_t* prefix, size_t prefixLen, uint32_t first, uint32_t count,
-                     uint8_t* hdrs, struct iovec* iov) {
-  const uint8_t* ip = p.ip;
+size_t BuildSplitIov(const SplitPlan &p, const uint8_t *prefix, size_t prefixLen, uint32_t first,
+                     uint32_t count, uint8_t *hdrs, struct iovec *iov) {
+  const uint8_t *ip = p.ip;
   const uint16_t id0 = Load16be(ip + 4);
   const bool tcp = p.proto == 6;
   const uint32_t seq0 = tcp ? Load32be(ip + p.ihl + 4) : 0;
   const uint8_t flags0 = tcp ? ip[p.ihl + 13] : 0;
   for (uint32_t k = 0; k < count; k++) {
     const uint32_t i = first + k;
-    uint8_t* blk = hdrs + static_cast<size_t>(k) * kMaxSegHdr;
+    uint8_t *blk = hdrs + static_cast<size_t>(k) * kMaxSegHdr;
     if (prefixLen > 0) memcpy(blk, prefix, prefixLen);
-    uint8_t* h = blk + prefixLen;
+    uint8_t *h = blk + prefixLen;
     memcpy(h, ip, p.hdr);
     const size_t off = static_cast<size_t>(i) * p.mss;
     const size_t chunk = p.payload - off < p.mss ? p.payload - off : p.mss;
     Store16be(h + 2, static_cast<uint32_t>(p.hdr + chunk));
     Store16be(h + 4, static_cast<uint16_t>(id0 + i));
     IpHeaderCsum(h, p.ihl);
-    uint8_t* l4 = h + p.ihl;
-    const uint8_t* data = ip + p.hdr + off;
+    uint8_t *l4 = h + p.ihl;
+    const uint8_t *data = ip + p.hdr + off;
     if (tcp) {
       Store32be(l4 + 4, seq0 + static_cast<uint32_t>(off));
       uint8_t f = flags0;
@@ -203,14 +203,14 @@ size_t BuildSplitIov(const SplitPlan& p, const uint8_t* prefix, size_t prefixLen
       StoreCsum(l4 + 6, c == 0 ? 0xffff : c);  // RFC 768: a computed 0 is sent as all ones
     }
     iov[2 * k] = {blk, prefixLen + p.hdr};
-    iov[2 * k + 1] = {const_cast<uint8_t*>(data), chunk};
+    iov[2 * k + 1] = {const_cast<uint8_t *>(data), chunk};
   }
   return prefixLen + p.hdr + p.mss;
 }
 
 // ---- Coalescer --------------------------------------------------------------------------------------
 
-void Coalescer::Add(uint8_t* ip, size_t len, bool trusted, int32_t owner) {
+void Coalescer::Add(uint8_t *ip, size_t len, bool trusted, int32_t owner) {
   // Candidates: IPv4 without options or fragmentation, TCP ACK / ACK|PSH with payload, or (uso) UDP,
   // no larger than the TUN MTU (larger ones are a peer's whole super-packet: WriteSingle).
   size_t l4hl = 0, payload = 0;
@@ -239,7 +239,7 @@ void Coalescer::Add(uint8_t* ip, size_t len, bool trusted, int32_t owner) {
   Start(ip, len, l4hl, payload, trusted, owner);
 }
 
-void Coalescer::Start(uint8_t* ip, size_t len, size_t l4hl, size_t payload, bool trusted, int32_t owner) {
+void Coalescer::Start(uint8_t *ip, size_t len, size_t l4hl, size_t payload, bool trusted, int32_t owner) {
   nsegs_ = 1;
   head_ = ip;
   headLen_ = len;
@@ -270,18 +270,21 @@ bool Coalescer::HeadChecksumOk() {
   return headCsum_ > 0;
 }
 
-bool Coalescer::TryAppend(uint8_t* ip, size_t len, size_t l4hl, size_t payload, bool trusted, int32_t owner) {
-  const uint8_t* h = head_;
-  if (closed_ || ip[9] != proto_ || nsegs_ >= kMaxCoalesceSegs || payload > mss_ || ipTotal_ + payload > 65535) {
+bool Coalescer::TryAppend(uint8_t *ip, size_t len, size_t l4hl, size_t payload, bool trusted, int32_t owner) {
+  const uint8_t *h = head_;
+  if (closed_ || ip[9] != proto_ || nsegs_ >= kMaxCoalesceSegs || payload > mss_ ||
+      ipTotal_ + payload > 65535) {
     return false;
   }
   // Same addresses, TOS, TTL and DF; without DF the IP IDs must count up like TSO output does.
-  if (memcmp(h + 12, ip + 12, 8) != 0 || h[1] != ip[1] || h[8] != ip[8] || ((h[6] ^ ip[6]) & 0x40) != 0) return false;
+  if (memcmp(h + 12, ip + 12, 8) != 0 || h[1] != ip[1] || h[8] != ip[8] || ((h[6] ^ ip[6]) & 0x40) != 0)
+    return false;
   if ((h[6] & 0x40) == 0 && Load16be(ip + 4) != nextId_) return false;
   if (memcmp(h + 20, ip + 20, 4) != 0) return false;  // ports
   if (proto_ == 6) {
     // Same ACK number and identical options; contiguous sequence.
-    if (l4hl != l4hl_ || memcmp(h + 28, ip + 28, 4) != 0 || memcmp(h + 40, ip + 40, l4hl - 20) != 0) return false;
+    if (l4hl != l4hl_ || memcmp(h + 28, ip + 28, 4) != 0 || memcmp(h + 40, ip + 40, l4hl - 20) != 0)
+      return false;
     if (Load32be(ip + 24) != nextSeq_) return false;
   }
   // The merged packet gets a fresh checksum from the kernel (NEEDS_CSUM), so anything not covered by a
@@ -311,17 +314,22 @@ void Coalescer::Flush() {
     WriteSingle(head_, headLen_, headTrusted_, owners_[0]);
     return;
   }
-  uint8_t* h = head_;
+  uint8_t *h = head_;
   uint8_t saved[80];  // the head's original IPv4 + L4 header, to undo the merge if the kernel refuses it
   memcpy(saved, h, 20 + l4hl_);
   Store16be(h + 2, static_cast<uint32_t>(ipTotal_));
   IpHeaderCsum(h, 20);
-  uint8_t* l4 = h + 20;
+  uint8_t *l4 = h + 20;
   const size_t l4len = ipTotal_ - 20;
   if (proto_ == 6) {
     if (psh_) l4[13] |= kTcpPsh;
     StoreCsum(l4 + 16, CsumFold16(PseudoSum(h, 6, l4len)));
-    vnet_ = {kVnetNeedsCsum, kVnetGsoTcpV4, static_cast<uint16_t>(20 + l4hl_), static_cast<uint16_t>(mss_), 20, 16};
+    vnet_ = {kVnetNeedsCsum,
+             kVnetGsoTcpV4,
+             static_cast<uint16_t>(20 + l4hl_),
+             static_cast<uint16_t>(mss_),
+             20,
+             16};
   } else {
     Store16be(l4 + 4, static_cast<uint32_t>(l4len));
     StoreCsum(l4 + 6, CsumFold16(PseudoSum(h, 17, l4len)));
@@ -343,12 +351,12 @@ void Coalescer::Flush() {
 void Coalescer::WriteSeparately(int nsegs) {
   WriteSingle(head_, headLen_, segTrusted_[0], segOwner_[0]);
   for (int k = 1; k < nsegs; k++) {
-    uint8_t* payload = static_cast<uint8_t*>(iov_[2 + k].iov_base);
+    uint8_t *payload = static_cast<uint8_t *>(iov_[2 + k].iov_base);
     WriteSingle(payload - (20 + l4hl_), 20 + l4hl_ + iov_[2 + k].iov_len, segTrusted_[k], segOwner_[k]);
   }
 }
 
-void Coalescer::WriteSingle(uint8_t* ip, size_t len, bool trusted, int32_t owner) {
+void Coalescer::WriteSingle(uint8_t *ip, size_t len, bool trusted, int32_t owner) {
   VnetHdr v{};
   int32_t flags = 0;
   if (len >= 20 && (ip[0] >> 4) == 4 && Unfragmented(ip) && (ip[9] == 6 || ip[9] == 17)) {
@@ -365,14 +373,22 @@ void Coalescer::WriteSingle(uint8_t* ip, size_t len, bool trusted, int32_t owner
         if (hdr >= ihl + 20 && hdr < maxPacket_ && hdr < len) {
           StoreCsum(ip + ihl + 16, CsumFold16(PseudoSum(ip, 6, len - ihl)));
           uint8_t gso = kVnetGsoTcpV4 | ((ip[ihl + 13] & kTcpCwr) ? kVnetGsoEcn : 0);
-          v = {kVnetNeedsCsum, gso, static_cast<uint16_t>(hdr), static_cast<uint16_t>(maxPacket_ - hdr),
-               static_cast<uint16_t>(ihl), 16};
+          v = {kVnetNeedsCsum,
+               gso,
+               static_cast<uint16_t>(hdr),
+               static_cast<uint16_t>(maxPacket_ - hdr),
+               static_cast<uint16_t>(ihl),
+               16};
           flags = F_SEGMENTED;
         }
       } else if (uso_ && Load16be(ip + ihl + 4) == len - ihl && maxPacket_ > ihl + 8) {
         StoreCsum(ip + ihl + 6, CsumFold16(PseudoSum(ip, 17, len - ihl)));
-        v = {kVnetNeedsCsum, kVnetGsoUdpL4, static_cast<uint16_t>(ihl + 8), static_cast<uint16_t>(maxPacket_ - ihl - 8),
-             static_cast<uint16_t>(ihl), 6};
+        v = {kVnetNeedsCsum,
+             kVnetGsoUdpL4,
+             static_cast<uint16_t>(ihl + 8),
+             static_cast<uint16_t>(maxPacket_ - ihl - 8),
+             static_cast<uint16_t>(ihl),
+             6};
         flags = F_SEGMENTED;
       }
     }
@@ -380,7 +396,12 @@ void Coalescer::WriteSingle(uint8_t* ip, size_t len, bool trusted, int32_t owner
       L4Csum c = ClassifyL4Csum(ip, len, false);
       if (c == L4Csum::kPartial) {
         // Left partial by an offloading sender: the kernel completes it if the packet leaves the host.
-        v = {kVnetNeedsCsum, kVnetGsoNone, 0, 0, static_cast<uint16_t>(ihl), static_cast<uint16_t>(ip[9] == 6 ? 16 : 6)};
+        v = {kVnetNeedsCsum,
+             kVnetGsoNone,
+             0,
+             0,
+             static_cast<uint16_t>(ihl),
+             static_cast<uint16_t>(ip[9] == 6 ? 16 : 6)};
         flags = F_CSUM_FIXED;
       } else if (trusted) {
         v.flags = kVnetDataValid;
@@ -402,15 +423,16 @@ void Coalescer::WriteSingle(uint8_t* ip, size_t len, bool trusted, int32_t owner
 
 // Splits an oversized TCP/UDP packet to the MTU here (full checksums computed, so DATA_VALID), for
 // when GSO writes are off. Anything unsplittable is written as is and left to the kernel.
-void Coalescer::WriteSplit(const uint8_t* ip, size_t len, bool trusted, int32_t owner) {
+void Coalescer::WriteSplit(const uint8_t *ip, size_t len, bool trusted, int32_t owner) {
   const size_t ihl = static_cast<size_t>(ip[0] & 0x0f) * 4;
   const bool tcp = ip[9] == 6;
   const size_t l4hl = tcp ? static_cast<size_t>(ip[ihl + 12] >> 4) * 4 : 8;
   SplitPlan p;
   VnetHdr v{};
-  if (maxPacket_ <= ihl + l4hl || !PlanSplit(ip, len, tcp ? kVnetGsoTcpV4 : kVnetGsoUdpL4, static_cast<int>(maxPacket_ - ihl - l4hl), &p)) {
+  if (maxPacket_ <= ihl + l4hl || !PlanSplit(ip, len, tcp ? kVnetGsoTcpV4 : kVnetGsoUdpL4,
+                                             static_cast<int>(maxPacket_ - ihl - l4hl), &p)) {
     v.flags = trusted ? kVnetDataValid : 0;
-    struct iovec iov[2] = {{&v, kVnetHdrLen}, {const_cast<uint8_t*>(ip), len}};
+    struct iovec iov[2] = {{&v, kVnetHdrLen}, {const_cast<uint8_t *>(ip), len}};
     Account(&owner, 1, 0, Write(iov, 2));
     return;
   }
@@ -427,22 +449,22 @@ void Coalescer::WriteSplit(const uint8_t* ip, size_t len, bool trusted, int32_t 
   Account(&owner, 1, F_SEGMENTED, err);
 }
 
-int Coalescer::Write(struct iovec* iov, int cnt) {
+int Coalescer::Write(struct iovec *iov, int cnt) {
   writes_++;
   return sink_->Write(iov, cnt);
 }
 
-void Coalescer::Account(const int32_t* owners, int nOwners, int32_t flags, int err) {
+void Coalescer::Account(const int32_t *owners, int nOwners, int32_t flags, int err) {
   if (desc_ == nullptr) return;
   for (int i = 0; i < nOwners; i++) {
     if (owners[i] < 0) continue;
-    int32_t* d = desc_ + owners[i] * kDescWords;
+    int32_t *d = desc_ + owners[i] * kDescWords;
     d[D_FLAGS] |= flags;
     if (err != 0 && d[D_STATUS] == 0) d[D_STATUS] = err;
   }
 }
 
-void Coalescer::Refused(const int32_t* owners, int nOwners) {
+void Coalescer::Refused(const int32_t *owners, int nOwners) {
   merge_ = false;
   Account(owners, nOwners, F_TUN_GSO_REFUSED, 0);
 }
@@ -455,34 +477,34 @@ namespace {
 
 // A typed array of the given element type, or false.
 template <typename T>
-bool GetTyped(napi_env env, napi_value v, napi_typedarray_type want, T** data, size_t* len) {
+bool GetTyped(napi_env env, napi_value v, napi_typedarray_type want, T **data, size_t *len) {
   bool is = false;
   napi_is_typedarray(env, v, &is);
   if (!is) return false;
   napi_typedarray_type type;
-  void* p = nullptr;
+  void *p = nullptr;
   napi_get_typedarray_info(env, v, &type, len, &p, nullptr, nullptr);
   if (type != want) return false;
-  *data = static_cast<T*>(p);
+  *data = static_cast<T *>(p);
   return true;
 }
 
-bool GetBytes(napi_env env, napi_value v, uint8_t** data, size_t* len) {
+bool GetBytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
   return GetTyped(env, v, napi_uint8_array, data, len);
 }
 
-bool GetInt32s(napi_env env, napi_value v, int32_t** data, size_t* len) {
+bool GetInt32s(napi_env env, napi_value v, int32_t **data, size_t *len) {
   return GetTyped(env, v, napi_int32_array, data, len);
 }
 
 // Writes each record as [iov contents...] back to back; lengths go to lens.
 class BufferSink : public TunSink {
  public:
-  BufferSink(uint8_t* out, size_t cap, int32_t* lens, size_t maxRecords, bool refuseGso)
+  BufferSink(uint8_t *out, size_t cap, int32_t *lens, size_t maxRecords, bool refuseGso)
       : out_(out), cap_(cap), lens_(lens), maxRecords_(maxRecords), refuseGso_(refuseGso) {}
-  int Write(struct iovec* iov, int cnt) override {
+  int Write(struct iovec *iov, int cnt) override {
     // Plays a kernel whose TUN rejects GSO writes.
-    if (refuseGso_ && static_cast<const VnetHdr*>(iov[0].iov_base)->gsoType != kVnetGsoNone) return EINVAL;
+    if (refuseGso_ && static_cast<const VnetHdr *>(iov[0].iov_base)->gsoType != kVnetGsoNone) return EINVAL;
     size_t total = 0;
     for (int i = 0; i < cnt; i++) total += iov[i].iov_len;
     if (used_ + total > cap_ || n_ >= maxRecords_) return ENOSPC;
@@ -496,9 +518,9 @@ class BufferSink : public TunSink {
   size_t n_ = 0;
 
  private:
-  uint8_t* out_;
+  uint8_t *out_;
   size_t cap_;
-  int32_t* lens_;
+  int32_t *lens_;
   size_t maxRecords_;
   bool refuseGso_;
   size_t used_ = 0;
@@ -510,9 +532,10 @@ napi_value OffloadChecksum(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  uint8_t* p;
+  uint8_t *p;
   size_t len;
-  if (argc < 1 || !GetBytes(env, argv[0], &p, &len)) return ThrowType(env, "offloadChecksum(bytes: Uint8Array)");
+  if (argc < 1 || !GetBytes(env, argv[0], &p, &len))
+    return ThrowType(env, "offloadChecksum(bytes: Uint8Array)");
   return MakeInt32(env, ntohs(CsumFold16(CsumAcc(p, len, 0))));
 }
 
@@ -523,13 +546,16 @@ napi_value OffloadSplit(napi_env env, napi_callback_info info) {
   napi_value argv[6];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   uint8_t *pkt, *prefix, *out;
-  int32_t* lens;
+  int32_t *lens;
   size_t pktLen, prefixLen, outLen, nLens;
   int32_t gsoType, gsoSize;
-  if (argc < 6 || !GetBytes(env, argv[0], &pkt, &pktLen) || napi_get_value_int32(env, argv[1], &gsoType) != napi_ok ||
-      napi_get_value_int32(env, argv[2], &gsoSize) != napi_ok || !GetBytes(env, argv[3], &prefix, &prefixLen) ||
-      !GetBytes(env, argv[4], &out, &outLen) || !GetInt32s(env, argv[5], &lens, &nLens) || prefixLen > kVxlanEthLen) {
-    return ThrowType(env, "offloadSplit(pkt, gsoType, gsoSize, prefix (<= 22 B), out: Uint8Array, outLens: Int32Array)");
+  if (argc < 6 || !GetBytes(env, argv[0], &pkt, &pktLen) ||
+      napi_get_value_int32(env, argv[1], &gsoType) != napi_ok ||
+      napi_get_value_int32(env, argv[2], &gsoSize) != napi_ok ||
+      !GetBytes(env, argv[3], &prefix, &prefixLen) || !GetBytes(env, argv[4], &out, &outLen) ||
+      !GetInt32s(env, argv[5], &lens, &nLens) || prefixLen > kVxlanEthLen) {
+    return ThrowType(
+        env, "offloadSplit(pkt, gsoType, gsoSize, prefix (<= 22 B), out: Uint8Array, outLens: Int32Array)");
   }
   SplitPlan plan;
   if (!PlanSplit(pkt, pktLen, gsoType, gsoSize, &plan)) return MakeInt32(env, -1);
@@ -563,7 +589,8 @@ napi_value OffloadCoalesce(napi_env env, napi_callback_info info) {
   bool trusted = false, uso = false, refuse = false;
   int32_t maxPacket;
   if (argc < 7 || !GetBytes(env, argv[0], &pkts, &pktsLen) || !GetInt32s(env, argv[1], &lens, &nLens) ||
-      napi_get_value_bool(env, argv[2], &trusted) != napi_ok || napi_get_value_int32(env, argv[3], &maxPacket) != napi_ok ||
+      napi_get_value_bool(env, argv[2], &trusted) != napi_ok ||
+      napi_get_value_int32(env, argv[3], &maxPacket) != napi_ok ||
       napi_get_value_bool(env, argv[4], &uso) != napi_ok || !GetBytes(env, argv[5], &out, &outLen) ||
       !GetInt32s(env, argv[6], &outLens, &nOut)) {
     return ThrowType(env, "offloadCoalesce(pkts, lens, trusted, maxPacket, uso, out, outLens, refuseGso?)");

@@ -12,9 +12,11 @@
 
 namespace tsf {
 
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "virtio_net_hdr is read/written native-endian = little-endian");
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "virtio_net_hdr is read/written native-endian = little-endian");
 
-// virtio_net_hdr values (linux/virtio_net.h clashes with glibc headers and this system's copy predates UDP_L4).
+// virtio_net_hdr values (linux/virtio_net.h clashes with glibc headers and this system's copy predates
+// UDP_L4).
 constexpr uint8_t kVnetNeedsCsum = 1;
 constexpr uint8_t kVnetDataValid = 2;
 constexpr uint8_t kVnetGsoNone = 0;
@@ -43,7 +45,7 @@ constexpr size_t kMaxSegHdr = kVxlanEthLen + 60 + 60;
 // ---- checksums -------------------------------------------------------------------------------------
 // 64-bit one's complement accumulator over little-endian loads (byte order of the result = memory order,
 // so a folded value stored with memcpy is in network order). `len` may be odd; p need not be aligned.
-uint64_t CsumAcc(const uint8_t* p, size_t len, uint64_t acc);
+uint64_t CsumAcc(const uint8_t *p, size_t len, uint64_t acc);
 inline uint64_t CsumAdd(uint64_t a, uint64_t b) {
   uint64_t s = a + b;
   return s + (s < a);
@@ -57,39 +59,39 @@ inline uint16_t CsumFold16(uint64_t acc) {
   return static_cast<uint16_t>(acc);
 }
 // Pseudo-header sum of an IPv4 packet (src, dst at ip+12..20) for protocol `proto` and L4 length `l4len`.
-uint64_t PseudoSum(const uint8_t* ip, uint8_t proto, size_t l4len);
+uint64_t PseudoSum(const uint8_t *ip, uint8_t proto, size_t l4len);
 
 // State of the L4 checksum field of an unfragmented IPv4 TCP/UDP packet.
 enum class L4Csum { kNotL4, kValid, kPartial, kZero, kBad };
 // kPartial: the field holds exactly the pseudo-header sum (an offloading sender's CHECKSUM_PARTIAL packet).
 // kZero: UDP without checksum. `verify` = false skips the full pass (returns kValid unless partial/zero).
-L4Csum ClassifyL4Csum(const uint8_t* ip, size_t len, bool verify);
+L4Csum ClassifyL4Csum(const uint8_t *ip, size_t len, bool verify);
 
 // ---- egress: TSO/USO split -------------------------------------------------------------------------
 struct SplitPlan {
-  const uint8_t* ip = nullptr;  // super-packet (IPv4 header first)
+  const uint8_t *ip = nullptr;  // super-packet (IPv4 header first)
   size_t total = 0;             // its IPv4 total length
   uint8_t proto = 0;            // 6 TCP, 17 UDP
   size_t ihl = 0, l4hl = 0, hdr = 0;
-  size_t mss = 0;               // payload bytes per segment (virtio gso_size)
-  size_t payload = 0;           // payload bytes in all
+  size_t mss = 0;      // payload bytes per segment (virtio gso_size)
+  size_t payload = 0;  // payload bytes in all
   uint32_t segs = 0;
 };
 // False when ip[0..len) is not an IPv4 TCP (gso TCPV4) / UDP (gso UDP_L4) packet that can be split.
-bool PlanSplit(const uint8_t* ip, size_t len, int gsoType, int gsoSize, SplitPlan* plan);
+bool PlanSplit(const uint8_t *ip, size_t len, int gsoType, int gsoSize, SplitPlan *plan);
 // Builds the headers of segments [first, first+count) as [prefix | IPv4 | TCP/UDP] blocks of stride
 // kMaxSegHdr at hdrs, and the iovec pairs {block, payload slice} at iov (2 per segment). Lengths, IP ID,
 // TCP seq and flags (FIN/PSH only on the last segment, CWR only on the first) and full IP and L4
 // checksums are set; payload bytes are only read. Returns the UDP payload size of a full segment.
-size_t BuildSplitIov(const SplitPlan& plan, const uint8_t* prefix, size_t prefixLen, uint32_t first, uint32_t count,
-                     uint8_t* hdrs, struct iovec* iov);
+size_t BuildSplitIov(const SplitPlan &plan, const uint8_t *prefix, size_t prefixLen, uint32_t first,
+                     uint32_t count, uint8_t *hdrs, struct iovec *iov);
 
 // ---- ingress: coalescing into GSO TUN writes -------------------------------------------------------
 // Where finished packets go: writev(tun) in the data plane, a buffer in tests. Returns 0 or an errno.
 class TunSink {
  public:
   virtual ~TunSink() = default;
-  virtual int Write(struct iovec* iov, int cnt) = 0;
+  virtual int Write(struct iovec *iov, int cnt) = 0;
 };
 
 // Merges consecutive TCP segments (and, with uso, UDP datagrams) of one flow into a super-packet written
@@ -104,28 +106,28 @@ class TunSink {
 class Coalescer {
  public:
   // merge = false: never a GSO write (the kernel refused one earlier): oversized TCP is split here.
-  Coalescer(TunSink* sink, int32_t* desc, size_t maxPacket, bool uso, bool merge = true)
+  Coalescer(TunSink *sink, int32_t *desc, size_t maxPacket, bool uso, bool merge = true)
       : sink_(sink), desc_(desc), maxPacket_(maxPacket), uso_(uso), merge_(merge) {}
   // One inner IPv4 packet of IP total length len. trusted: the outer UDP checksum covered it (kernel-GRO'd
   // train, so non-zero and verified, or local CHECKSUM_PARTIAL); otherwise inner checksums are verified
   // before merging. owner: descriptor index, or -1.
-  void Add(uint8_t* ip, size_t len, bool trusted, int32_t owner);
+  void Add(uint8_t *ip, size_t len, bool trusted, int32_t owner);
   void Flush();
   int writes() const { return writes_; }
 
  private:
-  void Start(uint8_t* ip, size_t len, size_t l4hl, size_t payload, bool trusted, int32_t owner);
-  bool TryAppend(uint8_t* ip, size_t len, size_t l4hl, size_t payload, bool trusted, int32_t owner);
-  void WriteSingle(uint8_t* ip, size_t len, bool trusted, int32_t owner);
-  void WriteSplit(const uint8_t* ip, size_t len, bool trusted, int32_t owner);
+  void Start(uint8_t *ip, size_t len, size_t l4hl, size_t payload, bool trusted, int32_t owner);
+  bool TryAppend(uint8_t *ip, size_t len, size_t l4hl, size_t payload, bool trusted, int32_t owner);
+  void WriteSingle(uint8_t *ip, size_t len, bool trusted, int32_t owner);
+  void WriteSplit(const uint8_t *ip, size_t len, bool trusted, int32_t owner);
   void WriteSeparately(int nsegs);
-  int Write(struct iovec* iov, int cnt);
-  void Account(const int32_t* owners, int nOwners, int32_t flags, int err);
-  void Refused(const int32_t* owners, int nOwners);
+  int Write(struct iovec *iov, int cnt);
+  void Account(const int32_t *owners, int nOwners, int32_t flags, int err);
+  void Refused(const int32_t *owners, int nOwners);
   bool HeadChecksumOk();
 
-  TunSink* sink_;
-  int32_t* desc_;
+  TunSink *sink_;
+  int32_t *desc_;
   size_t maxPacket_;
   bool uso_;
   bool merge_;
@@ -133,7 +135,7 @@ class Coalescer {
 
   // The packet being built: head segment + payload iovecs of the following ones.
   int nsegs_ = 0;
-  uint8_t* head_ = nullptr;
+  uint8_t *head_ = nullptr;
   size_t headLen_ = 0;
   bool headTrusted_ = false;
   int headCsum_ = 0;  // 0 unknown, 1 ok, -1 bad

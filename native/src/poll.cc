@@ -23,20 +23,20 @@ struct PollHandle {
 };
 
 // Handles of all envs by id; touched only from the JS thread of the owning env, guarded for workers.
-std::unordered_map<int32_t, PollHandle*> g_polls;
+std::unordered_map<int32_t, PollHandle *> g_polls;
 uv_mutex_t g_pollsMu;
 int32_t g_nextId = 1;
 
-void OnClosed(uv_handle_t* h) { delete static_cast<PollHandle*>(h->data); }
+void OnClosed(uv_handle_t *h) { delete static_cast<PollHandle *>(h->data); }
 
-void ReleaseJs(PollHandle* p) {
+void ReleaseJs(PollHandle *p) {
   napi_async_destroy(p->env, p->async);
   napi_delete_reference(p->env, p->callback);
   napi_delete_reference(p->env, p->resource);
 }
 
-void OnReadable(uv_poll_t* handle, int status, int events) {
-  PollHandle* p = static_cast<PollHandle*>(handle->data);
+void OnReadable(uv_poll_t *handle, int status, int events) {
+  PollHandle *p = static_cast<PollHandle *>(handle->data);
   napi_env env = p->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
@@ -54,13 +54,13 @@ void OnReadable(uv_poll_t* handle, int status, int events) {
 }
 
 // Closes every handle an env still has when it is torn down (process exit or worker termination).
-void EnvCleanup(void* arg) {
+void EnvCleanup(void *arg) {
   napi_env env = static_cast<napi_env>(arg);
   uv_mutex_lock(&g_pollsMu);
   for (auto it = g_polls.begin(); it != g_polls.end();) {
     if (it->second->env == env) {
       uv_poll_stop(&it->second->poll);
-      uv_close(reinterpret_cast<uv_handle_t*>(&it->second->poll), OnClosed);
+      uv_close(reinterpret_cast<uv_handle_t *>(&it->second->poll), OnClosed);
       it = g_polls.erase(it);
     } else {
       ++it;
@@ -79,11 +79,11 @@ napi_value PollStart(napi_env env, napi_callback_info info) {
   napi_valuetype t;
   napi_typeof(env, argv[1], &t);
   if (t != napi_function) return ThrowType(env, "pollStart: callback must be a function");
-  uv_loop_t* loop = nullptr;
+  uv_loop_t *loop = nullptr;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
     return ThrowType(env, "pollStart: no event loop for this environment");
   }
-  PollHandle* p = new PollHandle();
+  PollHandle *p = new PollHandle();
   p->env = env;
   int rc = uv_poll_init(loop, &p->poll, fd);
   if (rc != 0) {
@@ -93,7 +93,7 @@ napi_value PollStart(napi_env env, napi_callback_info info) {
   p->poll.data = p;
   rc = uv_poll_start(&p->poll, UV_READABLE, OnReadable);
   if (rc != 0) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&p->poll), OnClosed);
+    uv_close(reinterpret_cast<uv_handle_t *>(&p->poll), OnClosed);
     return ThrowErrno(env, "poll fd", -rc);
   }
   napi_value resource, name;
@@ -118,7 +118,7 @@ napi_value PollStop(napi_env env, napi_callback_info info) {
   if (argc < 1 || !ArgInt32(env, argv[0], "pollStop", "id", &id)) return nullptr;
   uv_mutex_lock(&g_pollsMu);
   auto it = g_polls.find(id);
-  PollHandle* p = nullptr;
+  PollHandle *p = nullptr;
   if (it != g_polls.end() && it->second->env == env) {
     p = it->second;
     g_polls.erase(it);
@@ -127,7 +127,7 @@ napi_value PollStop(napi_env env, napi_callback_info info) {
   if (p != nullptr) {
     uv_poll_stop(&p->poll);
     ReleaseJs(p);
-    uv_close(reinterpret_cast<uv_handle_t*>(&p->poll), OnClosed);
+    uv_close(reinterpret_cast<uv_handle_t *>(&p->poll), OnClosed);
   }
   return nullptr;
 }

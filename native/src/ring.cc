@@ -15,7 +15,7 @@ namespace {
 Ring g_rings[kMaxRings];
 std::mutex g_ringsMu;  // guards claim/release only; several envs (worker threads) may register
 
-void ReleaseRing(Ring* r) {
+void ReleaseRing(Ring *r) {
   if (r->arenaRef != nullptr) napi_delete_reference(r->env, r->arenaRef);
   if (r->descRef != nullptr) napi_delete_reference(r->env, r->descRef);
   std::lock_guard<std::mutex> lock(g_ringsMu);
@@ -23,9 +23,9 @@ void ReleaseRing(Ring* r) {
 }
 
 // Frees the rings of an env that goes away (worker exit) without having released them.
-void EnvCleanup(void* arg) {
+void EnvCleanup(void *arg) {
   napi_env env = static_cast<napi_env>(arg);
-  for (Ring& r : g_rings) {
+  for (Ring &r : g_rings) {
     if (r.used && r.env == env) {
       // References die with the env; only forget them.
       std::lock_guard<std::mutex> lock(g_ringsMu);
@@ -45,12 +45,12 @@ napi_value RingRegister(napi_env env, napi_callback_info info) {
   napi_is_typedarray(env, argv[1], &isTa);
   if (!isAb) return ThrowType(env, "ringRegister: arena must be an ArrayBuffer");
   if (!isTa) return ThrowType(env, "ringRegister: desc must be an Int32Array");
-  void* arenaData = nullptr;
+  void *arenaData = nullptr;
   size_t arenaLen = 0;
   napi_get_arraybuffer_info(env, argv[0], &arenaData, &arenaLen);
   napi_typedarray_type type;
   size_t descLen = 0;
-  void* descData = nullptr;
+  void *descData = nullptr;
   napi_get_typedarray_info(env, argv[1], &type, &descLen, &descData, nullptr, nullptr);
   if (type != napi_int32_array) return ThrowType(env, "ringRegister: desc must be an Int32Array");
   int32_t slotSize, headroom;
@@ -75,11 +75,11 @@ napi_value RingRegister(napi_env env, napi_callback_info info) {
     }
   }
   if (id < 0) return ThrowType(env, "ringRegister: too many rings registered");
-  Ring& r = g_rings[id];
+  Ring &r = g_rings[id];
   r.env = env;
-  r.arena = static_cast<uint8_t*>(arenaData);
+  r.arena = static_cast<uint8_t *>(arenaData);
   r.arenaLen = nSlots * static_cast<size_t>(slotSize);
-  r.desc = static_cast<int32_t*>(descData);
+  r.desc = static_cast<int32_t *>(descData);
   r.nSlots = static_cast<uint32_t>(nSlots);
   r.slotSize = static_cast<uint32_t>(slotSize);
   r.headroom = static_cast<uint32_t>(headroom);
@@ -94,19 +94,19 @@ napi_value RingRelease(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   int32_t id;
   if (argc < 1 || !ArgInt32(env, argv[0], "ringRelease", "id", &id)) return nullptr;
-  Ring* r = GetRing(env, id);
+  Ring *r = GetRing(env, id);
   if (r == nullptr) return nullptr;
   ReleaseRing(r);
   return nullptr;
 }
 
-void SetInt(napi_env env, napi_value obj, const char* name, int32_t v) {
+void SetInt(napi_env env, napi_value obj, const char *name, int32_t v) {
   napi_set_named_property(env, obj, name, MakeInt32(env, v));
 }
 
 }  // namespace
 
-Ring* GetRing(napi_env env, int32_t id) {
+Ring *GetRing(napi_env env, int32_t id) {
   if (id < 0 || id >= kMaxRings || !g_rings[id].used || g_rings[id].env != env) {
     ThrowType(env, "data-plane ring id is not registered");
     return nullptr;
@@ -114,7 +114,7 @@ Ring* GetRing(napi_env env, int32_t id) {
   return &g_rings[id];
 }
 
-bool ArgInt32(napi_env env, napi_value v, const char* fn, const char* name, int32_t* out) {
+bool ArgInt32(napi_env env, napi_value v, const char *fn, const char *name, int32_t *out) {
   if (napi_get_value_int32(env, v, out) != napi_ok) {
     char msg[160];
     snprintf(msg, sizeof msg, "%s: %s must be a number", fn, name);
@@ -130,12 +130,12 @@ napi_value MakeInt32(napi_env env, int32_t v) {
   return out;
 }
 
-napi_value ThrowType(napi_env env, const char* msg) {
+napi_value ThrowType(napi_env env, const char *msg) {
   napi_throw_type_error(env, nullptr, msg);
   return nullptr;
 }
 
-uint32_t CsumPartial(const uint8_t* p, size_t len, uint32_t sum) {
+uint32_t CsumPartial(const uint8_t *p, size_t len, uint32_t sum) {
   uint64_t acc = CsumAcc(p, len, sum);
   acc = (acc & 0xffffffffu) + (acc >> 32);
   acc = (acc & 0xffffffffu) + (acc >> 32);

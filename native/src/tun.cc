@@ -3,10 +3,10 @@
 // Without offloads a read()/write() moves one packet and batching only saves JS↔native crossings. With
 // IFF_VNET_HDR + TUNSETOFFLOAD a read returns a whole TSO/USO super-packet (split later by udpSend) and
 // the coalescing write puts up to 64 received segments into one GSO write (perf-notes §2, §6).
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
-#include <arpa/inet.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -25,8 +25,8 @@ namespace tsf {
 
 namespace {
 
-inline uint16_t Load16le(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
-inline uint32_t Load32be(const uint8_t* p) {
+inline uint16_t Load16le(const uint8_t *p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+inline uint32_t Load32be(const uint8_t *p) {
   return (static_cast<uint32_t>(p[0]) << 24) | (static_cast<uint32_t>(p[1]) << 16) |
          (static_cast<uint32_t>(p[2]) << 8) | p[3];
 }
@@ -42,7 +42,7 @@ inline uint32_t Mix32(uint32_t h) {
 
 // Hash of the inner flow: addresses + protocol, plus ports for unfragmented TCP/UDP/SCTP/UDP-Lite so
 // that every packet (and every fragment) of one flow leaves through the same send socket / source port.
-inline uint32_t FlowHash(const uint8_t* ip, size_t len) {
+inline uint32_t FlowHash(const uint8_t *ip, size_t len) {
   uint32_t src = Load32be(ip + 12), dst = Load32be(ip + 16);
   uint32_t proto = ip[9];
   uint32_t h = src * 0x9e3779b1U ^ Mix32(dst ^ (proto << 24));
@@ -55,8 +55,9 @@ inline uint32_t FlowHash(const uint8_t* ip, size_t len) {
 }
 
 // Completes a CHECKSUM_PARTIAL packet handed up with kVnetNeedsCsum: the field at
-// csum_start+csum_offset already holds the pseudo-header sum, so the checksum over [csum_start, end) is final.
-inline bool FinishCsum(uint8_t* pkt, size_t len, uint16_t start, uint16_t off) {
+// csum_start+csum_offset already holds the pseudo-header sum, so the checksum over [csum_start, end) is
+// final.
+inline bool FinishCsum(uint8_t *pkt, size_t len, uint16_t start, uint16_t off) {
   if (static_cast<size_t>(start) + off + 2 > len) return false;
   uint16_t c = CsumFold(CsumPartial(pkt + start, len - start, 0));
   memcpy(pkt + start + off, &c, 2);
@@ -70,7 +71,7 @@ inline bool FinishCsum(uint8_t* pkt, size_t len, uint16_t start, uint16_t off) {
 // packet fails verification and is dropped. Detect exactly that signature (field == pseudo-header sum,
 // ~10 ns) and compute the real checksum. Recomputing an already-correct checksum yields the same value,
 // so a valid packet that happens to match is never harmed.
-bool RepairPartialCsum(uint8_t* ip, size_t len) {
+bool RepairPartialCsum(uint8_t *ip, size_t len) {
   if (len < 20 || (ip[0] >> 4) != 4) return false;
   size_t ihl = static_cast<size_t>(ip[0] & 0x0f) * 4;
   size_t total = (static_cast<size_t>(ip[2]) << 8) | ip[3];
@@ -85,10 +86,11 @@ bool RepairPartialCsum(uint8_t* ip, size_t len) {
   } else {
     return false;
   }
-  uint8_t* l4 = ip + ihl;
+  uint8_t *l4 = ip + ihl;
   uint16_t cur;
   memcpy(&cur, l4 + field, 2);
-  if (cur == 0) return false;  // UDP without checksum (TCP 0 is just a wrong checksum: leave it to the kernel)
+  if (cur == 0)
+    return false;  // UDP without checksum (TCP 0 is just a wrong checksum: leave it to the kernel)
   // Pseudo-header (src, dst, proto, L4 length) summed in memory order like CsumPartial does.
   uint16_t proto = htons(ip[9]), l4n = htons(static_cast<uint16_t>(l4len));
   uint32_t pseudo = CsumPartial(ip + 12, 8, 0) + proto + l4n;
@@ -101,7 +103,7 @@ bool RepairPartialCsum(uint8_t* ip, size_t len) {
   return true;
 }
 
-inline void Store32be(uint8_t* p, uint32_t v) {
+inline void Store32be(uint8_t *p, uint32_t v) {
   p[0] = static_cast<uint8_t>(v >> 24);
   p[1] = static_cast<uint8_t>(v >> 16);
   p[2] = static_cast<uint8_t>(v >> 8);
@@ -111,11 +113,11 @@ inline void Store32be(uint8_t* p, uint32_t v) {
 thread_local uint8_t t_seg[65536];
 const uint8_t kZeroVnetHdr[kVnetHdrLen] = {0};
 
-inline ssize_t WriteOne(int fd, const uint8_t* pkt, size_t len, bool vnet) {
+inline ssize_t WriteOne(int fd, const uint8_t *pkt, size_t len, bool vnet) {
   struct iovec iov[2];
   int cnt = 0;
-  if (vnet) iov[cnt++] = {const_cast<uint8_t*>(kZeroVnetHdr), kVnetHdrLen};
-  iov[cnt++] = {const_cast<uint8_t*>(pkt), len};
+  if (vnet) iov[cnt++] = {const_cast<uint8_t *>(kZeroVnetHdr), kVnetHdrLen};
+  iov[cnt++] = {const_cast<uint8_t *>(pkt), len};
   ssize_t w;
   do {
     w = writev(fd, iov, cnt);
@@ -128,11 +130,11 @@ inline ssize_t WriteOne(int fd, const uint8_t* pkt, size_t len, bool vnet) {
 // each segment gets the IP/TCP headers with its total length, ID+i, seq+offset, FIN/PSH only on the
 // last and CWR only on the first segment, and freshly computed IP and TCP checksums.
 // Returns 0 (all written), an errno (first failed write), or -1 if the packet is not a splittable TCP packet.
-int WriteSegmented(int fd, const uint8_t* ip, size_t total, size_t maxPacket, bool vnet) {
+int WriteSegmented(int fd, const uint8_t *ip, size_t total, size_t maxPacket, bool vnet) {
   size_t ihl = static_cast<size_t>(ip[0] & 0x0f) * 4;
   uint16_t frag = static_cast<uint16_t>((ip[6] << 8) | ip[7]);
   if (ip[9] != 6 || (frag & 0x3fff) != 0 || total < ihl + 20) return -1;
-  const uint8_t* tcp = ip + ihl;
+  const uint8_t *tcp = ip + ihl;
   size_t thl = static_cast<size_t>(tcp[12] >> 4) * 4;
   size_t hdr = ihl + thl;
   if (thl < 20 || hdr >= total || maxPacket < hdr + 64 || maxPacket > sizeof t_seg) return -1;
@@ -146,7 +148,7 @@ int WriteSegmented(int fd, const uint8_t* ip, size_t total, size_t maxPacket, bo
   for (size_t o = 0; o < payload; o += mss, i++) {
     size_t chunk = payload - o < mss ? payload - o : mss;
     size_t slen = hdr + chunk;
-    uint8_t* s = t_seg;
+    uint8_t *s = t_seg;
     memcpy(s, ip, hdr);
     memcpy(s + hdr, ip + hdr + o, chunk);
     s[2] = static_cast<uint8_t>(slen >> 8);
@@ -157,11 +159,11 @@ int WriteSegmented(int fd, const uint8_t* ip, size_t total, size_t maxPacket, bo
     s[10] = s[11] = 0;
     uint16_t ipc = CsumFold(CsumPartial(s, ihl, 0));
     memcpy(s + 10, &ipc, 2);
-    uint8_t* t = s + ihl;
+    uint8_t *t = s + ihl;
     Store32be(t + 4, seq + static_cast<uint32_t>(o));
     uint8_t f = flags;
     if (o + chunk < payload) f &= static_cast<uint8_t>(~(0x01 | 0x08));  // FIN, PSH
-    if (i > 0) f &= static_cast<uint8_t>(~0x80);                           // CWR
+    if (i > 0) f &= static_cast<uint8_t>(~0x80);                         // CWR
     t[13] = f;
     t[16] = t[17] = 0;
     uint32_t pseudo = CsumPartial(s + 12, 8, 0) + htons(6) + htons(static_cast<uint16_t>(thl + chunk));
@@ -194,7 +196,8 @@ napi_value TunOpen(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  if (argc < 4) return ThrowType(env, "tunOpen(name, vnetHdr, persist, txQueueLen, offloads?): 4 arguments expected");
+  if (argc < 4)
+    return ThrowType(env, "tunOpen(name, vnetHdr, persist, txQueueLen, offloads?): 4 arguments expected");
   int32_t txQueueLen, wantOffloads = 0;
   if (!ArgInt32(env, argv[3], "tunOpen", "txQueueLen", &txQueueLen)) return nullptr;
   if (argc >= 5 && !ArgInt32(env, argv[4], "tunOpen", "offloads", &wantOffloads)) return nullptr;
@@ -292,7 +295,8 @@ napi_value IfMtu(napi_env env, napi_callback_info info) {
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
   size_t nameLen = 0;
-  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], ifr.ifr_name, IFNAMSIZ, &nameLen) != napi_ok || nameLen == 0) {
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], ifr.ifr_name, IFNAMSIZ, &nameLen) != napi_ok ||
+      nameLen == 0) {
     return ThrowType(env, "ifMtu(name): interface name expected");
   }
   std::string what = std::string("get MTU of ") + ifr.ifr_name;
@@ -325,27 +329,28 @@ napi_value TunRead(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   int32_t ringId, fd, max, mode;
   if (argc < 4 || napi_get_value_int32(env, argv[0], &ringId) != napi_ok ||
-      napi_get_value_int32(env, argv[1], &fd) != napi_ok || napi_get_value_int32(env, argv[2], &max) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &fd) != napi_ok ||
+      napi_get_value_int32(env, argv[2], &max) != napi_ok ||
       napi_get_value_int32(env, argv[3], &mode) != napi_ok) {
     return ThrowType(env, "tunRead(ring, fd, max, mode): integers expected");
   }
   const bool vnet = (mode & M_VNET) != 0;
-  Ring* r = GetRing(env, ringId);
+  Ring *r = GetRing(env, ringId);
   if (r == nullptr) return nullptr;
   if (max > static_cast<int32_t>(r->nSlots)) max = static_cast<int32_t>(r->nSlots);
   const size_t lead = vnet ? kVnetHdrLen : 0;
   const size_t cap = r->slotSize - r->headroom + lead;
   int32_t n = 0;
   while (n < max) {
-    uint8_t* slot = r->arena + static_cast<size_t>(n) * r->slotSize;
-    uint8_t* ip = slot + r->headroom;
+    uint8_t *slot = r->arena + static_cast<size_t>(n) * r->slotSize;
+    uint8_t *ip = slot + r->headroom;
     ssize_t got = read(fd, ip - lead, cap);
     if (got < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || n > 0) break;
       return MakeInt32(env, -errno);
     }
-    int32_t* d = r->desc + n * kDescWords;
+    int32_t *d = r->desc + n * kDescWords;
     int32_t flags = static_cast<size_t>(got) == cap ? F_TRUNC : 0;
     size_t len = static_cast<size_t>(got);
     d[D_GSO_TYPE] = d[D_GSO_SIZE] = d[D_HDR_LEN] = d[D_CSUM_START] = d[D_CSUM_OFF] = d[D_SEGS] = 0;
@@ -353,7 +358,7 @@ napi_value TunRead(napi_env env, napi_callback_info info) {
       if (len < lead) {
         len = lead;  // cannot happen with a vnet TUN; treated as an empty packet
       }
-      const uint8_t* h = ip - lead;
+      const uint8_t *h = ip - lead;
       uint8_t vflags = h[0];
       d[D_GSO_TYPE] = h[1];
       d[D_HDR_LEN] = Load16le(h + 2);
@@ -388,7 +393,7 @@ napi_value TunRead(napi_env env, napi_callback_info info) {
 class FdSink : public TunSink {
  public:
   explicit FdSink(int fd) : fd_(fd) {}
-  int Write(struct iovec* iov, int cnt) override {
+  int Write(struct iovec *iov, int cnt) override {
     ssize_t w;
     do {
       w = writev(fd_, iov, cnt);
@@ -404,12 +409,12 @@ class FdSink : public TunSink {
 // handed to the coalescer in arrival order. Segments of a UDP_GRO train (GSO_SIZE > 0) were covered by
 // a non-zero outer checksum the kernel verified; single datagrams may have had none, so their inner
 // checksums are verified before they are merged. → TUN writes made.
-int32_t WriteCoalesced(Ring* r, int fd, int32_t n, int32_t mode, int32_t maxPacket) {
+int32_t WriteCoalesced(Ring *r, int fd, int32_t n, int32_t mode, int32_t maxPacket) {
   FdSink sink(fd);
   Coalescer co(&sink, r->desc, maxPacket > 0 ? static_cast<size_t>(maxPacket) : 0, (mode & M_USO) != 0,
                (mode & M_NO_MERGE) == 0);
   for (int32_t i = 0; i < n; i++) {
-    int32_t* d = r->desc + i * kDescWords;
+    int32_t *d = r->desc + i * kDescWords;
     const int32_t off = d[D_OFF], len = d[D_LEN];
     if (len <= 0) continue;
     if (off < 0 || static_cast<size_t>(off) + static_cast<size_t>(len) > r->arenaLen) {
@@ -419,12 +424,12 @@ int32_t WriteCoalesced(Ring* r, int fd, int32_t n, int32_t mode, int32_t maxPack
     d[D_STATUS] = 0;
     const bool trusted = d[D_GSO_SIZE] > 0;
     const size_t seg = trusted ? static_cast<size_t>(d[D_GSO_SIZE]) : static_cast<size_t>(len);
-    uint8_t* base = r->arena + off;
+    uint8_t *base = r->arena + off;
     for (size_t o = 0; o < static_cast<size_t>(len); o += seg) {
       const size_t slen = static_cast<size_t>(len) - o < seg ? static_cast<size_t>(len) - o : seg;
-      uint8_t* f = base + o;
+      uint8_t *f = base + o;
       if (slen < static_cast<size_t>(kVxlanEthLen) + 20 || f[0] != 0x08) continue;  // rejected by TS
-      uint8_t* ip = f + kVxlanEthLen;
+      uint8_t *ip = f + kVxlanEthLen;
       const size_t total = (static_cast<size_t>(ip[2]) << 8) | ip[3];
       if ((ip[0] >> 4) != 4 || total < 20 || total > slen - kVxlanEthLen) continue;
       co.Add(ip, total, trusted, i);
@@ -434,37 +439,40 @@ int32_t WriteCoalesced(Ring* r, int fd, int32_t n, int32_t mode, int32_t maxPack
   return co.writes();
 }
 
-// tunWrite(ring, fd, n, mode, maxPacket) → packets written (M_COALESCE: TUN writes made). Descriptors with LEN 0 are skipped; STATUS
-// gets 0 or errno. With M_VNET the packet goes out as writev([zero virtio_net_hdr, packet]). With
-// M_CSUM_REPAIR partial inner checksums are completed first (RepairPartialCsum; FLAGS |= F_CSUM_FIXED).
-// TCP packets longer than maxPacket (> 0) are written as segments (WriteSegmented; FLAGS |= F_SEGMENTED).
-// M_COALESCE (with M_VNET): descriptors are in the offload format and go through WriteCoalesced.
+// tunWrite(ring, fd, n, mode, maxPacket) → packets written (M_COALESCE: TUN writes made). Descriptors with
+// LEN 0 are skipped; STATUS gets 0 or errno. With M_VNET the packet goes out as writev([zero virtio_net_hdr,
+// packet]). With M_CSUM_REPAIR partial inner checksums are completed first (RepairPartialCsum; FLAGS |=
+// F_CSUM_FIXED). TCP packets longer than maxPacket (> 0) are written as segments (WriteSegmented; FLAGS |=
+// F_SEGMENTED). M_COALESCE (with M_VNET): descriptors are in the offload format and go through
+// WriteCoalesced.
 napi_value TunWrite(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   int32_t ringId, fd, n, mode, maxPacket;
   if (argc < 5 || napi_get_value_int32(env, argv[0], &ringId) != napi_ok ||
-      napi_get_value_int32(env, argv[1], &fd) != napi_ok || napi_get_value_int32(env, argv[2], &n) != napi_ok ||
-      napi_get_value_int32(env, argv[3], &mode) != napi_ok || napi_get_value_int32(env, argv[4], &maxPacket) != napi_ok) {
+      napi_get_value_int32(env, argv[1], &fd) != napi_ok ||
+      napi_get_value_int32(env, argv[2], &n) != napi_ok ||
+      napi_get_value_int32(env, argv[3], &mode) != napi_ok ||
+      napi_get_value_int32(env, argv[4], &maxPacket) != napi_ok) {
     return ThrowType(env, "tunWrite(ring, fd, n, mode, maxPacket): integers expected");
   }
   const bool vnet = (mode & M_VNET) != 0;
   const bool repair = (mode & M_CSUM_REPAIR) != 0;
-  Ring* r = GetRing(env, ringId);
+  Ring *r = GetRing(env, ringId);
   if (r == nullptr) return nullptr;
   if (n > static_cast<int32_t>(r->nSlots)) n = static_cast<int32_t>(r->nSlots);
   if ((mode & M_COALESCE) != 0 && vnet) return MakeInt32(env, WriteCoalesced(r, fd, n, mode, maxPacket));
   int32_t written = 0;
   for (int32_t i = 0; i < n; i++) {
-    int32_t* d = r->desc + i * kDescWords;
+    int32_t *d = r->desc + i * kDescWords;
     int32_t off = d[D_OFF], len = d[D_LEN];
     if (len <= 0) continue;
     if (off < 0 || static_cast<size_t>(off) + static_cast<size_t>(len) > r->arenaLen) {
       d[D_STATUS] = EINVAL;
       continue;
     }
-    uint8_t* pkt = r->arena + off;
+    uint8_t *pkt = r->arena + off;
     if (maxPacket > 0 && len > maxPacket) {
       int err = WriteSegmented(fd, pkt, static_cast<size_t>(len), static_cast<size_t>(maxPacket), vnet);
       if (err >= 0) {
