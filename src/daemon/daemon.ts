@@ -24,7 +24,7 @@ import { parseIp4Net as parseNet } from '../subnet/ip4';
 import { parseSubnetEnv } from '../subnet/subnet-env';
 import fs from 'node:fs';
 
-/** VXLAN encapsulation overhead flanneld subtracts from the underlay MTU (flannel-compat.md §5.4). */
+/** VXLAN encapsulation overhead flanneld subtracts from the underlay MTU (docs/compat.md §5.4). */
 export const VXLAN_OVERHEAD = 50;
 
 export interface DataPlaneContext {

@@ -1,5 +1,5 @@
 // Underlay ("external") interface discovery, flanneld's -iface / -iface-regex / default-route
-// logic (flannel-compat.md §7), from /proc, /sys and os.networkInterfaces() so it needs no
+// logic (docs/compat.md §7), from /proc, /sys and os.networkInterfaces() so it needs no
 // native code. All reads go through SysReader so tests can describe any host.
 import { readFileSync, readdirSync } from 'node:fs';
 import * as os from 'node:os';
