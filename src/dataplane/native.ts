@@ -34,7 +34,7 @@ export interface DataplaneNative {
   ifMtu(name: string): number;
   closeFd(fd: number): void;
   /** Binds 0.0.0.0:port (0 = ephemeral), DF clear, bufBytes SO_{RCV,SND}BUF(FORCE); flags: UdpFlag bits. */
-  udpOpen(port: number, bufBytes: number, flags?: number): UdpHandle;
+  udpOpen(port: number, bufBytes: number, flags?: number, bindIp?: number): UdpHandle;
   ringRegister(arena: ArrayBuffer, desc: Int32Array, slotSize: number, headroom: number): number;
   ringRelease(ring: number): void;
   /** → packets read into slots 0..n-1, or -errno. mode: TunMode bits. */
