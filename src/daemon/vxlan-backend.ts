@@ -33,6 +33,28 @@ export class DeviceTakeoverError extends Error {
   override name = 'DeviceTakeoverError';
 }
 
+export class DataplaneOpenError extends Error {
+  override name = 'DataplaneOpenError';
+}
+
+/** One line for the operator: what is busy or missing, and the likely reason. */
+export function explainOpenError(err: Error, tunName: string, port: number, sendSource: string): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'EBUSY' && /TUN/.test(err.message)) {
+    return `device ${tunName} is in use by another process: is another tsflanneld running on this host? (${err.message})`;
+  }
+  if (code === 'EADDRINUSE') {
+    return (
+      `UDP port ${port} is in use: another tsflanneld, or a kernel VXLAN device with dstport ${port} ` +
+      `(see ip -d link show type vxlan), holds it (${err.message})`
+    );
+  }
+  if (code === 'EADDRNOTAVAIL') return `cannot send from ${sendSource}: it is not an address of this host (${err.message})`;
+  if (code === 'EPERM' || code === 'EACCES')
+    return `not allowed to open ${tunName} or its sockets: run as root or with CAP_NET_ADMIN (${err.message})`;
+  return `cannot open the data plane on ${tunName}, UDP port ${port}: ${err.message}`;
+}
+
 export class VxlanBackend implements DataPlaneHooks {
   private dataplane: VxlanDataplane | null = null;
   private routes: RouteManager | null = null;
@@ -77,17 +99,22 @@ export class VxlanBackend implements DataPlaneHooks {
       );
     }
 
-    this.dataplane = VxlanDataplane.open({
-      tunName,
-      vni: backend.vni,
-      port: effectivePort(backend),
-      sourceIp: parseIp4(ctx.sendSource),
-      localMac: parseMac(vtepMac),
-      persist: true,
-      offload: parseOffloadRequest(this.options.offload ?? 'auto'),
-      log,
-      onFatal: (err: DataplaneIoError) => void this.ioFailed(tunName, err),
-    });
+    const port = effectivePort(backend);
+    try {
+      this.dataplane = VxlanDataplane.open({
+        tunName,
+        vni: backend.vni,
+        port,
+        sourceIp: parseIp4(ctx.sendSource),
+        localMac: parseMac(vtepMac),
+        persist: true,
+        offload: parseOffloadRequest(this.options.offload ?? 'auto'),
+        log,
+        onFatal: (err: DataplaneIoError) => void this.ioFailed(tunName, err),
+      });
+    } catch (err) {
+      throw new DataplaneOpenError(explainOpenError(err as Error, tunName, port, ctx.sendSource), { cause: err });
+    }
     return { vtepMac };
   }
 
