@@ -8,24 +8,40 @@
 import type { Logger } from 'pino';
 import pino from 'pino';
 import type { Options } from '../cli/flags';
-import { findExternalInterface, type ExternalInterface } from '../netlink/interfaces';
+import { findExternalInterface, sendSourceAddress, type ExternalInterface } from '../netlink/interfaces';
+import { UnderlayWatch } from '../netlink/underlay-watch';
 import { ConfigError, type NetworkConfig } from '../subnet/config';
-import { formatIp4Net, isIp4, type Ip4Net } from '../subnet/ip4';
+import { formatIp4Net, isIp4 } from '../subnet/ip4';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease';
 import { LeaseManager, leaseTimingFromEnv, type RevokeReason } from '../subnet/lease-manager';
 import { LeaseWatcher } from '../subnet/lease-watcher';
 import { ConfigNotFoundError, EtcdError, EtcdRegistry, type Registry } from '../subnet/registry';
 import { readPreviousLease, writeSubnetEnv } from '../subnet/subnet-env';
-import { loadOrCreateVtepMac, vtepMacPath } from '../subnet/vtep-mac';
+import { loadOrCreateVtepMac, storeVtepMac, vtepMacPath } from '../subnet/vtep-mac';
 import { IptablesManager } from '../iptables/iptables-manager';
 import { startHealthServer, type HealthServer } from '../ops/health-server';
 import { createMetrics, type DaemonMetrics, type DataplaneSnapshot } from '../ops/metrics';
-import { parseIp4Net as parseNet } from '../subnet/ip4';
-import { parseSubnetEnv } from '../subnet/subnet-env';
-import fs from 'node:fs';
 
 /** VXLAN encapsulation overhead flanneld subtracts from the underlay MTU (flannel-compat.md §5.4). */
 export const VXLAN_OVERHEAD = 50;
+
+/** What the data plane needs to hold its device and sockets before any lease is written. */
+export interface PrepareContext {
+  config: NetworkConfig;
+  /** Overlay MTU: (Backend.MTU or the external interface's MTU) − 50. */
+  mtu: number;
+  /** The VTEP MAC loaded from (or just created in) the MAC file. */
+  vtepMac: string;
+  publicIp: string;
+  iface: ExternalInterface;
+  /** Local address the send sockets bind to: PublicIP when it is on this host, else the interface address. */
+  sendSource: string;
+}
+
+export interface Prepared {
+  /** The VTEP MAC to publish: ctx.vtepMac, or the MAC of a kernel flannel.N device taken over. */
+  vtepMac: string;
+}
 
 export interface DataPlaneContext {
   lease: Lease;
@@ -48,6 +64,11 @@ export interface DataPlaneContext {
  * promise is fatal for the daemon (exit 1).
  */
 export interface DataPlaneHooks {
+  /**
+   * Takes the device and the UDP port (everything that can fail on a busy host) before the lease is
+   * written, so a start that cannot serve never changes etcd. Optional; called once before start().
+   */
+  prepare?(ctx: PrepareContext): Promise<Prepared>;
   start(ctx: DataPlaneContext): Promise<void>;
   applyEvents(events: LeaseEvent[]): Promise<void>;
   stop(): Promise<void>;
@@ -113,6 +134,7 @@ class Daemon {
   private healthz: HealthServer | null = null;
   private metrics: DaemonMetrics | null = null;
   private iptables: IptablesManager | null = null;
+  private underlay: UnderlayWatch | null = null;
   private hooksStarted = false;
   private applyChain: Promise<void> = Promise.resolve();
 
@@ -194,10 +216,14 @@ class Daemon {
       log.info(`healthz listening on ${o.healthzIp}:${this.healthz.address.port} (/healthz, /readyz, /metrics)`);
     }
 
-    const iface = findExternalInterface({ iface: o.iface, ifaceRegex: o.ifaceRegex });
+    const iface = findExternalInterface({ iface: o.iface, ifaceRegex: o.ifaceRegex, ifaceCanReach: o.ifaceCanReach, publicIp: o.publicIp });
     const publicIp = o.publicIp !== '' ? o.publicIp : iface.ip;
     if (!isIp4(publicIp)) throw new DaemonError(`public IP "${publicIp}" is not an IPv4 address`);
-    log.info({ iface: iface.name, ifaceIp: iface.ip, publicIp }, `using interface ${iface.name} with public IP ${publicIp}`);
+    const sendSource = sendSourceAddress(publicIp, iface);
+    log.info(
+      { iface: iface.name, ifaceIp: iface.ip, publicIp, sendSource },
+      `using interface ${iface.name} (${iface.ip}) with public IP ${publicIp}; VXLAN leaves from ${sendSource}`,
+    );
 
     const macFile = vtepMacPath(o.subnetFile);
     const mac = await loadOrCreateVtepMac(macFile);
@@ -229,12 +255,29 @@ class Daemon {
       throw new DaemonError(`${registry.prefix}/config: tsflanneld supports IPv4-only networks (EnableIPv4 true, EnableIPv6 false)`);
     }
 
+    // Device and port first: a start that cannot serve must not touch etcd (see DataPlaneHooks.prepare).
+    const mtu = (config.backend.mtu > 0 ? config.backend.mtu : iface.mtu) - VXLAN_OVERHEAD;
+    const hooks = this.extras.hooks;
+    let vtepMac = mac.mac;
+    if (hooks?.prepare) {
+      if (this.stopping) return;
+      this.hooksStarted = true;
+      const prepared = await hooks.prepare({ config, mtu, vtepMac, publicIp, iface, sendSource });
+      if (prepared.vtepMac !== vtepMac) {
+        await storeVtepMac(macFile, prepared.vtepMac);
+        log.info({ file: macFile, previous: vtepMac }, `VTEP MAC is now ${prepared.vtepMac} (kept from the device taken over)`);
+        vtepMac = prepared.vtepMac;
+      }
+    }
+    if (this.stopping) return;
+
     const attrs: LeaseAttrs = {
       PublicIP: publicIp,
       PublicIPv6: null,
       BackendType: 'vxlan',
-      BackendData: { VNI: config.backend.vni, VtepMAC: mac.mac },
+      BackendData: { VNI: config.backend.vni, VtepMAC: vtepMac },
     };
+    // Read once: the same values serve lease reuse and the removal of old iptables rules.
     const previous = await readPreviousLease(o.subnetFile);
     if (previous.warning) log.warn(previous.warning);
     const timing = leaseTimingFromEnv(this.env);
@@ -258,12 +301,10 @@ class Daemon {
     });
     manager.start();
 
-    const mtu = (config.backend.mtu > 0 ? config.backend.mtu : iface.mtu) - VXLAN_OVERHEAD;
-    const hooks = this.extras.hooks;
     if (hooks) {
       if (this.stopping) return;
       this.hooksStarted = true;
-      await hooks.start({ lease, config, mtu, vtepMac: mac.mac, publicIp, iface, fatal: (err) => this.dataPlaneFatal(err) });
+      await hooks.start({ lease, config, mtu, vtepMac, publicIp, iface, fatal: (err) => this.dataPlaneFatal(err) });
     }
     if (this.stopping) return;
 
@@ -276,7 +317,7 @@ class Daemon {
         forwardRules: o.iptablesForwardRules,
         resyncSeconds: o.iptablesResync,
         ...(o.ipMasqFullyRandomDisable ? { randomFully: false } : {}),
-        previous: this.previousNetworkAndSubnet(o.subnetFile),
+        previous: { network: previous.network, subnet: previous.subnet },
         log,
       });
       await this.iptables.start();
@@ -294,7 +335,8 @@ class Daemon {
     });
     log.info({ file: o.subnetFile }, `wrote ${o.subnetFile} (subnet ${formatIp4Net(lease.subnet)}, MTU ${mtu})`);
     this.healthz?.setReady(true);
-    this.extras.onReady?.({ lease, mtu, vtepMac: mac.mac });
+    this.extras.onReady?.({ lease, mtu, vtepMac });
+    this.watchUnderlay(iface, sendSource);
 
     this.watcher = new LeaseWatcher({
       registry,
@@ -305,24 +347,34 @@ class Daemon {
     this.watcher.start();
   }
 
-  /** FLANNEL_NETWORK/FLANNEL_SUBNET of the previous run, so rules for an old subnet can be removed. */
-  private previousNetworkAndSubnet(file: string): { network: Ip4Net | null; subnet: Ip4Net | null } {
-    let text: string;
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch {
-      return { network: null, subnet: null }; // no previous run; readPreviousLease already warned if unreadable
-    }
-    const env = parseSubnetEnv(text);
-    const net = (key: string): Ip4Net | null => {
-      const v = env.get(key);
-      try {
-        return v ? parseNet(v) : null;
-      } catch {
-        return null;
-      }
-    };
-    return { network: net('FLANNEL_NETWORK'), subnet: net('FLANNEL_SUBNET') };
+  /**
+   * Reports an underlay that lost the address we send from (DHCP change, operator): logged once per
+   * change, /readyz 503 until it is back. tsflanneld does not follow a new address by itself: peers
+   * know us by the published PublicIP, so a restart (which re-selects and re-publishes) is the way
+   * to move (README "Underlay address changes").
+   */
+  private watchUnderlay(iface: ExternalInterface, sendSource: string): void {
+    this.underlay = new UnderlayWatch({
+      expect: { name: iface.name, index: iface.index, ip: iface.ip, sendSource },
+      onChange: (state) => {
+        if (!state.ok) {
+          this.log.error(
+            { iface: iface.name, ifaceIp: iface.ip, sendSource },
+            `underlay changed: ${state.reason}; overlay traffic to and from this node fails, /readyz reports not ready ` +
+              'until the address is back (restart tsflanneld to move to a new address)',
+          );
+          this.healthz?.setReady(false);
+        } else {
+          this.log.info(
+            { iface: iface.name, ifaceIp: iface.ip, sendSource },
+            `underlay address ${sendSource} on ${iface.name} is back; ready`,
+          );
+          this.healthz?.setReady(true);
+        }
+      },
+      onError: (err) => this.log.warn({ err: err.message }, `checking the underlay interface ${iface.name} failed: ${err.message}`),
+    });
+    this.underlay.start();
   }
 
   private dataplaneStats(): { snapshot(): DataplaneSnapshot } {
@@ -412,6 +464,7 @@ class Daemon {
     this.end({ kind: 'signal' }); // no-op if already ended; makes pending pauses return
     this.watcher?.stop();
     this.manager?.stop();
+    this.underlay?.stop();
     let failure: Error | null = null;
     await this.applyChain;
     if (this.hooksStarted && this.extras.hooks) {
