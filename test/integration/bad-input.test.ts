@@ -79,7 +79,11 @@ t.test('network config in etcd', async (t) => {
       /invalid network config .*Network must be an IPv4 CIDR like "10\.5\.0\.0\/16": "banana"/,
     ],
     ['Network missing', '{"Backend":{"Type":"vxlan"}}', /invalid network config .*please define a correct Network parameter/],
-    ['Network too small', '{"Network":"10.5.0.0/29","Backend":{"Type":"vxlan"}}', /invalid network config .*Network is too small/],
+    [
+      'Network too small',
+      '{"Network":"10.5.0.0/29","Backend":{"Type":"vxlan"}}',
+      /invalid network config .*network is too small. Minimum useful network prefix is \/28/,
+    ],
     [
       'SubnetMin outside Network',
       '{"Network":"10.5.0.0/16","SubnetMin":"10.6.0.0","Backend":{"Type":"vxlan"}}',
