@@ -4,6 +4,7 @@
 import { isIP } from 'node:net';
 import { isOffloadRequest, OFFLOAD_REQUESTS } from '../dataplane/offload';
 import { isIp4 } from '../subnet/ip4';
+import { isAddr6 } from '../subnet/cidr6';
 
 export interface Options {
   etcdEndpoints: string[];
@@ -16,6 +17,7 @@ export interface Options {
   iface: string[];
   ifaceRegex: string[];
   publicIp: string;
+  publicIpv6: string;
   subnetFile: string;
   subnetLeaseRenewMargin: number;
   ipMasq: boolean;
@@ -62,6 +64,7 @@ const ifaceName: Check<string> = (v) =>
     ? null
     : 'not a valid Linux interface name (at most 15 characters, no "/", ":" or spaces)';
 const ipv4OrEmpty: Check<string> = (v) => (v === '' || isIp4(v) ? null : 'not an IPv4 address');
+const ipv6OrEmpty: Check<string> = (v) => (v === '' || isAddr6(v) ? null : 'not an IPv6 address');
 const ipOrEmpty: Check<string> = (v) => (v === '' || isIP(v) !== 0 ? null : 'not an IP address');
 const nonEmpty: Check<string> = (v) => (v.trim() !== '' ? null : 'must not be empty');
 const regex: Check<string> = (v) => {
@@ -152,6 +155,14 @@ export const FLAGS: readonly FlagDef[] = [
     def: '',
     usage: 'IPv4 address other nodes use to reach this one (default: the interface address)',
     check: ipv4OrEmpty,
+  },
+  {
+    kind: 'string',
+    name: 'public-ipv6',
+    key: 'publicIpv6',
+    def: '',
+    usage: 'IPv6 address other nodes use to reach this one with EnableIPv6 (default: the interface IPv6 address)',
+    check: ipv6OrEmpty,
   },
   {
     kind: 'string',
