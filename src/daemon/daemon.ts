@@ -230,8 +230,7 @@ class Daemon {
     }
     if (config.enableIPv6 && this.extras.hooks && this.extras.hooks.ipv6 !== true) {
       throw new DaemonError(
-        `${registry.prefix}/config has EnableIPv6 true, but this tsflanneld data plane forwards IPv4 only; ` +
-          'set EnableIPv6 false (leases, subnet.env and -ip-masq for IPv6 work without the data plane only in TSFLANNELD_TEST_CONTROL_PLANE_ONLY mode)',
+        `${registry.prefix}/config has EnableIPv6 true, but this tsflanneld data plane forwards IPv4 only; set EnableIPv6 false`,
       );
     }
 
