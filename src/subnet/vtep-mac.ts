@@ -29,6 +29,15 @@ export function vtepMacPath(subnetFile: string): string {
   return path.join(path.dirname(subnetFile), `tsflanneld-vtep-mac-${base}`);
 }
 
+/**
+ * The IPv6 side's MAC (flannel's flannel-v6.<VNI> device has its own, published in BackendV6Data):
+ * "/run/flannel/subnet.env" -> "/run/flannel/tsflanneld-vtep-mac-v6-subnet".
+ */
+export function vtepMacV6Path(subnetFile: string): string {
+  const base = path.basename(subnetFile).replace(/\.env$/, '');
+  return path.join(path.dirname(subnetFile), `tsflanneld-vtep-mac-v6-${base}`);
+}
+
 function errText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
