@@ -180,6 +180,6 @@ export function findExternalInterface6(
       failures.push(e.message);
     }
   }
-  if (failures.length === 1) throw new InterfaceError(failures[0]!);
+  if (failures.length === 1) throw new InterfaceError(failures[0]);
   throw new InterfaceError(`no usable interface among -iface/-iface-regex: ${failures.join('; ')}`);
 }
