@@ -22,6 +22,25 @@ export class MacParseError extends Error {
 
 // ---- keys ----
 
+/**
+ * `<prefix>/subnets`: the range flanneld lists and watches, without a trailing slash (docs/compat.md §1).
+ * The one place the `/subnets/` key schema is spelled out; `prefix` has no trailing slash.
+ */
+export function subnetsPrefix(prefix: string): string {
+  return `${prefix}/subnets`;
+}
+
+/** The full etcd key of a lease: `<prefix>/subnets/<subnet key>`. */
+export function leaseKeyPath(prefix: string, key: string): string {
+  return `${subnetsPrefix(prefix)}/${key}`;
+}
+
+/** The subnet key of a full etcd key below `<prefix>/subnets/`, or null for any other key. */
+export function leaseKeyOf(prefix: string, fullKey: string): string | null {
+  const head = `${subnetsPrefix(prefix)}/`;
+  return fullKey.startsWith(head) ? fullKey.slice(head.length) : null;
+}
+
 /** "10.5.72.0-24", or "10.5.72.0-24&fc00:0:0:48::-64" for a dual-stack lease. */
 export function subnetKey(subnet: Ip4Net, ipv6Subnet?: string | null): string {
   const v4 = `${formatIp4(subnet.ip)}-${subnet.prefixLen}`;
