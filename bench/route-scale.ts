@@ -16,7 +16,8 @@ import { NativeRtnetlink, type RouteOp } from '../src/netlink/rtnetlink';
 import { formatIp4Net, ip4Net, parseIp4Net } from '../src/subnet/ip4';
 import type { Lease, LeaseEvent } from '../src/subnet/lease';
 import { setupDevice } from '../src/routes/device-setup';
-import { RouteManager, type PeerForwarding, type RouteLog } from '../src/routes/route-manager';
+import type { Log } from '../src/ops/log';
+import { RouteManager, type PeerForwarding } from '../src/routes/route-manager';
 
 const NETWORK = parseIp4Net('10.5.0.0/16');
 const SUBNET_LEN = 29; // 8,192 subnets in the /16, enough for 5,000 peers
@@ -110,11 +111,12 @@ function leases(count: number): Lease[] {
   return out;
 }
 
-const quietLog: RouteLog = {
+const quietLog: Log = {
   debug: () => undefined,
   info: () => undefined,
-  warn: (_o, m) => process.stderr.write(`warn: ${m}\n`),
-  error: (o, m) => process.stderr.write(`error: ${m} ${String((o as { err?: unknown }).err)}\n`),
+  warn: (o: object | string, m?: string) => process.stderr.write(`warn: ${m ?? JSON.stringify(o)}\n`),
+  error: (o: object | string, m?: string) => process.stderr.write(`error: ${m ?? ''} ${String((o as { err?: unknown }).err)}\n`),
+  fatal: () => undefined,
 };
 
 const now = (): number => Number(process.hrtime.bigint()) / 1e6;

@@ -2,8 +2,8 @@
 // Go-compatible exit codes: 2 for bad flags, 0 for -help/-version and after SIGTERM/SIGINT, 1 for fatal errors.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Logger } from 'pino';
-import { createLogger, runDaemon, type DataPlaneHooks } from '../daemon/daemon';
+import { createLogger, type Log } from '../ops/log';
+import { runDaemon, type DataPlaneHooks } from '../daemon/daemon';
 import { VxlanBackend } from '../daemon/vxlan-backend';
 import { FlagError, helpText, parseFlags, type Options } from './flags';
 import { raiseNofileLimit } from '../ops/rlimit';
@@ -13,7 +13,7 @@ export interface MainDeps {
    * Builds the data plane; without it only the control plane runs. `fatal` reports an asynchronous
    * fatal data-plane error to the daemon (logged once, exit 1).
    */
-  createHooks?: (options: Options, log: Logger, fatal: (err: Error) => void) => DataPlaneHooks;
+  createHooks?: (options: Options, log: Log, fatal: (err: Error) => void) => DataPlaneHooks;
 }
 
 /**
@@ -23,7 +23,7 @@ export interface MainDeps {
  */
 const CONTROL_PLANE_ONLY_ENV = 'TSFLANNELD_TEST_CONTROL_PLANE_ONLY';
 
-function defaultHooks(options: Options, log: Logger, fatal: (err: Error) => void): DataPlaneHooks {
+function defaultHooks(options: Options, log: Log, fatal: (err: Error) => void): DataPlaneHooks {
   return new VxlanBackend({ tunName: options.tunName, offload: options.offload, log, onFatal: fatal });
 }
 

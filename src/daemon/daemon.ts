@@ -5,8 +5,7 @@
 // Exit codes: 0 after SIGTERM/SIGINT (the lease stays in etcd, like flanneld, so a restart keeps
 // the subnet); 1 on any fatal error, including losing our lease (flanneld exits 0 there; we don't,
 // so supervisors and operators notice a node that lost its subnet).
-import type { Logger } from 'pino';
-import pino from 'pino';
+import { createLogger, type Log } from '../ops/log';
 import type { Options } from '../cli/flags';
 import { findExternalInterface, sendSourceAddress, type ExternalInterface } from '../netlink/interfaces';
 import { UnderlayWatch } from '../netlink/underlay-watch';
@@ -16,6 +15,7 @@ import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease';
 import { LeaseManager, describeSubnets, leaseTimingFromEnv, type RevokeReason } from '../subnet/lease-manager';
 import { LeaseWatcher } from '../subnet/lease-watcher';
 import { ConfigNotFoundError, EtcdError, EtcdRegistry, type Registry } from '../subnet/registry';
+import { leaseKeyPath } from '../subnet/lease-codec';
 import { readPreviousLease, writeSubnetEnv } from '../subnet/subnet-env';
 import { loadOrCreateVtepMac, storeVtepMac, vtepMacPath, vtepMacV6Path } from '../subnet/vtep-mac';
 import { findExternalInterface6, ipv6AddressOf } from '../netlink/interfaces6';
@@ -87,7 +87,7 @@ export interface DataPlaneHooks {
 
 export interface DaemonExtras {
   hooks?: DataPlaneHooks;
-  log?: Logger;
+  log?: Log;
   /** Aborting it stops the daemon cleanly (exit code 0); main() wires SIGTERM/SIGINT to it. */
   signal?: AbortSignal;
   /** Called once subnet.env is written; for tests and embedding. */
@@ -125,12 +125,6 @@ class LeaseLostError extends Error {
   override name = 'LeaseLostError';
 }
 
-export function createLogger(verbosity: number): Logger {
-  // klog-style -v: 0 = info, 1..4 = debug, 5+ = trace. Sync to stderr so the last lines before exit are kept.
-  const level = verbosity >= 5 ? 'trace' : verbosity >= 1 ? 'debug' : 'info';
-  return pino({ level, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
-}
-
 type End = { kind: 'signal' } | { kind: 'fatal'; err: Error };
 
 class Daemon {
@@ -151,7 +145,7 @@ class Daemon {
     private readonly options: Options,
     private readonly env: NodeJS.ProcessEnv,
     private readonly extras: DaemonExtras,
-    private readonly log: Logger,
+    private readonly log: Log,
   ) {
     this.ended = new Promise((resolve) => {
       this.end = (e) => {
@@ -304,7 +298,7 @@ class Daemon {
     const lease = await this.acquire(manager);
     if (!lease) return;
     manager.on('revoked', (l: Lease, reason: RevokeReason, by: LeaseAttrs | null) => {
-      const key = `${registry.prefix}/subnets/${l.key}`;
+      const key = leaseKeyPath(registry.prefix, l.key);
       const taker = config.enableIPv4 ? by?.PublicIP : by?.PublicIPv6;
       const what = reason === 'deleted' ? 'was deleted from etcd' : `was taken over by ${taker ?? 'another node'}`;
       this.end({ kind: 'fatal', err: new LeaseLostError(`lease for ${describeSubnets(l)} ${what} (key ${key}); shutting down`) });

@@ -20,14 +20,7 @@ import {
   rungOf,
 } from './offload';
 import { PacketLoop } from './packet-loop';
-
-/** The subset of pino's logger the data plane uses. */
-export interface DataplaneLogger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-  debug(obj: object, msg: string): void;
-}
+import type { Log } from '../ops/log';
 
 export interface VxlanDataplaneOptions {
   /** TUN device name; default `flannel.<vni>`. */
@@ -41,7 +34,7 @@ export interface VxlanDataplaneOptions {
   readonly localMac: Uint8Array;
   /** Keep the TUN (and the kernel routes on it) when the process dies, for fast restarts. Default false. */
   readonly persist?: boolean;
-  readonly log: DataplaneLogger;
+  readonly log: Log;
   /** TUN txqueuelen: packets the kernel may queue for us while the loop is busy. Default 1000 (TUN's own default is 500). */
   readonly txQueueLen?: number;
   /** Send sockets (distinct outer source ports chosen by inner flow hash). Default 8. */
@@ -107,7 +100,7 @@ export class VxlanDataplane {
   readonly sourcePorts: readonly number[];
 
   private readonly native: DataplaneNative;
-  private readonly log: DataplaneLogger;
+  private readonly log: Log;
   private readonly table: ForwardingTable;
   private readonly counterSet: Counters;
   private readonly loop: PacketLoop;
