@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createLogger, type Log } from '../ops/log';
-import { runDaemon, type DataPlaneHooks } from '../daemon/daemon';
+import { runDaemon, type DataPlaneHooks, type LeaseTiming } from '../daemon/daemon';
 import { VxlanBackend } from '../daemon/vxlan-backend';
 import { FlagError, helpText, parseFlags, type Options } from './flags';
 import { raiseNofileLimit } from '../ops/rlimit';
@@ -14,14 +14,14 @@ export interface MainDeps {
    * fatal data-plane error to the daemon (logged once, exit 1).
    */
   createHooks?: (options: Options, log: Log, fatal: (err: Error) => void) => DataPlaneHooks;
+  /**
+   * Leases, watch and subnet.env only: no data plane and no iptables, so tests can run many daemons in
+   * one namespace without creating devices, routes or firewall rules there. Set by test entry points.
+   */
+  controlPlaneOnly?: boolean;
+  /** Lease TTL and renewal retry (seconds) instead of flannel's 24 h and 60 s; set by test entry points. */
+  leaseTiming?: LeaseTiming;
 }
-
-/**
- * Test-only: TSFLANNELD_TEST_CONTROL_PLANE_ONLY=1 runs leases, watch and subnet.env without the data
- * plane and without iptables, so control-plane tests can run many daemons in one namespace without
- * creating devices, routes or firewall rules there.
- */
-const CONTROL_PLANE_ONLY_ENV = 'TSFLANNELD_TEST_CONTROL_PLANE_ONLY';
 
 function defaultHooks(options: Options, log: Log, fatal: (err: Error) => void): DataPlaneHooks {
   return new VxlanBackend({ tunName: options.tunName, offload: options.offload, log, onFatal: fatal });
@@ -72,14 +72,15 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<never> 
     let report: (err: Error) => void = (err) => {
       throw err;
     };
-    const controlPlaneOnly = process.env[CONTROL_PLANE_ONLY_ENV] === '1';
+    const controlPlaneOnly = deps.controlPlaneOnly === true;
     const createHooks = deps.createHooks ?? (controlPlaneOnly ? undefined : defaultHooks);
     const hooks = createHooks?.(options, log, (err) => report(err));
-    code = await runDaemon(options, process.env, {
+    code = await runDaemon(options, {
       log,
       signal: stop.signal,
       connectFatal: (r) => (report = r),
       iptables: !controlPlaneOnly,
+      ...(deps.leaseTiming ? { leaseTiming: deps.leaseTiming } : {}),
       ...(hooks ? { hooks } : {}),
     });
   } catch (err) {

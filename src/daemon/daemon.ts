@@ -12,7 +12,7 @@ import { UnderlayWatch } from '../netlink/underlay-watch';
 import { ConfigError, type NetworkConfig } from '../subnet/config';
 import { isIp4 } from '../subnet/ip4';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease';
-import { LeaseManager, describeSubnets, leaseTimingFromEnv, type RevokeReason } from '../subnet/lease-manager';
+import { LeaseManager, describeSubnets, type RevokeReason } from '../subnet/lease-manager';
 import { LeaseWatcher } from '../subnet/lease-watcher';
 import { ConfigNotFoundError, EtcdError, EtcdRegistry, type Registry } from '../subnet/registry';
 import { leaseKeyPath } from '../subnet/lease-codec';
@@ -85,6 +85,12 @@ export interface DataPlaneHooks {
   stats?(): DataplaneSnapshot | null;
 }
 
+/** Lease TTL and renewal retry in seconds; unset: flannel's 24 h and 60 s (lease-manager.ts). */
+export interface LeaseTiming {
+  ttlSec?: number;
+  renewRetrySec?: number;
+}
+
 export interface DaemonExtras {
   hooks?: DataPlaneHooks;
   log?: Log;
@@ -104,6 +110,8 @@ export interface DaemonExtras {
    * embedded or in-process test daemon never touches the host's firewall; main() turns it on.
    */
   iptables?: boolean;
+  /** Shorter lease timing, for tests that watch renewals happen. */
+  leaseTiming?: LeaseTiming;
 }
 
 const BUILTIN_ERROR_NAMES = new Set([
@@ -143,7 +151,6 @@ class Daemon {
 
   constructor(
     private readonly options: Options,
-    private readonly env: NodeJS.ProcessEnv,
     private readonly extras: DaemonExtras,
     private readonly log: Log,
   ) {
@@ -283,7 +290,6 @@ class Daemon {
     // Read once: the same values serve lease reuse and the removal of old iptables rules.
     const previous = await readPreviousLease(o.subnetFile);
     if (previous.warning) log.warn(previous.warning);
-    const timing = leaseTimingFromEnv(this.env);
     const manager = new LeaseManager({
       registry,
       log,
@@ -291,8 +297,8 @@ class Daemon {
       attrs,
       previous: { subnet: previous.subnet, ipv6Subnet: previous.ipv6Subnet },
       renewMarginMinutes: o.subnetLeaseRenewMargin,
-      ttlSec: timing.ttlSec,
-      renewRetrySec: timing.renewRetrySec,
+      ...(this.extras.leaseTiming?.ttlSec !== undefined ? { ttlSec: this.extras.leaseTiming.ttlSec } : {}),
+      ...(this.extras.leaseTiming?.renewRetrySec !== undefined ? { renewRetrySec: this.extras.leaseTiming.renewRetrySec } : {}),
     });
     this.manager = manager;
     const lease = await this.acquire(manager);
@@ -542,7 +548,7 @@ class Daemon {
 }
 
 /** Runs the daemon until stopped (signal aborted → 0) or a fatal error (→ 1); returns the exit code. */
-export async function runDaemon(options: Options, env: NodeJS.ProcessEnv, extras: DaemonExtras = {}): Promise<number> {
+export async function runDaemon(options: Options, extras: DaemonExtras = {}): Promise<number> {
   const log = extras.log ?? createLogger(options.v);
-  return new Daemon(options, env, extras, log).run();
+  return new Daemon(options, extras, log).run();
 }

@@ -27,25 +27,6 @@ export class LeaseAcquireError extends Error {
   override name = 'LeaseAcquireError';
 }
 
-/**
- * TEST-ONLY knobs, read from the environment: TSFLANNELD_TEST_LEASE_TTL_SECONDS and
- * TSFLANNELD_TEST_RENEW_RETRY_SECONDS shorten the 24 h lease TTL and the 60 s renewal retry so
- * integration tests can observe renewals. Not flags on purpose: production runs never set them.
- */
-export function leaseTimingFromEnv(env: NodeJS.ProcessEnv): { ttlSec: number; renewRetrySec: number } {
-  const read = (name: string, def: number): number => {
-    const text = env[name];
-    if (text === undefined || text === '') return def;
-    const n = Number(text);
-    if (!Number.isInteger(n) || n < 1) throw new LeaseAcquireError(`${name}=${text}: expected a positive integer (seconds)`);
-    return n;
-  };
-  return {
-    ttlSec: read('TSFLANNELD_TEST_LEASE_TTL_SECONDS', LEASE_TTL_SECONDS),
-    renewRetrySec: read('TSFLANNELD_TEST_RENEW_RETRY_SECONDS', RENEW_RETRY_SECONDS),
-  };
-}
-
 export type RevokeReason = 'deleted' | 'taken-over';
 
 /** Least time between two re-publications of our lease after foreign writes. */
