@@ -54,7 +54,7 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<never> 
   const log = createLogger(options.v);
   try {
     const lim = raiseNofileLimit();
-    log.debug(lim, `open-file limit ${lim.soft} (was ${lim.before})`);
+    log.info(lim, `open-file limit ${lim.soft === -1 ? 'unlimited' : lim.soft} (soft raised to the hard limit, as Go programs do)`);
   } catch (err) {
     log.warn(`cannot raise the open-file limit: ${(err as Error).message}; running with the inherited one`);
   }
