@@ -10,6 +10,7 @@
         "native/src/netlink.cc",
         "native/src/ring.cc",
         "native/src/offload.cc",
+        "native/src/bytes.cc",
         "native/src/rlimit.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -13,7 +13,7 @@ export interface MainDeps {
    * Builds the data plane; without it only the control plane runs. `fatal` reports an asynchronous
    * fatal data-plane error to the daemon (logged once, exit 1).
    */
-  createHooks?(options: Options, log: Logger, fatal: (err: Error) => void): DataPlaneHooks;
+  createHooks?: (options: Options, log: Logger, fatal: (err: Error) => void) => DataPlaneHooks;
 }
 
 /**

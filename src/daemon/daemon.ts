@@ -323,6 +323,7 @@ class Daemon {
       await this.iptables.start();
       log.info({ masq: o.ipMasq, forwardRules: o.iptablesForwardRules }, 'iptables rules in place');
     }
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
     if (this.stopping) return;
 
     await writeSubnetEnv(o.subnetFile, {

@@ -271,11 +271,18 @@ export class LeaseManager extends EventEmitter {
       this.scheduleRenewal(this.renewRetrySec * 1000);
       return;
     }
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
     if (this.stopped || this.revoked) return;
     if (!res.updated) {
       const cur = res.current;
-      if (!cur) return this.revoke('deleted', null);
-      if (cur.attrs.PublicIP !== this.publicIp) return this.revoke('taken-over', cur.attrs);
+      if (!cur) {
+        this.revoke('deleted', null);
+        return;
+      }
+      if (cur.attrs.PublicIP !== this.publicIp) {
+        this.revoke('taken-over', cur.attrs);
+        return;
+      }
       // Someone (an operator, or a watch event we haven't processed yet) re-put our key: adopt it.
       this.lease = cur;
       if (cur.etcdLeaseId === '0') {

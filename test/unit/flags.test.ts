@@ -222,12 +222,12 @@ t.test('help lists every flag with type, default and env var', async (t) => {
     h,
     '  -etcd-endpoints string\n    \tcomma-separated list of etcd endpoints (default "http://127.0.0.1:4001,http://127.0.0.1:2379")',
   );
-  t.match(h, /  -subnet-lease-renew-margin int\n    \t.*\(default 60\)/);
-  t.match(h, /  -iptables-forward-rules\n    \t.*\(default true\)/);
-  t.match(h, /  -iface value\n/);
-  t.match(h, /  -v int\n/);
-  t.notMatch(h, /-ip-masq\n    \t.*\(default false\)/);
+  t.match(h, / {2}-subnet-lease-renew-margin int\n {4}\t.*\(default 60\)/);
+  t.match(h, / {2}-iptables-forward-rules\n {4}\t.*\(default true\)/);
+  t.match(h, / {2}-iface value\n/);
+  t.match(h, / {2}-v int\n/);
+  t.notMatch(h, /-ip-masq\n {4}\t.*\(default false\)/);
   // Sorted by name, like Go.
-  const names = [...h.matchAll(/^  -([a-z-]+)/gm)].map((m) => m[1]!);
+  const names = [...h.matchAll(/^ {2}-([a-z-]+)/gm)].map((m) => m[1]!);
   t.same(names, [...names].sort());
 });
