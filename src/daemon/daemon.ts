@@ -269,7 +269,6 @@ class Daemon {
         vtepMac = prepared.vtepMac;
       }
     }
-    if (this.stopping) return;
 
     const attrs: LeaseAttrs = {
       PublicIP: publicIp,
