@@ -10,6 +10,7 @@ import pino from 'pino';
 import type { Options } from '../cli/flags';
 import { findExternalInterface, sendSourceAddress, type ExternalInterface } from '../netlink/interfaces';
 import { UnderlayWatch } from '../netlink/underlay-watch';
+import { ConfigMonitor, configCheckSecondsFromEnv } from './config-monitor';
 import { ConfigError, type NetworkConfig } from '../subnet/config';
 import { formatIp4Net, isIp4 } from '../subnet/ip4';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease';
@@ -135,6 +136,7 @@ class Daemon {
   private metrics: DaemonMetrics | null = null;
   private iptables: IptablesManager | null = null;
   private underlay: UnderlayWatch | null = null;
+  private configMonitor: ConfigMonitor | null = null;
   private hooksStarted = false;
   private applyChain: Promise<void> = Promise.resolve();
 
@@ -340,6 +342,8 @@ class Daemon {
     this.healthz?.setReady(true);
     this.extras.onReady?.({ lease, mtu, vtepMac });
     this.watchUnderlay(iface, sendSource);
+    this.configMonitor = new ConfigMonitor(registry, config, log, configCheckSecondsFromEnv(this.env));
+    this.configMonitor.start();
 
     this.watcher = new LeaseWatcher({
       registry,
@@ -478,6 +482,7 @@ class Daemon {
     this.watcher?.stop();
     this.manager?.stop();
     this.underlay?.stop();
+    this.configMonitor?.stop();
     let failure: Error | null = null;
     await this.applyChain;
     if (this.hooksStarted && this.extras.hooks) {
