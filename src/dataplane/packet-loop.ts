@@ -3,7 +3,7 @@ import { constants as osConstants } from 'node:os';
 
 import type { Ring } from './buffer-pool';
 import { Counters, Ctr, PeerCtr } from './counters';
-import type { ForwardingTable } from './forwarding-table';
+import type { PeerLookup } from './forwarding-table';
 import { Desc, DescFlag, SendMode, TunMode } from './layout';
 import type { DataplaneNative } from './native';
 import type { OffloadFeatures } from './offload';
@@ -14,7 +14,7 @@ export type LoopIo = Pick<DataplaneNative, 'tunRead' | 'tunWrite' | 'udpSend' | 
 
 export interface PacketLoopConfig {
   readonly io: LoopIo;
-  readonly table: ForwardingTable;
+  readonly table: PeerLookup;
   readonly counters: Counters;
   readonly tx: Ring;
   readonly rx: Ring;
@@ -73,7 +73,7 @@ const ENOBUFS = osConstants.errno.ENOBUFS;
  */
 export class PacketLoop {
   private readonly io: LoopIo;
-  private readonly table: ForwardingTable;
+  private readonly table: PeerLookup;
   private readonly counters: Counters;
   private readonly tx: Ring;
   private readonly rx: Ring;
