@@ -194,9 +194,12 @@ class Daemon {
 
   private logFatal(err: unknown): void {
     const e = err instanceof Error ? err : new Error(String(err));
-    // Our typed errors (each class sets its own name) carry the operator context in the message;
-    // JavaScript's built-in errors mean a bug and get a stack.
+    // Our typed errors (each class sets its own name) carry the operator context in the message, and
+    // so do system errors (an errno code such as EACCES: the message names the call and the path);
+    // other built-in errors mean a bug and get a stack.
+    const code = (e as NodeJS.ErrnoException).code;
     if (!BUILTIN_ERROR_NAMES.has(e.name)) this.log.fatal({ errType: e.name }, e.message);
+    else if (typeof code === 'string' && /^E[A-Z0-9]+$/.test(code)) this.log.fatal({ errType: code }, e.message);
     else this.log.fatal({ err: e }, `unexpected error: ${e.message}`);
   }
 
@@ -274,7 +277,6 @@ class Daemon {
         vtepMac = prepared.vtepMac;
       }
     }
-    if (this.stopping) return;
 
     const backendData = (m: string): VxlanBackendData => ({ VNI: config.backend.vni, VtepMAC: m });
     // flannel HEAD (vxlan newSubnetAttrs): each family's data only when that family is enabled;
@@ -464,6 +466,7 @@ class Daemon {
         return config;
       } catch (err) {
         if (!(err instanceof ConfigNotFoundError || err instanceof ConfigError || err instanceof EtcdError)) throw err;
+        if (err instanceof EtcdError && err.authFailed) throw this.credentialsRefused(err);
         const message =
           err instanceof ConfigNotFoundError
             ? `${err.message}, retrying`
@@ -481,6 +484,14 @@ class Daemon {
     return null;
   }
 
+  /** Wrong credentials: fatal at once, as in flanneld (its etcd client fails to start, exit 1). */
+  private credentialsRefused(err: EtcdError): DaemonError {
+    return new DaemonError(
+      `etcd refused the credentials of user "${this.options.etcdUsername}": ${err.message}; ` +
+        'check -etcd-username and -etcd-password (FLANNELD_ETCD_USERNAME, FLANNELD_ETCD_PASSWORD)',
+    );
+  }
+
   /** Acquires the lease; etcd outages are waited out (1 s retry), allocation failures are fatal. */
   private async acquire(manager: LeaseManager): Promise<Lease | null> {
     let reported = false;
@@ -489,6 +500,7 @@ class Daemon {
         return await manager.acquire();
       } catch (err) {
         if (!(err instanceof EtcdError)) throw err;
+        if (err.authFailed) throw this.credentialsRefused(err);
         const message = `acquiring a lease failed: ${err.message}; retrying`;
         if (!reported) this.log.warn(message);
         else this.log.debug(message);

@@ -87,7 +87,7 @@ export function spawnRunner(timeoutMs: number): CommandRunner {
       try {
         child = spawn(file, [...args], { stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
       } catch (err) {
-        reject(err as Error);
+        reject(err instanceof Error ? err : new Error(String(err)));
         return;
       }
       // First, before anything else can throw: a spawn that fails for want of resources (EMFILE,

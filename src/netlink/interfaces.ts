@@ -266,7 +266,7 @@ export function findExternalInterface(opts: InterfaceSelection, sys: SysReader =
       failures.push(e.message);
     }
   }
-  if (failures.length === 1) throw new InterfaceError(failures[0]!);
+  if (failures.length === 1) throw new InterfaceError(failures[0]);
   throw new InterfaceError(`no usable interface among -iface/-iface-regex/-iface-can-reach: ${failures.join('; ')}`);
 }
 

@@ -50,6 +50,8 @@ const MEMBER_DOWN_MS = 5000;
 /** etcd could not be reached or refused a request; the message names the endpoints. */
 export class EtcdError extends Error {
   override name = 'EtcdError';
+  /** etcd refused the username/password (wrong credentials: retrying cannot help). */
+  readonly authFailed: boolean;
   constructor(
     readonly endpoints: readonly string[],
     readonly operation: string,
@@ -61,6 +63,7 @@ export class EtcdError extends Error {
         `${cause instanceof Error ? cause.name : ''} ${msg}`,
       );
     super(`etcd at ${endpoints.join(',')} ${unreachable ? 'unreachable' : 'error'}: ${operation}: ${msg}`);
+    this.authFailed = /authentication failed|invalid user ID or password/i.test(msg);
   }
 }
 
