@@ -1,5 +1,5 @@
 // Command-line flags with Go `flag` package semantics plus flannel's FLANNELD_<NAME> environment
-// fallback (flannel-compat.md §7), so existing flanneld unit files and container specs work
+// fallback (docs/compat.md §7), so existing flanneld unit files and container specs work
 // unchanged. The flag table is data: adding a flag is one entry in FLAGS plus its Options field.
 import { isIP } from 'node:net';
 import { isOffloadRequest, OFFLOAD_REQUESTS } from '../dataplane/offload';

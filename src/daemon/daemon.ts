@@ -26,7 +26,7 @@ import { IptablesManager } from '../iptables/iptables-manager';
 import { startHealthServer, type HealthServer } from '../ops/health-server';
 import { createMetrics, type DaemonMetrics, type DataplaneSnapshot } from '../ops/metrics';
 
-/** VXLAN encapsulation overhead flanneld subtracts from the underlay MTU (flannel-compat.md §5.4). */
+/** VXLAN encapsulation overhead flanneld subtracts from the underlay MTU (docs/compat.md §5.4). */
 export const VXLAN_OVERHEAD = 50;
 
 /** What the data plane needs to hold its device and sockets before any lease is written. */
@@ -397,7 +397,7 @@ class Daemon {
   }
 
   /**
-   * The underlay interface and the public addresses to publish (flannel-compat.md §7): IPv4 (and
+   * The underlay interface and the public addresses to publish (docs/compat.md §7): IPv4 (and
    * dual-stack) networks pick the interface by its IPv4 address and take its first usable IPv6
    * address; IPv6-only networks pick it by IPv6 (interfaces6.ts). -public-ip / -public-ipv6 override.
    */

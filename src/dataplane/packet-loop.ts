@@ -53,7 +53,7 @@ const EWOULDBLOCK = osConstants.errno.EWOULDBLOCK;
 const ENOBUFS = osConstants.errno.ENOBUFS;
 
 /*
- * Why the loop is shaped this way (perf-notes §4, §6):
+ * Why the loop is shaped this way (docs/performance.md §4, §6):
  * - Batches: a readiness callback drains up to `budget` packets in batches of ring-size packets, with
  *   exactly two native calls per batch (tunRead+udpSend, udpRecv+tunWrite). N-API crossings cost
  *   20–60 ns each; per-packet calls or per-packet callbacks would cost more than the JS work itself.

@@ -50,7 +50,7 @@ function fails(tt: Test, argv: string[], env: NodeJS.ProcessEnv, msg: string | R
   }
 }
 
-t.test('defaults (flannel-compat §7)', async (t) => {
+t.test('defaults (docs/compat.md §7)', async (t) => {
   t.same(parseFlags([], {}), DEFAULTS);
 });
 
