@@ -131,8 +131,9 @@ class NlSocket {
 
   // Sends one request and reads its replies until the ACK (or NLMSG_DONE of a dump), handing
   // every data message to onMsg. Returns 0 or the errno the kernel reported.
+  // stopAfterData: the request gets no ACK (a plain RTM_GETROUTE), so the first data message ends it.
   template <class F>
-  int Transact(const MsgBuilder &m, uint32_t seq, F &&onMsg) {
+  int Transact(const MsgBuilder &m, uint32_t seq, F &&onMsg, bool stopAfterData = false) {
     if (int err = Send(m)) return err;
     std::unique_ptr<char[]> buf(new char[kRecvBufSize]);
     for (;;) {
@@ -158,6 +159,7 @@ class NlSocket {
           return 0;
         }
         onMsg(h);
+        if (stopAfterData) return 0;
       }
     }
   }
@@ -178,6 +180,23 @@ uint32_t AttrU32(const rtattr *rta) {
 }
 
 uint32_t AttrIp4(const rtattr *rta) { return ntohl(AttrU32(rta)); }
+
+// One IPv4 dump request (RTM_GET* with NLM_F_DUMP): the fixed header `fixed`, the attributes addAttrs
+// appends, every reply of type `reply` handed to onMsg with its fixed header. Returns 0 or an errno.
+template <class Fixed, class A, class F>
+int Dump(uint16_t type, uint16_t reply, const Fixed &fixed, A &&addAttrs, F &&onMsg) {
+  NlSocket s;
+  if (int err = s.Open()) return err;
+  MsgBuilder m;
+  m.Begin(type, NLM_F_REQUEST | NLM_F_DUMP, 1);
+  m.Fixed(fixed);
+  addAttrs(m);
+  m.End();
+  return s.Transact(m, 1, [&](nlmsghdr *h) {
+    if (h->nlmsg_type != reply || h->nlmsg_len < NLMSG_LENGTH(sizeof(Fixed))) return;
+    onMsg(h, static_cast<Fixed *>(NLMSG_DATA(h)));
+  });
+}
 
 // ---- argument helpers (raw napi) ----
 
@@ -202,17 +221,10 @@ bool GetU32(napi_env env, napi_value v, uint32_t *out, const char *what) {
 template <class T>
 bool GetTyped(napi_env env, napi_value v, napi_typedarray_type want, T **data, size_t *length,
               const char *what) {
-  bool is = false;
-  napi_typedarray_type type;
-  void *ptr = nullptr;
-  if (napi_is_typedarray(env, v, &is) != napi_ok || !is ||
-      napi_get_typedarray_info(env, v, &type, length, &ptr, nullptr, nullptr) != napi_ok || type != want) {
-    std::string msg = std::string("rtnetlink: ") + what + " has the wrong typed-array type";
-    napi_throw_type_error(env, nullptr, msg.c_str());
-    return false;
-  }
-  *data = static_cast<T *>(ptr);
-  return true;
+  if (TypedArrayOf(env, v, want, data, length)) return true;
+  std::string msg = std::string("rtnetlink: ") + what + " has the wrong typed-array type";
+  napi_throw_type_error(env, nullptr, msg.c_str());
+  return false;
 }
 
 void SetU32(napi_env env, napi_value obj, const char *key, uint32_t v) {
@@ -231,7 +243,8 @@ std::string LinkName(uint32_t ifindex) { return "link " + std::to_string(ifindex
 
 // ---- links ----
 
-// nlGetLink(name) -> { index, name, mtu, flags, up, mac: Buffer | null }
+// nlGetLink(name) -> { index, name, kind, mtu, flags, up, mac: Buffer | null }; kind is IFLA_INFO_KIND
+// ("tun", "vxlan", ...; "" for devices without one, e.g. a physical NIC)
 napi_value GetLink(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!GetArgs(env, info, 1, argv)) return nullptr;
@@ -257,7 +270,7 @@ napi_value GetLink(napi_env env, napi_callback_info info) {
 
   bool found = false;
   uint32_t index = 0, flags = 0, mtu = 0;
-  std::string gotName;
+  std::string gotName, kind;
   std::vector<uint8_t> mac;
   int err = s.Transact(m, 1, [&](nlmsghdr *h) {
     if (h->nlmsg_type != RTM_NEWLINK || h->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg))) return;
@@ -279,6 +292,13 @@ napi_value GetLink(napi_env env, napi_callback_info info) {
           mac.assign(p, p + RTA_PAYLOAD(a));
           break;
         }
+        case IFLA_LINKINFO:
+          ForEachAttr(static_cast<rtattr *>(RTA_DATA(a)), static_cast<int>(RTA_PAYLOAD(a)), [&](rtattr *li) {
+            if (li->rta_type != IFLA_INFO_KIND) return;
+            kind.assign(static_cast<const char *>(RTA_DATA(li)),
+                        strnlen(static_cast<const char *>(RTA_DATA(li)), RTA_PAYLOAD(li)));
+          });
+          break;
       }
     });
   });
@@ -290,6 +310,9 @@ napi_value GetLink(napi_env env, napi_callback_info info) {
   SetU32(env, obj, "index", index);
   napi_create_string_utf8(env, gotName.c_str(), gotName.size(), &nameValue);
   napi_set_named_property(env, obj, "name", nameValue);
+  napi_value kindValue;
+  napi_create_string_utf8(env, kind.c_str(), kind.size(), &kindValue);
+  napi_set_named_property(env, obj, "kind", kindValue);
   SetU32(env, obj, "mtu", mtu);
   SetU32(env, obj, "flags", flags);
   SetBool(env, obj, "up", (flags & IFF_UP) != 0);
@@ -350,6 +373,66 @@ napi_value SetLinkUp(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// nlDelLink(ifindex): RTM_DELLINK.
+napi_value DelLink(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  uint32_t ifindex;
+  if (!GetArgs(env, info, 1, argv) || !GetU32(env, argv[0], &ifindex, "ifindex")) return nullptr;
+  NlSocket s;
+  if (int err = s.Open()) return ThrowErrno(env, "open rtnetlink socket", err);
+  MsgBuilder m;
+  m.Begin(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, 1);
+  ifinfomsg ifi{};
+  ifi.ifi_family = AF_UNSPEC;
+  ifi.ifi_index = static_cast<int>(ifindex);
+  m.Fixed(ifi);
+  m.End();
+  if (int err = s.Transact(m, 1, [](nlmsghdr *) {})) {
+    return ThrowErrno(env, ("delete " + LinkName(ifindex)).c_str(), err);
+  }
+  return nullptr;
+}
+
+// nlRouteGet(dst) -> { ifindex, src } (host-order u32; src 0 when the kernel names none): the answer
+// of `ip route get <dst>` (RTM_GETROUTE), which is what flannel's -iface-can-reach uses.
+napi_value RouteGet(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  uint32_t dst;
+  if (!GetArgs(env, info, 1, argv) || !GetU32(env, argv[0], &dst, "dst")) return nullptr;
+  NlSocket s;
+  if (int err = s.Open()) return ThrowErrno(env, "open rtnetlink socket", err);
+  MsgBuilder m;
+  m.Begin(RTM_GETROUTE, NLM_F_REQUEST, 1);
+  rtmsg rt{};
+  rt.rtm_family = AF_INET;
+  rt.rtm_dst_len = 32;
+  m.Fixed(rt);
+  m.AttrIp4(RTA_DST, dst);
+  m.End();
+  bool found = false;
+  uint32_t oif = 0, src = 0;
+  // A get without NLM_F_ACK is answered by the route or by an error message; Transact returns on either.
+  int err = s.Transact(
+      m, 1,
+      [&](nlmsghdr *h) {
+        if (h->nlmsg_type != RTM_NEWROUTE || h->nlmsg_len < NLMSG_LENGTH(sizeof(rtmsg))) return;
+        found = true;
+        auto *r = static_cast<rtmsg *>(NLMSG_DATA(h));
+        ForEachAttr(RTM_RTA(r), static_cast<int>(RTM_PAYLOAD(h)), [&](rtattr *a) {
+          if (a->rta_type == RTA_OIF) oif = AttrU32(a);
+          if (a->rta_type == RTA_PREFSRC) src = AttrIp4(a);
+        });
+      },
+      /*stopAfterData=*/true);
+  if (err == 0 && !found) err = ENETUNREACH;
+  if (err) return ThrowErrno(env, ("route get " + FormatIp4(dst)).c_str(), err);
+  napi_value obj;
+  napi_create_object(env, &obj);
+  SetU32(env, obj, "ifindex", oif);
+  SetU32(env, obj, "src", src);
+  return obj;
+}
+
 // ---- IPv4 addresses ----
 
 // nlListAddrs(ifindex) -> [{ ip, prefixLen, peer }] (host-order u32; peer = IFA_ADDRESS, equal to ip
@@ -358,40 +441,33 @@ napi_value ListAddrs(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   uint32_t ifindex;
   if (!GetArgs(env, info, 1, argv) || !GetU32(env, argv[0], &ifindex, "ifindex")) return nullptr;
-  NlSocket s;
-  if (int err = s.Open()) return ThrowErrno(env, "open rtnetlink socket", err);
-  MsgBuilder m;
-  m.Begin(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, 1);
   ifaddrmsg ifa{};
   ifa.ifa_family = AF_INET;
   ifa.ifa_index = ifindex;
-  m.Fixed(ifa);
-  m.End();
-
   struct Addr {
     uint32_t ip, peer, prefixLen;
   };
   std::vector<Addr> addrs;
-  int err = s.Transact(m, 1, [&](nlmsghdr *h) {
-    if (h->nlmsg_type != RTM_NEWADDR || h->nlmsg_len < NLMSG_LENGTH(sizeof(ifaddrmsg))) return;
-    auto *r = static_cast<ifaddrmsg *>(NLMSG_DATA(h));
-    if (r->ifa_family != AF_INET || r->ifa_index != ifindex) return;
-    bool hasLocal = false, hasAddress = false;
-    uint32_t local = 0, address = 0;
-    ForEachAttr(IFA_RTA(r), static_cast<int>(IFA_PAYLOAD(h)), [&](rtattr *a) {
-      if (a->rta_type == IFA_LOCAL) {
-        local = AttrIp4(a);
-        hasLocal = true;
-      } else if (a->rta_type == IFA_ADDRESS) {
-        address = AttrIp4(a);
-        hasAddress = true;
-      }
-    });
-    if (!hasLocal && !hasAddress) return;
-    if (!hasLocal) local = address;
-    if (!hasAddress) address = local;
-    addrs.push_back({local, address, r->ifa_prefixlen});
-  });
+  int err = Dump(
+      RTM_GETADDR, RTM_NEWADDR, ifa, [](MsgBuilder &) {},
+      [&](nlmsghdr *h, ifaddrmsg *r) {
+        if (r->ifa_family != AF_INET || r->ifa_index != ifindex) return;
+        bool hasLocal = false, hasAddress = false;
+        uint32_t local = 0, address = 0;
+        ForEachAttr(IFA_RTA(r), static_cast<int>(IFA_PAYLOAD(h)), [&](rtattr *a) {
+          if (a->rta_type == IFA_LOCAL) {
+            local = AttrIp4(a);
+            hasLocal = true;
+          } else if (a->rta_type == IFA_ADDRESS) {
+            address = AttrIp4(a);
+            hasAddress = true;
+          }
+        });
+        if (!hasLocal && !hasAddress) return;
+        if (!hasLocal) local = address;
+        if (!hasAddress) address = local;
+        addrs.push_back({local, address, r->ifa_prefixlen});
+      });
   if (err) return ThrowErrno(env, ("list addresses of " + LinkName(ifindex)).c_str(), err);
 
   napi_value arr;
@@ -452,25 +528,16 @@ napi_value ListRoutes(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   uint32_t ifindex;
   if (!GetArgs(env, info, 1, argv) || !GetU32(env, argv[0], &ifindex, "ifindex")) return nullptr;
-  NlSocket s;
-  if (int err = s.Open()) return ThrowErrno(env, "open rtnetlink socket", err);
-  MsgBuilder m;
-  m.Begin(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, 1);
   rtmsg rt{};
   rt.rtm_family = AF_INET;
   rt.rtm_table = RT_TABLE_MAIN;
-  m.Fixed(rt);
-  m.AttrU32(RTA_OIF, ifindex);
-  m.End();
-
   struct Route {
     uint32_t dst, prefixLen, gateway, proto, scope, metric;
     bool onlink;
   };
   std::vector<Route> routes;
-  int err = s.Transact(m, 1, [&](nlmsghdr *h) {
-    if (h->nlmsg_type != RTM_NEWROUTE || h->nlmsg_len < NLMSG_LENGTH(sizeof(rtmsg))) return;
-    auto *r = static_cast<rtmsg *>(NLMSG_DATA(h));
+  auto addOif = [ifindex](MsgBuilder &m) { m.AttrU32(RTA_OIF, ifindex); };
+  int err = Dump(RTM_GETROUTE, RTM_NEWROUTE, rt, addOif, [&](nlmsghdr *h, rtmsg *r) {
     if (r->rtm_family != AF_INET || r->rtm_type != RTN_UNICAST) return;
     uint32_t table = r->rtm_table, oif = 0, dst = 0, gateway = 0, metric = 0;
     ForEachAttr(RTM_RTA(r), static_cast<int>(RTM_PAYLOAD(h)), [&](rtattr *a) {
@@ -707,6 +774,8 @@ void InitNetlink(napi_env env, napi_value exports) {
   Export(env, exports, "nlGetLink", GetLink);
   Export(env, exports, "nlSetLinkMtu", SetLinkMtu);
   Export(env, exports, "nlSetLinkUp", SetLinkUp);
+  Export(env, exports, "nlDelLink", DelLink);
+  Export(env, exports, "nlRouteGet", RouteGet);
   Export(env, exports, "nlListAddrs", ListAddrs);
   Export(env, exports, "nlChangeAddr", ChangeAddr);
   Export(env, exports, "nlListRoutes", ListRoutes);

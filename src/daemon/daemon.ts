@@ -8,7 +8,8 @@
 import type { Logger } from 'pino';
 import pino from 'pino';
 import type { Options } from '../cli/flags';
-import { findExternalInterface, type ExternalInterface } from '../netlink/interfaces';
+import { findExternalInterface, sendSourceAddress, type ExternalInterface } from '../netlink/interfaces';
+import { UnderlayWatch } from '../netlink/underlay-watch';
 import { ConfigError, type NetworkConfig } from '../subnet/config';
 import { isIp4, type Ip4Net } from '../subnet/ip4';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease';
@@ -16,7 +17,7 @@ import { LeaseManager, describeSubnets, leaseTimingFromEnv, type RevokeReason } 
 import { LeaseWatcher } from '../subnet/lease-watcher';
 import { ConfigNotFoundError, EtcdError, EtcdRegistry, type Registry } from '../subnet/registry';
 import { readPreviousLease, writeSubnetEnv } from '../subnet/subnet-env';
-import { loadOrCreateVtepMac, vtepMacPath, vtepMacV6Path } from '../subnet/vtep-mac';
+import { loadOrCreateVtepMac, storeVtepMac, vtepMacPath, vtepMacV6Path } from '../subnet/vtep-mac';
 import { findExternalInterface6, ipv6AddressOf } from '../netlink/interfaces6';
 import { parseAddr6, parseCidr6 } from '../subnet/cidr6';
 import { formatIp6, type Ip6Net } from '../subnet/ip6';
@@ -24,12 +25,27 @@ import type { VxlanBackendData } from '../subnet/lease';
 import { IptablesManager } from '../iptables/iptables-manager';
 import { startHealthServer, type HealthServer } from '../ops/health-server';
 import { createMetrics, type DaemonMetrics, type DataplaneSnapshot } from '../ops/metrics';
-import { parseIp4Net as parseNet } from '../subnet/ip4';
-import { parseSubnetEnv } from '../subnet/subnet-env';
-import fs from 'node:fs';
 
 /** VXLAN encapsulation overhead flanneld subtracts from the underlay MTU (flannel-compat.md §5.4). */
 export const VXLAN_OVERHEAD = 50;
+
+/** What the data plane needs to hold its device and sockets before any lease is written. */
+export interface PrepareContext {
+  config: NetworkConfig;
+  /** Overlay MTU: (Backend.MTU or the external interface's MTU) − 50. */
+  mtu: number;
+  /** The VTEP MAC loaded from (or just created in) the MAC file. */
+  vtepMac: string;
+  publicIp: string;
+  iface: ExternalInterface;
+  /** Local address the send sockets bind to: PublicIP when it is on this host, else the interface address. */
+  sendSource: string;
+}
+
+export interface Prepared {
+  /** The VTEP MAC to publish: ctx.vtepMac, or the MAC of a kernel flannel.N device taken over. */
+  vtepMac: string;
+}
 
 export interface DataPlaneContext {
   lease: Lease;
@@ -52,6 +68,11 @@ export interface DataPlaneContext {
  * promise is fatal for the daemon (exit 1).
  */
 export interface DataPlaneHooks {
+  /**
+   * Takes the device and the UDP port (everything that can fail on a busy host) before the lease is
+   * written, so a start that cannot serve never changes etcd. Optional; called once before start().
+   */
+  prepare?(ctx: PrepareContext): Promise<Prepared>;
   start(ctx: DataPlaneContext): Promise<void>;
   applyEvents(events: LeaseEvent[]): Promise<void>;
   stop(): Promise<void>;
@@ -122,6 +143,7 @@ class Daemon {
   private healthz: HealthServer | null = null;
   private metrics: DaemonMetrics | null = null;
   private readonly iptables: IptablesManager[] = [];
+  private underlay: UnderlayWatch | null = null;
   private hooksStarted = false;
   private applyChain: Promise<void> = Promise.resolve();
 
@@ -234,9 +256,26 @@ class Daemon {
       );
     }
 
-    const { iface, publicIp, publicIpv6 } = this.underlay(config);
-    const mac = await this.vtepMac(vtepMacPath(o.subnetFile), 'VTEP MAC');
+    const { iface, publicIp, publicIpv6, sendSource } = this.chooseUnderlay(config);
+    const macFile = vtepMacPath(o.subnetFile);
+    let vtepMac = await this.vtepMac(macFile, 'VTEP MAC');
     const mac6 = config.enableIPv6 ? await this.vtepMac(vtepMacV6Path(o.subnetFile), 'IPv6 VTEP MAC') : null;
+
+    // Device and port first: a start that cannot serve must not touch etcd (see DataPlaneHooks.prepare).
+    const mtu = (config.backend.mtu > 0 ? config.backend.mtu : iface.mtu) - VXLAN_OVERHEAD;
+    const hooks = this.extras.hooks;
+    if (hooks?.prepare) {
+      if (this.stopping) return;
+      this.hooksStarted = true;
+      const prepared = await hooks.prepare({ config, mtu, vtepMac, publicIp, iface, sendSource });
+      if (prepared.vtepMac !== vtepMac) {
+        await storeVtepMac(macFile, prepared.vtepMac);
+        log.info({ file: macFile, previous: vtepMac }, `VTEP MAC is now ${prepared.vtepMac} (kept from the device taken over)`);
+        vtepMac = prepared.vtepMac;
+      }
+    }
+    if (this.stopping) return;
+
     const backendData = (m: string): VxlanBackendData => ({ VNI: config.backend.vni, VtepMAC: m });
     // flannel HEAD (vxlan newSubnetAttrs): each family's data only when that family is enabled;
     // PublicIP stays "0.0.0.0" (Go's zero IP4) on an IPv6-only network.
@@ -244,9 +283,10 @@ class Daemon {
       PublicIP: config.enableIPv4 ? publicIp : '0.0.0.0',
       PublicIPv6: config.enableIPv6 ? publicIpv6 : null,
       BackendType: 'vxlan',
-      ...(config.enableIPv4 ? { BackendData: backendData(mac) } : {}),
+      ...(config.enableIPv4 ? { BackendData: backendData(vtepMac) } : {}),
       ...(mac6 !== null ? { BackendV6Data: backendData(mac6) } : {}),
     };
+    // Read once: the same values serve lease reuse and the removal of old iptables rules.
     const previous = await readPreviousLease(o.subnetFile);
     if (previous.warning) log.warn(previous.warning);
     const timing = leaseTimingFromEnv(this.env);
@@ -271,13 +311,13 @@ class Daemon {
     });
     manager.start();
 
-    const mtu = (config.backend.mtu > 0 ? config.backend.mtu : iface.mtu) - VXLAN_OVERHEAD;
-    const hooks = this.extras.hooks;
     if (hooks) {
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the awaits above
       if (this.stopping) return;
       this.hooksStarted = true;
-      await hooks.start({ lease, config, mtu, vtepMac: mac, publicIp, iface, fatal: (err) => this.dataPlaneFatal(err) });
+      await hooks.start({ lease, config, mtu, vtepMac, publicIp, iface, fatal: (err) => this.dataPlaneFatal(err) });
     }
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
     if (this.stopping) return;
 
     // Like flanneld: traffic rules are in place before subnet.env tells the container runtime to go.
@@ -295,7 +335,7 @@ class Daemon {
           forwardRules: o.iptablesForwardRules,
           resyncSeconds: o.iptablesResync,
           ...(o.ipMasqFullyRandomDisable ? { randomFully: false } : {}),
-          ...(typeof f.network.ip === 'number' ? { previous: this.previousNetworkAndSubnet(o.subnetFile) } : {}),
+          ...(typeof f.network.ip === 'number' ? { previous: { network: previous.network, subnet: previous.subnet } } : {}),
           log,
         });
         this.iptables.push(mgr);
@@ -303,6 +343,7 @@ class Daemon {
       }
       log.info({ masq: o.ipMasq, forwardRules: o.iptablesForwardRules, families: families.length }, 'iptables rules in place');
     }
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
     if (this.stopping) return;
 
     await writeSubnetEnv(o.subnetFile, {
@@ -315,7 +356,8 @@ class Daemon {
     });
     log.info({ file: o.subnetFile }, `wrote ${o.subnetFile} (subnet ${describeSubnets(lease)}, MTU ${mtu})`);
     this.healthz?.setReady(true);
-    this.extras.onReady?.({ lease, mtu, vtepMac: mac });
+    this.extras.onReady?.({ lease, mtu, vtepMac });
+    if (sendSource !== '') this.watchUnderlay(iface, sendSource);
 
     this.watcher = new LeaseWatcher({
       registry,
@@ -328,20 +370,57 @@ class Daemon {
   }
 
   /**
+   * Reports an underlay that lost the address we send from (DHCP change, operator): logged once per
+   * change, /readyz 503 until it is back. tsflanneld does not follow a new address by itself: peers
+   * know us by the published PublicIP, so a restart (which re-selects and re-publishes) is the way
+   * to move (README "Underlay address changes").
+   */
+  private watchUnderlay(iface: ExternalInterface, sendSource: string): void {
+    this.underlay = new UnderlayWatch({
+      expect: { name: iface.name, index: iface.index, ip: iface.ip, sendSource },
+      onChange: (state) => {
+        if (!state.ok) {
+          this.log.error(
+            { iface: iface.name, ifaceIp: iface.ip, sendSource },
+            `underlay changed: ${state.reason}; overlay traffic to and from this node fails, /readyz reports not ready ` +
+              'until the address is back (restart tsflanneld to move to a new address)',
+          );
+          this.healthz?.setReady(false);
+        } else {
+          this.log.info(
+            { iface: iface.name, ifaceIp: iface.ip, sendSource },
+            `underlay address ${sendSource} on ${iface.name} is back; ready`,
+          );
+          this.healthz?.setReady(true);
+        }
+      },
+      onError: (err) => this.log.warn({ err: err.message }, `checking the underlay interface ${iface.name} failed: ${err.message}`),
+    });
+    this.underlay.start();
+  }
+
+  /**
    * The underlay interface and the public addresses to publish (flannel-compat.md §7): IPv4 (and
    * dual-stack) networks pick the interface by its IPv4 address and take its first usable IPv6
    * address; IPv6-only networks pick it by IPv6 (interfaces6.ts). -public-ip / -public-ipv6 override.
    */
-  private underlay(config: NetworkConfig): { iface: ExternalInterface; publicIp: string; publicIpv6: string | null } {
+  private chooseUnderlay(config: NetworkConfig): {
+    iface: ExternalInterface;
+    publicIp: string;
+    publicIpv6: string | null;
+    sendSource: string;
+  } {
     const o = this.options;
     const log = this.log;
     let iface: ExternalInterface;
     let publicIp = '';
     let publicIpv6: string | null = null;
+    let sendSource = '';
     if (config.enableIPv4) {
-      iface = findExternalInterface({ iface: o.iface, ifaceRegex: o.ifaceRegex });
+      iface = findExternalInterface({ iface: o.iface, ifaceRegex: o.ifaceRegex, ifaceCanReach: o.ifaceCanReach, publicIp: o.publicIp });
       publicIp = o.publicIp !== '' ? o.publicIp : iface.ip;
       if (!isIp4(publicIp)) throw new DaemonError(`public IP "${publicIp}" is not an IPv4 address`);
+      sendSource = sendSourceAddress(publicIp, iface);
       if (config.enableIPv6) publicIpv6 = o.publicIpv6 !== '' ? o.publicIpv6 : ipv6AddressOf(iface.name);
     } else {
       const i6 = findExternalInterface6({ iface: o.iface, ifaceRegex: o.ifaceRegex });
@@ -353,10 +432,11 @@ class Daemon {
     if (o.publicIpv6 !== '' && !config.enableIPv6)
       log.warn(`-public-ipv6 ${o.publicIpv6} is unused: EnableIPv6 is false in the network config`);
     log.info(
-      { iface: iface.name, ifaceIp: iface.ip, publicIp, publicIpv6 },
-      `using interface ${iface.name} with public IP ${[publicIp, publicIpv6].filter((x) => x).join(' and ')}`,
+      { iface: iface.name, ifaceIp: iface.ip, publicIp, publicIpv6, sendSource },
+      `using interface ${iface.name} with public IP ${[publicIp, publicIpv6].filter((x) => x).join(' and ')}` +
+        (sendSource !== '' ? `; VXLAN leaves from ${sendSource}` : ''),
     );
-    return { iface, publicIp, publicIpv6 };
+    return { iface, publicIp, publicIpv6, sendSource };
   }
 
   private async vtepMac(file: string, what: string): Promise<string> {
@@ -364,26 +444,6 @@ class Daemon {
     if (mac.warning) this.log.warn(mac.warning);
     this.log.info({ file, created: mac.created }, `${what} ${mac.mac}`);
     return mac.mac;
-  }
-
-  /** FLANNEL_NETWORK/FLANNEL_SUBNET of the previous run, so rules for an old subnet can be removed. */
-  private previousNetworkAndSubnet(file: string): { network: Ip4Net | null; subnet: Ip4Net | null } {
-    let text: string;
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch {
-      return { network: null, subnet: null }; // no previous run; readPreviousLease already warned if unreadable
-    }
-    const env = parseSubnetEnv(text);
-    const net = (key: string): Ip4Net | null => {
-      const v = env.get(key);
-      try {
-        return v ? parseNet(v) : null;
-      } catch {
-        return null;
-      }
-    };
-    return { network: net('FLANNEL_NETWORK'), subnet: net('FLANNEL_SUBNET') };
   }
 
   private dataplaneStats(): { snapshot(): DataplaneSnapshot } {
@@ -473,6 +533,7 @@ class Daemon {
     this.end({ kind: 'signal' }); // no-op if already ended; makes pending pauses return
     this.watcher?.stop();
     this.manager?.stop();
+    this.underlay?.stop();
     let failure: Error | null = null;
     await this.applyChain;
     if (this.hooksStarted && this.extras.hooks) {

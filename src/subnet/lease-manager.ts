@@ -4,6 +4,8 @@
 // - a reservation (key without etcd lease) for our PublicIP stays a reservation: no TTL, no renewal
 //   (flanneld attaches a 24 h lease to it by accident, issue #1329);
 // - renewals are guarded on the key's mod revision (see registry.updateLease);
+// - a foreign write to our lease is answered at once: our attrs are re-published (same PublicIP) or
+//   the takeover is confirmed (other PublicIP), instead of waiting for the next renewal;
 // - losing the key (deleted, expired, taken over) emits 'revoked' and the daemon exits non-zero,
 //   where flanneld exits 0 — a supervisor must notice that this node lost its subnet;
 // - IPv6-only (EnableIPv4 false): flannel HEAD publishes PublicIP "0.0.0.0" and key
@@ -56,6 +58,9 @@ export function leaseTimingFromEnv(env: NodeJS.ProcessEnv): { ttlSec: number; re
 
 export type RevokeReason = 'deleted' | 'taken-over';
 
+/** Least time between two re-publications of our lease after foreign writes. */
+export const REPUBLISH_MIN_INTERVAL_MS = 2000;
+
 export interface LeaseManagerOptions {
   registry: Registry;
   log: Logger;
@@ -86,6 +91,7 @@ export class LeaseManager extends EventEmitter {
   private watch: ResilientWatch | null = null;
   private stopped = false;
   private revoked = false;
+  private lastRepublishMs = -Infinity;
 
   constructor(private readonly opts: LeaseManagerOptions) {
     super();
@@ -320,11 +326,18 @@ export class LeaseManager extends EventEmitter {
       this.scheduleRenewal(this.renewRetrySec * 1000);
       return;
     }
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
     if (this.stopped || this.revoked) return;
     if (!res.updated) {
       const cur = res.current;
-      if (!cur) return this.revoke('deleted', null);
-      if (!this.isOurs(cur.attrs)) return this.revoke('taken-over', cur.attrs);
+      if (!cur) {
+        this.revoke('deleted', null);
+        return;
+      }
+      if (!this.isOurs(cur.attrs)) {
+        this.revoke('taken-over', cur.attrs);
+        return;
+      }
       // Someone (an operator, or a watch event we haven't processed yet) re-put our key: adopt it.
       this.lease = cur;
       if (cur.etcdLeaseId === '0') {
@@ -356,23 +369,37 @@ export class LeaseManager extends EventEmitter {
       const now = ev.lease;
       if (now.modRevision === lease.modRevision) continue;
       if (!this.isOurs(now.attrs)) {
-        // Don't adopt: the next guarded renewal fails and reports the takeover.
+        // Don't adopt: the guarded renewal, run now instead of in ~23 h, fails and reports the takeover.
         this.opts.log.warn(
           { key: now.key, theirs: now.attrs, ours: this.opts.attrs },
-          `own lease ${now.key} was overwritten in etcd by ${this.opts.config.enableIPv4 ? now.attrs.PublicIP : now.attrs.PublicIPv6}`,
+          `own lease ${now.key} was overwritten in etcd by ${this.opts.config.enableIPv4 ? now.attrs.PublicIP : now.attrs.PublicIPv6}; checking it now`,
         );
+        this.republishSoon();
         continue;
       }
       if (!attrsEqual(now.attrs, this.opts.attrs)) {
-        const next =
-          now.etcdLeaseId === '0' ? 'it is now a reservation, so they are not re-published' : 'ours are re-published at the next renewal';
+        const reservation = now.etcdLeaseId === '0';
         this.opts.log.warn(
           { key: now.key, theirs: now.attrs, ours: this.opts.attrs },
-          `own lease ${now.key} was changed in etcd by someone else; ${next}`,
+          `own lease ${now.key} was changed in etcd by someone else; ` +
+            (reservation ? 'it is now a reservation, so ours are not re-published' : 're-publishing ours now'),
         );
+        this.lease = now;
+        if (!reservation) this.republishSoon();
+        continue;
       }
       this.lease = now;
     }
+  }
+
+  /**
+   * Runs the guarded renewal now (peers must see our attrs again at once, not at the next renewal),
+   * at most once per REPUBLISH_MIN_INTERVAL_MS so two writers cannot make us spin.
+   */
+  private republishSoon(): void {
+    const wait = Math.max(0, this.lastRepublishMs + REPUBLISH_MIN_INTERVAL_MS - Date.now());
+    this.lastRepublishMs = Date.now() + wait;
+    this.scheduleRenewal(wait);
   }
 
   private revoke(reason: RevokeReason, by: LeaseAttrs | null): void {

@@ -84,6 +84,7 @@ export class ResilientWatch {
     if (this.needResync) {
       try {
         const rev = await this.opts.resync();
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
         if (this.stopped) return;
         this.needResync = false;
         this.since = nextRevision(rev);
@@ -193,6 +194,7 @@ export class LeaseWatcher {
       try {
         rev = await this.resync(true);
       } catch (err) {
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
         if (this.stopped) return;
         if (!reported) {
           reported = true;
@@ -202,6 +204,7 @@ export class LeaseWatcher {
         delay = Math.min(delay * 2, backoff.maxMs);
         return;
       }
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
       if (this.stopped) return;
       if (reported) this.opts.log.info('listing leases succeeded');
       this.resolveReady();

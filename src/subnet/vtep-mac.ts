@@ -95,3 +95,13 @@ export async function loadOrCreateVtepMac(
   await writeAtomically(file, `${mac}\n`);
   return { mac, created: true, warning };
 }
+
+/**
+ * Stores `mac` ("aa:bb:cc:dd:ee:ff") as the persisted VTEP MAC, e.g. the MAC of a kernel flannel.N
+ * device being taken over, so later restarts keep publishing it. Throws VtepMacError if unwritable.
+ */
+export async function storeVtepMac(file: string, mac: string): Promise<void> {
+  const stored = parseStoredMac(mac);
+  if (stored === null) throw new VtepMacError(`"${mac}" is not a usable VTEP MAC (unicast, not all-zero)`);
+  await writeAtomically(file, `${stored}\n`);
+}

@@ -38,6 +38,9 @@ function fakeSys(routes6: string | null, inet6 = IF_INET6): SysReader {
     },
     listDir: (p) => (p === '/sys/class/net' ? Object.keys(LINKS) : []),
     ipv4Addresses: () => new Map(),
+    routeGet: () => {
+      throw new Error('routeGet is not used by IPv6 interface selection');
+    },
   };
 }
 
