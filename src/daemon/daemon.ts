@@ -11,7 +11,7 @@ import type { Options } from '../cli/flags';
 import { findExternalInterface, sendSourceAddress, type ExternalInterface } from '../netlink/interfaces';
 import { UnderlayWatch } from '../netlink/underlay-watch';
 import { ConfigError, type NetworkConfig } from '../subnet/config';
-import { isIp4 } from '../subnet/ip4';
+import { isIp4, type Ip4Net } from '../subnet/ip4';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease';
 import { LeaseManager, describeSubnets, leaseTimingFromEnv, type RevokeReason } from '../subnet/lease-manager';
 import { LeaseWatcher } from '../subnet/lease-watcher';
@@ -19,8 +19,8 @@ import { ConfigNotFoundError, EtcdError, EtcdRegistry, type Registry } from '../
 import { readPreviousLease, writeSubnetEnv } from '../subnet/subnet-env';
 import { loadOrCreateVtepMac, storeVtepMac, vtepMacPath, vtepMacV6Path } from '../subnet/vtep-mac';
 import { findExternalInterface6, ipv6AddressOf } from '../netlink/interfaces6';
-import { parseAddr6 } from '../subnet/cidr6';
-import { formatIp6 } from '../subnet/ip6';
+import { parseAddr6, parseCidr6 } from '../subnet/cidr6';
+import { formatIp6, type Ip6Net } from '../subnet/ip6';
 import type { VxlanBackendData } from '../subnet/lease';
 import { IptablesManager } from '../iptables/iptables-manager';
 import { startHealthServer, type HealthServer } from '../ops/health-server';
@@ -142,7 +142,7 @@ class Daemon {
   private watcher: LeaseWatcher | null = null;
   private healthz: HealthServer | null = null;
   private metrics: DaemonMetrics | null = null;
-  private iptables: IptablesManager | null = null;
+  private readonly iptables: IptablesManager[] = [];
   private underlay: UnderlayWatch | null = null;
   private hooksStarted = false;
   private applyChain: Promise<void> = Promise.resolve();
@@ -314,31 +314,36 @@ class Daemon {
     manager.start();
 
     if (hooks) {
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the awaits above
       if (this.stopping) return;
       this.hooksStarted = true;
       await hooks.start({ lease, config, mtu, vtepMac, publicIp, iface, fatal: (err) => this.dataPlaneFatal(err) });
     }
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
     if (this.stopping) return;
 
     // Like flanneld: traffic rules are in place before subnet.env tells the container runtime to go.
     if ((o.ipMasq || o.iptablesForwardRules) && this.extras.iptables === true) {
-      if (config.enableIPv6 || config.network === null) {
-        throw new DaemonError(
-          '-ip-masq and -iptables-forward-rules are implemented for IPv4-only networks; set EnableIPv6 false or turn both flags off',
-        );
+      // One manager per enabled family: iptables for IPv4, ip6tables for IPv6 (flannel's IPv6 rules).
+      const families: Array<{ network: Ip4Net | Ip6Net; subnet: Ip4Net | Ip6Net }> = [];
+      if (config.network !== null) families.push({ network: config.network, subnet: lease.subnet });
+      if (config.ipv6Network !== null && lease.ipv6Subnet !== null) {
+        families.push({ network: parseCidr6(config.ipv6Network), subnet: parseCidr6(lease.ipv6Subnet) });
       }
-      this.iptables = new IptablesManager({
-        network: config.network,
-        subnet: lease.subnet,
-        masq: o.ipMasq,
-        forwardRules: o.iptablesForwardRules,
-        resyncSeconds: o.iptablesResync,
-        ...(o.ipMasqFullyRandomDisable ? { randomFully: false } : {}),
-        previous: { network: previous.network, subnet: previous.subnet },
-        log,
-      });
-      await this.iptables.start();
-      log.info({ masq: o.ipMasq, forwardRules: o.iptablesForwardRules }, 'iptables rules in place');
+      for (const f of families) {
+        const mgr = new IptablesManager({
+          ...f,
+          masq: o.ipMasq,
+          forwardRules: o.iptablesForwardRules,
+          resyncSeconds: o.iptablesResync,
+          ...(o.ipMasqFullyRandomDisable ? { randomFully: false } : {}),
+          ...(typeof f.network.ip === 'number' ? { previous: { network: previous.network, subnet: previous.subnet } } : {}),
+          log,
+        });
+        this.iptables.push(mgr);
+        await mgr.start();
+      }
+      log.info({ masq: o.ipMasq, forwardRules: o.iptablesForwardRules, families: families.length }, 'iptables rules in place');
     }
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
     if (this.stopping) return;
@@ -550,7 +555,7 @@ class Daemon {
         failure = new DaemonError(`data plane failed to stop: ${(err as Error).message}`);
       }
     }
-    await this.iptables?.stop();
+    for (const mgr of this.iptables) await mgr.stop();
     await this.healthz?.close();
     this.registry?.close();
     if (failure) throw failure;
