@@ -1,10 +1,11 @@
 // Command-line flags with Go `flag` package semantics plus flannel's FLANNELD_<NAME> environment
-// fallback (flannel-compat.md §7), so existing flanneld unit files and container specs work
+// fallback (docs/compat.md §7), so existing flanneld unit files and container specs work
 // unchanged. The flag table is data: adding a flag is one entry in FLAGS plus its Options field.
 import { isIP } from 'node:net';
 import { isOffloadRequest, OFFLOAD_REQUESTS } from '../dataplane/offload';
 import { RE2JS } from 're2js';
 import { isIp4 } from '../subnet/ip4';
+import { isAddr6 } from '../subnet/cidr6';
 
 export interface Options {
   etcdEndpoints: string[];
@@ -18,6 +19,7 @@ export interface Options {
   ifaceRegex: string[];
   ifaceCanReach: string;
   publicIp: string;
+  publicIpv6: string;
   subnetFile: string;
   subnetLeaseRenewMargin: number;
   ipMasq: boolean;
@@ -75,6 +77,7 @@ const ifaceName: Check<string> = (v) =>
     ? null
     : 'not a valid Linux interface name (at most 15 characters, no "/", ":" or spaces)';
 const ipv4OrEmpty: Check<string> = (v) => (v === '' || isIp4(v) ? null : 'not an IPv4 address');
+const ipv6OrEmpty: Check<string> = (v) => (v === '' || isAddr6(v) ? null : 'not an IPv6 address');
 const ipOrEmpty: Check<string> = (v) => (v === '' || isIP(v) !== 0 ? null : 'not an IP address');
 const nonEmpty: Check<string> = (v) => (v.trim() !== '' ? null : 'must not be empty');
 // Go RE2 syntax, as flannel compiles it (regexp.Compile).
@@ -175,6 +178,14 @@ export const FLAGS: readonly FlagDef[] = [
     usage:
       'IPv4 address other nodes use to reach this one (default: the interface address); without -iface* the interface holding it is used',
     check: ipv4OrEmpty,
+  },
+  {
+    kind: 'string',
+    name: 'public-ipv6',
+    key: 'publicIpv6',
+    def: '',
+    usage: 'IPv6 address other nodes use to reach this one with EnableIPv6 (default: the interface IPv6 address)',
+    check: ipv6OrEmpty,
   },
   {
     kind: 'string',

@@ -12,18 +12,22 @@ import { findExternalInterface, sendSourceAddress, type ExternalInterface } from
 import { UnderlayWatch } from '../netlink/underlay-watch';
 import { ConfigMonitor, configCheckSecondsFromEnv } from './config-monitor';
 import { ConfigError, type NetworkConfig } from '../subnet/config';
-import { formatIp4Net, isIp4 } from '../subnet/ip4';
+import { isIp4, type Ip4Net } from '../subnet/ip4';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease';
-import { LeaseManager, leaseTimingFromEnv, type RevokeReason } from '../subnet/lease-manager';
+import { LeaseManager, describeSubnets, leaseTimingFromEnv, type RevokeReason } from '../subnet/lease-manager';
 import { LeaseWatcher } from '../subnet/lease-watcher';
 import { ConfigNotFoundError, EtcdError, EtcdRegistry, type Registry } from '../subnet/registry';
 import { readPreviousLease, writeSubnetEnv } from '../subnet/subnet-env';
-import { loadOrCreateVtepMac, storeVtepMac, vtepMacPath } from '../subnet/vtep-mac';
+import { loadOrCreateVtepMac, storeVtepMac, vtepMacPath, vtepMacV6Path } from '../subnet/vtep-mac';
+import { findExternalInterface6, ipv6AddressOf } from '../netlink/interfaces6';
+import { parseAddr6, parseCidr6 } from '../subnet/cidr6';
+import { formatIp6, type Ip6Net } from '../subnet/ip6';
+import type { VxlanBackendData } from '../subnet/lease';
 import { IptablesManager } from '../iptables/iptables-manager';
 import { startHealthServer, type HealthServer } from '../ops/health-server';
 import { createMetrics, type DaemonMetrics, type DataplaneSnapshot } from '../ops/metrics';
 
-/** VXLAN encapsulation overhead flanneld subtracts from the underlay MTU (flannel-compat.md §5.4). */
+/** VXLAN encapsulation overhead flanneld subtracts from the underlay MTU (docs/compat.md §5.4). */
 export const VXLAN_OVERHEAD = 50;
 
 /** What the data plane needs to hold its device and sockets before any lease is written. */
@@ -73,6 +77,11 @@ export interface DataPlaneHooks {
   start(ctx: DataPlaneContext): Promise<void>;
   applyEvents(events: LeaseEvent[]): Promise<void>;
   stop(): Promise<void>;
+  /**
+   * Whether this data plane carries IPv6 (EnableIPv6). Without it the daemon refuses an IPv6
+   * network config instead of publishing IPv6 subnets that nothing forwards.
+   */
+  readonly ipv6?: boolean;
   /** Packet counters for /metrics; null before start(). */
   stats?(): DataplaneSnapshot | null;
 }
@@ -134,7 +143,7 @@ class Daemon {
   private watcher: LeaseWatcher | null = null;
   private healthz: HealthServer | null = null;
   private metrics: DaemonMetrics | null = null;
-  private iptables: IptablesManager | null = null;
+  private readonly iptables: IptablesManager[] = [];
   private underlay: UnderlayWatch | null = null;
   private configMonitor: ConfigMonitor | null = null;
   private hooksStarted = false;
@@ -221,20 +230,6 @@ class Daemon {
       log.info(`healthz listening on ${o.healthzIp}:${this.healthz.address.port} (/healthz, /readyz, /metrics)`);
     }
 
-    const iface = findExternalInterface({ iface: o.iface, ifaceRegex: o.ifaceRegex, ifaceCanReach: o.ifaceCanReach, publicIp: o.publicIp });
-    const publicIp = o.publicIp !== '' ? o.publicIp : iface.ip;
-    if (!isIp4(publicIp)) throw new DaemonError(`public IP "${publicIp}" is not an IPv4 address`);
-    const sendSource = sendSourceAddress(publicIp, iface);
-    log.info(
-      { iface: iface.name, ifaceIp: iface.ip, publicIp, sendSource },
-      `using interface ${iface.name} (${iface.ip}) with public IP ${publicIp}; VXLAN leaves from ${sendSource}`,
-    );
-
-    const macFile = vtepMacPath(o.subnetFile);
-    const mac = await loadOrCreateVtepMac(macFile);
-    if (mac.warning) log.warn(mac.warning);
-    log.info({ file: macFile, created: mac.created }, `VTEP MAC ${mac.mac}`);
-
     this.registry = this.extras.createRegistry
       ? this.extras.createRegistry(o)
       : new EtcdRegistry({
@@ -256,14 +251,24 @@ class Daemon {
           (config.backend.type === 'udp' ? ' (flannel selects "udp" when the Backend object is missing)' : ''),
       );
     }
-    if (!config.enableIPv4 || !config.network || config.enableIPv6) {
-      throw new DaemonError(`${registry.prefix}/config: tsflanneld supports IPv4-only networks (EnableIPv4 true, EnableIPv6 false)`);
+    if (!config.enableIPv4 && !config.enableIPv6) {
+      // flannel: ipmatch.GetIPFamily fails, exit 1.
+      throw new DaemonError(`none defined stack: ${registry.prefix}/config disables both EnableIPv4 and EnableIPv6; enable at least one`);
     }
+    if (config.enableIPv6 && this.extras.hooks && this.extras.hooks.ipv6 !== true) {
+      throw new DaemonError(
+        `${registry.prefix}/config has EnableIPv6 true, but this tsflanneld data plane forwards IPv4 only; set EnableIPv6 false`,
+      );
+    }
+
+    const { iface, publicIp, publicIpv6, sendSource } = this.chooseUnderlay(config);
+    const macFile = vtepMacPath(o.subnetFile);
+    let vtepMac = await this.vtepMac(macFile, 'VTEP MAC');
+    const mac6 = config.enableIPv6 ? await this.vtepMac(vtepMacV6Path(o.subnetFile), 'IPv6 VTEP MAC') : null;
 
     // Device and port first: a start that cannot serve must not touch etcd (see DataPlaneHooks.prepare).
     const mtu = (config.backend.mtu > 0 ? config.backend.mtu : iface.mtu) - VXLAN_OVERHEAD;
     const hooks = this.extras.hooks;
-    let vtepMac = mac.mac;
     if (hooks?.prepare) {
       if (this.stopping) return;
       this.hooksStarted = true;
@@ -275,11 +280,15 @@ class Daemon {
       }
     }
 
+    const backendData = (m: string): VxlanBackendData => ({ VNI: config.backend.vni, VtepMAC: m });
+    // flannel HEAD (vxlan newSubnetAttrs): each family's data only when that family is enabled;
+    // PublicIP stays "0.0.0.0" (Go's zero IP4) on an IPv6-only network.
     const attrs: LeaseAttrs = {
-      PublicIP: publicIp,
-      PublicIPv6: null,
+      PublicIP: config.enableIPv4 ? publicIp : '0.0.0.0',
+      PublicIPv6: config.enableIPv6 ? publicIpv6 : null,
       BackendType: 'vxlan',
-      BackendData: { VNI: config.backend.vni, VtepMAC: vtepMac },
+      ...(config.enableIPv4 ? { BackendData: backendData(vtepMac) } : {}),
+      ...(mac6 !== null ? { BackendV6Data: backendData(mac6) } : {}),
     };
     // Read once: the same values serve lease reuse and the removal of old iptables rules.
     const previous = await readPreviousLease(o.subnetFile);
@@ -300,48 +309,59 @@ class Daemon {
     if (!lease) return;
     manager.on('revoked', (l: Lease, reason: RevokeReason, by: LeaseAttrs | null) => {
       const key = `${registry.prefix}/subnets/${l.key}`;
-      const what = reason === 'deleted' ? 'was deleted from etcd' : `was taken over by ${by?.PublicIP ?? 'another node'}`;
-      this.end({ kind: 'fatal', err: new LeaseLostError(`lease for ${formatIp4Net(l.subnet)} ${what} (key ${key}); shutting down`) });
+      const taker = config.enableIPv4 ? by?.PublicIP : by?.PublicIPv6;
+      const what = reason === 'deleted' ? 'was deleted from etcd' : `was taken over by ${taker ?? 'another node'}`;
+      this.end({ kind: 'fatal', err: new LeaseLostError(`lease for ${describeSubnets(l)} ${what} (key ${key}); shutting down`) });
     });
     manager.start();
 
     if (hooks) {
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the awaits above
       if (this.stopping) return;
       this.hooksStarted = true;
       await hooks.start({ lease, config, mtu, vtepMac, publicIp, iface, fatal: (err) => this.dataPlaneFatal(err) });
     }
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
     if (this.stopping) return;
 
     // Like flanneld: traffic rules are in place before subnet.env tells the container runtime to go.
     if ((o.ipMasq || o.iptablesForwardRules) && this.extras.iptables === true) {
-      this.iptables = new IptablesManager({
-        network: config.network,
-        subnet: lease.subnet,
-        masq: o.ipMasq,
-        forwardRules: o.iptablesForwardRules,
-        resyncSeconds: o.iptablesResync,
-        ...(o.ipMasqFullyRandomDisable ? { randomFully: false } : {}),
-        previous: { network: previous.network, subnet: previous.subnet },
-        log,
-      });
-      await this.iptables.start();
-      log.info({ masq: o.ipMasq, forwardRules: o.iptablesForwardRules }, 'iptables rules in place');
+      // One manager per enabled family: iptables for IPv4, ip6tables for IPv6 (flannel's IPv6 rules).
+      const families: Array<{ network: Ip4Net | Ip6Net; subnet: Ip4Net | Ip6Net }> = [];
+      if (config.network !== null) families.push({ network: config.network, subnet: lease.subnet });
+      if (config.ipv6Network !== null && lease.ipv6Subnet !== null) {
+        families.push({ network: parseCidr6(config.ipv6Network), subnet: parseCidr6(lease.ipv6Subnet) });
+      }
+      for (const f of families) {
+        const mgr = new IptablesManager({
+          ...f,
+          masq: o.ipMasq,
+          forwardRules: o.iptablesForwardRules,
+          resyncSeconds: o.iptablesResync,
+          ...(o.ipMasqFullyRandomDisable ? { randomFully: false } : {}),
+          ...(typeof f.network.ip === 'number' ? { previous: { network: previous.network, subnet: previous.subnet } } : {}),
+          log,
+        });
+        this.iptables.push(mgr);
+        await mgr.start();
+      }
+      log.info({ masq: o.ipMasq, forwardRules: o.iptablesForwardRules, families: families.length }, 'iptables rules in place');
     }
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
     if (this.stopping) return;
 
     await writeSubnetEnv(o.subnetFile, {
-      network: config.network,
-      subnet: lease.subnet,
-      ipv6Network: null,
-      ipv6Subnet: null,
+      network: config.enableIPv4 ? config.network : null,
+      subnet: config.enableIPv4 ? lease.subnet : null,
+      ipv6Network: config.ipv6Network,
+      ipv6Subnet: config.enableIPv6 ? lease.ipv6Subnet : null,
       mtu,
       ipMasq: o.ipMasq,
     });
-    log.info({ file: o.subnetFile }, `wrote ${o.subnetFile} (subnet ${formatIp4Net(lease.subnet)}, MTU ${mtu})`);
+    log.info({ file: o.subnetFile }, `wrote ${o.subnetFile} (subnet ${describeSubnets(lease)}, MTU ${mtu})`);
     this.healthz?.setReady(true);
     this.extras.onReady?.({ lease, mtu, vtepMac });
-    this.watchUnderlay(iface, sendSource);
+    if (sendSource !== '') this.watchUnderlay(iface, sendSource);
     this.configMonitor = new ConfigMonitor(registry, config, log, configCheckSecondsFromEnv(this.env));
     this.configMonitor.start();
 
@@ -349,6 +369,7 @@ class Daemon {
       registry,
       log,
       ownSubnet: lease.subnet,
+      ownIpv6Subnet: lease.ipv6Subnet,
       onEvents: (events) => this.deliver(events),
     });
     this.watcher.start();
@@ -384,6 +405,53 @@ class Daemon {
     this.underlay.start();
   }
 
+  /**
+   * The underlay interface and the public addresses to publish (docs/compat.md §7): IPv4 (and
+   * dual-stack) networks pick the interface by its IPv4 address and take its first usable IPv6
+   * address; IPv6-only networks pick it by IPv6 (interfaces6.ts). -public-ip / -public-ipv6 override.
+   */
+  private chooseUnderlay(config: NetworkConfig): {
+    iface: ExternalInterface;
+    publicIp: string;
+    publicIpv6: string | null;
+    sendSource: string;
+  } {
+    const o = this.options;
+    const log = this.log;
+    let iface: ExternalInterface;
+    let publicIp = '';
+    let publicIpv6: string | null = null;
+    let sendSource = '';
+    if (config.enableIPv4) {
+      iface = findExternalInterface({ iface: o.iface, ifaceRegex: o.ifaceRegex, ifaceCanReach: o.ifaceCanReach, publicIp: o.publicIp });
+      publicIp = o.publicIp !== '' ? o.publicIp : iface.ip;
+      if (!isIp4(publicIp)) throw new DaemonError(`public IP "${publicIp}" is not an IPv4 address`);
+      sendSource = sendSourceAddress(publicIp, iface);
+      if (config.enableIPv6) publicIpv6 = o.publicIpv6 !== '' ? o.publicIpv6 : ipv6AddressOf(iface.name);
+    } else {
+      const i6 = findExternalInterface6({ iface: o.iface, ifaceRegex: o.ifaceRegex });
+      // No IPv4 address is used on an IPv6-only network.
+      iface = { name: i6.name, index: i6.index, ip: '', mtu: i6.mtu };
+      publicIpv6 = o.publicIpv6 !== '' ? o.publicIpv6 : i6.ip6;
+    }
+    if (publicIpv6 !== null) publicIpv6 = formatIp6(parseAddr6(publicIpv6));
+    if (o.publicIpv6 !== '' && !config.enableIPv6)
+      log.warn(`-public-ipv6 ${o.publicIpv6} is unused: EnableIPv6 is false in the network config`);
+    log.info(
+      { iface: iface.name, ifaceIp: iface.ip, publicIp, publicIpv6, sendSource },
+      `using interface ${iface.name} with public IP ${[publicIp, publicIpv6].filter((x) => x).join(' and ')}` +
+        (sendSource !== '' ? `; VXLAN leaves from ${sendSource}` : ''),
+    );
+    return { iface, publicIp, publicIpv6, sendSource };
+  }
+
+  private async vtepMac(file: string, what: string): Promise<string> {
+    const mac = await loadOrCreateVtepMac(file);
+    if (mac.warning) this.log.warn(mac.warning);
+    this.log.info({ file, created: mac.created }, `${what} ${mac.mac}`);
+    return mac.mac;
+  }
+
   private dataplaneStats(): { snapshot(): DataplaneSnapshot } {
     const empty: DataplaneSnapshot = { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, drops: {}, peers: [], offloadRung: 'none' };
     return { snapshot: () => (this.hooksStarted ? this.extras.hooks?.stats?.() : null) ?? empty };
@@ -393,7 +461,7 @@ class Daemon {
     return {
       leaseExpiry: () => this.manager?.expiry() ?? null,
       etcdConnected: () => (this.watcher ? this.watcher.connected : this.manager?.acquired === true),
-      subnet: () => (this.manager?.acquired ? formatIp4Net(this.manager.current().subnet) : ''),
+      subnet: () => (this.manager?.acquired ? describeSubnets(this.manager.current()) : ''),
     };
   }
 
@@ -459,7 +527,7 @@ class Daemon {
       const mac = (l.attrs.BackendData as { VtepMAC?: unknown } | undefined)?.VtepMAC;
       this.log.info(
         { key: l.key, publicIp: l.attrs.PublicIP, backendType: l.attrs.BackendType, vtepMac: mac },
-        `peer lease ${ev.type}: ${formatIp4Net(l.subnet)} at ${l.attrs.PublicIP}`,
+        `peer lease ${ev.type}: ${describeSubnets(l)} at ${[l.attrs.PublicIP, l.attrs.PublicIPv6].filter((x) => x !== null && x !== '0.0.0.0').join(' and ')}`,
       );
     }
     const hooks = this.extras.hooks;
@@ -492,7 +560,7 @@ class Daemon {
         failure = new DaemonError(`data plane failed to stop: ${(err as Error).message}`);
       }
     }
-    await this.iptables?.stop();
+    for (const mgr of this.iptables) await mgr.stop();
     await this.healthz?.close();
     this.registry?.close();
     if (failure) throw failure;

@@ -1,6 +1,6 @@
 // Underlay ("external") interface discovery: flanneld's -iface / -iface-regex / -iface-can-reach /
-// -public-ip / default-route rules (docs/interface-selection.md), from /proc, /sys and rtnetlink.
-// All reads go through SysReader so tests can describe any host.
+// -public-ip / default-route rules (docs/interface-selection.md, docs/compat.md §7), from /proc, /sys and
+// rtnetlink. All reads go through SysReader so tests can describe any host.
 import { readFileSync, readdirSync } from 'node:fs';
 import { RE2JS } from 're2js';
 import { loadAddon } from '../addon';

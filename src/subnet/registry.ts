@@ -1,4 +1,4 @@
-// The only module that talks to etcd. Keys and values are flannel's (flannel-compat.md §1):
+// The only module that talks to etcd. Keys and values are flannel's (docs/compat.md §1):
 // `<prefix>/config` and `<prefix>/subnets/<subnet key>` holding the Go-JSON lease attrs, each lease
 // attached to an etcd lease with a 24 h TTL, or to none (a reservation).
 //

@@ -1,4 +1,4 @@
-// etcd client security (flannel-compat.md §1 "etcd client"): tsflanneld daemons (control plane only,
+// etcd client security (docs/compat.md §1 "etcd client"): tsflanneld daemons (control plane only,
 // in the root namespace, etcd on 127.0.0.1) against etcd serving TLS with client-certificate auth,
 // and against etcd with user/password authentication. Failures must be logged with the endpoint and
 // retried, never crash the daemon.

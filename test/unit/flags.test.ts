@@ -13,6 +13,7 @@ const DEFAULTS: Options = {
   ifaceRegex: [],
   ifaceCanReach: '',
   publicIp: '',
+  publicIpv6: '',
   subnetFile: '/run/flannel/subnet.env',
   subnetLeaseRenewMargin: 60,
   ipMasq: false,
@@ -49,7 +50,7 @@ function fails(tt: Test, argv: string[], env: NodeJS.ProcessEnv, msg: string | R
   }
 }
 
-t.test('defaults (flannel-compat §7)', async (t) => {
+t.test('defaults (docs/compat.md §7)', async (t) => {
   t.same(parseFlags([], {}), DEFAULTS);
 });
 
@@ -132,6 +133,10 @@ t.test('ints: Go ParseInt base 0 and ranges', async (t) => {
 t.test('addresses, names and regexes are validated', async (t) => {
   fails(t, ['-public-ip', '192.0.2'], {}, 'invalid value "192.0.2" for flag -public-ip: not an IPv4 address');
   fails(t, ['-public-ip', '2001:db8::1'], {}, /not an IPv4 address/);
+  fails(t, ['-public-ipv6', '192.0.2.1'], {}, 'invalid value "192.0.2.1" for flag -public-ipv6: not an IPv6 address');
+  fails(t, ['-public-ipv6', '2001:db8::1%eth0'], {}, /not an IPv6 address/);
+  t.equal(parseFlags(['-public-ipv6', '2001:DB8::10'], {}).publicIpv6, '2001:DB8::10');
+  t.equal(parseFlags([], { FLANNELD_PUBLIC_IPV6: '2001:db8::11' }).publicIpv6, '2001:db8::11');
   t.equal(parseFlags(['-healthz-ip', '::1'], {}).healthzIp, '::1');
   fails(t, ['-healthz-ip', 'localhost'], {}, /-healthz-ip: not an IP address/);
   fails(t, ['-iface-regex', 'eth('], {}, /-iface-regex: not a valid Go \(RE2\) regular expression/);
