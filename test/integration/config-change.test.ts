@@ -21,7 +21,7 @@ t.test('runtime config change: logged once per change, and when reverted', async
   const done = runDaemon(options, { TSFLANNELD_CONFIG_CHECK_SECONDS: '1' }, { log, signal: stop.signal, onReady: () => (ready = true) });
   t.teardown(() => stop.abort());
   await waitFor('ready', () => ready);
-  const changed = (): string[] => lines.filter((l) => /changed \(/.test(String(l.msg))).map((l) => String(l.msg));
+  const changed = (): string[] => lines.filter((l) => /changed \(/.test(l.msg)).map((l) => l.msg);
 
   await putConfig(etcd, { ...config, Backend: { Type: 'vxlan', VNI: 4 } });
   await waitFor('change logged', () => changed().length === 1);
@@ -30,9 +30,9 @@ t.test('runtime config change: logged once per change, and when reverted', async
   t.equal(changed().length, 1, 'logged once, not every check');
 
   await etcd.etcdctl(['put', `${PREFIX}/config`, '{"Network":']);
-  await waitFor('invalid logged', () => lines.some((l) => /is now invalid/.test(String(l.msg))));
+  await waitFor('invalid logged', () => lines.some((l) => /is now invalid/.test(l.msg)));
   await putConfig(etcd, config);
-  await waitFor('revert logged', () => lines.some((l) => /back to the one in effect/.test(String(l.msg))));
+  await waitFor('revert logged', () => lines.some((l) => /back to the one in effect/.test(l.msg)));
   t.pass('invalid and reverted configs are reported');
   stop.abort();
   t.equal(await done, 0);
