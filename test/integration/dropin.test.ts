@@ -284,3 +284,18 @@ t.test('a flanneld node whose kernel sends from another address than its PublicI
     t.ok(((await d2.metricValue('tsflanneld_drops_total', { reason: 'unknownSource' })) ?? 0) >= 3, 'counted as unknownSource');
   });
 });
+
+t.test('"VNI": 0 works as in flanneld (device flannel.0)', async (t) => {
+  const bed = await createTestbed({ hosts: 2, etcd: true, t });
+  await bed.etcd!.etcdctl(['put', `${ETCD_PREFIX}/config`, '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":0}}']);
+  const [h1, h2] = bed.hosts as [TestHost, TestHost];
+  const ds = await Promise.all([h1, h2].map((host) => startDaemonNode({ host, etcdEndpoint: bed.etcdEndpoint! })));
+  dumpOnFailure(t, ds);
+  const [r1, r2] = await Promise.all(ds.map((d) => d.waitReady()));
+  t.match((await h1.exec(['ip', 'link', 'show', 'flannel.0'])).stdout, /flannel\.0/);
+  t.equal((await getFlannelLease(bed.etcd!, r1!.subnet))?.vni, 0, 'lease carries VNI 0');
+  const c1 = await addContainer(h1, { subnet: r1!.subnet, index: 0, mtu: r1!.mtu });
+  const c2 = await addContainer(h2, { subnet: r2!.subnet, index: 0, mtu: r2!.mtu });
+  await waitPing(c1, c2.ip);
+  t.pass('containers reach each other over VNI 0');
+});
