@@ -26,7 +26,7 @@ import { IptablesManager } from '../iptables/iptables-manager';
 import { startHealthServer, type HealthServer } from '../ops/health-server';
 import { createMetrics, type DaemonMetrics, type DataplaneSnapshot } from '../ops/metrics';
 
-/** VXLAN encapsulation overhead flanneld subtracts from the underlay MTU (flannel-compat.md §5.4). */
+/** VXLAN encapsulation overhead flanneld subtracts from the underlay MTU (docs/compat.md §5.4). */
 export const VXLAN_OVERHEAD = 50;
 
 /** What the data plane needs to hold its device and sockets before any lease is written. */
@@ -194,9 +194,12 @@ class Daemon {
 
   private logFatal(err: unknown): void {
     const e = err instanceof Error ? err : new Error(String(err));
-    // Our typed errors (each class sets its own name) carry the operator context in the message;
-    // JavaScript's built-in errors mean a bug and get a stack.
+    // Our typed errors (each class sets its own name) carry the operator context in the message, and
+    // so do system errors (an errno code such as EACCES: the message names the call and the path);
+    // other built-in errors mean a bug and get a stack.
+    const code = (e as NodeJS.ErrnoException).code;
     if (!BUILTIN_ERROR_NAMES.has(e.name)) this.log.fatal({ errType: e.name }, e.message);
+    else if (typeof code === 'string' && /^E[A-Z0-9]+$/.test(code)) this.log.fatal({ errType: code }, e.message);
     else this.log.fatal({ err: e }, `unexpected error: ${e.message}`);
   }
 
@@ -274,7 +277,6 @@ class Daemon {
         vtepMac = prepared.vtepMac;
       }
     }
-    if (this.stopping) return;
 
     const backendData = (m: string): VxlanBackendData => ({ VNI: config.backend.vni, VtepMAC: m });
     // flannel HEAD (vxlan newSubnetAttrs): each family's data only when that family is enabled;
@@ -400,7 +402,7 @@ class Daemon {
   }
 
   /**
-   * The underlay interface and the public addresses to publish (flannel-compat.md §7): IPv4 (and
+   * The underlay interface and the public addresses to publish (docs/compat.md §7): IPv4 (and
    * dual-stack) networks pick the interface by its IPv4 address and take its first usable IPv6
    * address; IPv6-only networks pick it by IPv6 (interfaces6.ts). -public-ip / -public-ipv6 override.
    */
@@ -469,6 +471,7 @@ class Daemon {
         return config;
       } catch (err) {
         if (!(err instanceof ConfigNotFoundError || err instanceof ConfigError || err instanceof EtcdError)) throw err;
+        if (err instanceof EtcdError && err.authFailed) throw this.credentialsRefused(err);
         const message =
           err instanceof ConfigNotFoundError
             ? `${err.message}, retrying`
@@ -486,6 +489,14 @@ class Daemon {
     return null;
   }
 
+  /** Wrong credentials: fatal at once, as in flanneld (its etcd client fails to start, exit 1). */
+  private credentialsRefused(err: EtcdError): DaemonError {
+    return new DaemonError(
+      `etcd refused the credentials of user "${this.options.etcdUsername}": ${err.message}; ` +
+        'check -etcd-username and -etcd-password (FLANNELD_ETCD_USERNAME, FLANNELD_ETCD_PASSWORD)',
+    );
+  }
+
   /** Acquires the lease; etcd outages are waited out (1 s retry), allocation failures are fatal. */
   private async acquire(manager: LeaseManager): Promise<Lease | null> {
     let reported = false;
@@ -494,6 +505,7 @@ class Daemon {
         return await manager.acquire();
       } catch (err) {
         if (!(err instanceof EtcdError)) throw err;
+        if (err.authFailed) throw this.credentialsRefused(err);
         const message = `acquiring a lease failed: ${err.message}; retrying`;
         if (!reported) this.log.warn(message);
         else this.log.debug(message);

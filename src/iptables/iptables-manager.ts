@@ -1,4 +1,4 @@
-// Keeps flanneld's masquerade and forward rules in the kernel (flannel-compat.md §8). Each sync
+// Keeps flanneld's masquerade and forward rules in the kernel (docs/compat.md §8). Each sync
 // lists the chains with `iptables -S` and, when a rule set is not intact, rebuilds it with a single
 // `iptables-restore --noflush` process so the rules appear in order and atomically per table.
 // Rules are left in place on stop, like flannel: traffic keeps flowing across daemon restarts.
@@ -92,7 +92,7 @@ export function spawnRunner(timeoutMs: number): CommandRunner {
       try {
         child = spawn(file, [...args], { stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
       } catch (err) {
-        reject(err as Error);
+        reject(err instanceof Error ? err : new Error(String(err)));
         return;
       }
       // First, before anything else can throw: a spawn that fails for want of resources (EMFILE,

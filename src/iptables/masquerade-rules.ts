@@ -1,4 +1,4 @@
-// flanneld's iptables rules as data (flannel-compat.md §8, HEAD order), plus the pure parts of
+// flanneld's iptables rules as data (docs/compat.md §8, HEAD order), plus the pure parts of
 // keeping them in place: reading `iptables -S` output, deciding whether a rule set is intact and
 // rendering one `iptables-restore --noflush` payload that rebuilds the broken sets atomically.
 // No processes are spawned here; iptables-manager.ts is the edge.
