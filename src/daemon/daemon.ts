@@ -23,6 +23,8 @@ import { createMetrics, type DaemonMetrics, type DataplaneSnapshot } from '../op
 import { parseIp4Net as parseNet } from '../subnet/ip4';
 import { parseSubnetEnv } from '../subnet/subnet-env';
 import fs from 'node:fs';
+import { logLeaseEvents } from './lease-event-log';
+import { StartupPhases } from './startup-phases';
 
 /** VXLAN encapsulation overhead flanneld subtracts from the underlay MTU (flannel-compat.md §5.4). */
 export const VXLAN_OVERHEAD = 50;
@@ -115,6 +117,10 @@ class Daemon {
   private iptables: IptablesManager | null = null;
   private hooksStarted = false;
   private applyChain: Promise<void> = Promise.resolve();
+  /** The queued, not yet started batch that newly arriving events join (see deliver()). */
+  private openBatch: LeaseEvent[] | null = null;
+  private snapshotQueued = false;
+  private readonly phases = new StartupPhases();
 
   constructor(
     private readonly options: Options,
@@ -187,6 +193,7 @@ class Daemon {
   private async startup(): Promise<void> {
     const o = this.options;
     const log = this.log;
+    this.phases.mark('modules');
 
     if (o.healthzPort > 0) {
       this.metrics = createMetrics({ dataplane: this.dataplaneStats(), lease: this.leaseStatus() });
@@ -219,6 +226,7 @@ class Daemon {
 
     const config = await this.waitForConfig(registry);
     if (!config) return;
+    this.phases.mark('config');
     if (config.backend.type !== 'vxlan') {
       throw new DaemonError(
         `backend type "${config.backend.type}" in ${registry.prefix}/config is not supported: tsflanneld only implements "vxlan"` +
@@ -251,6 +259,7 @@ class Daemon {
     this.manager = manager;
     const lease = await this.acquire(manager);
     if (!lease) return;
+    this.phases.mark('lease');
     manager.on('revoked', (l: Lease, reason: RevokeReason, by: LeaseAttrs | null) => {
       const key = `${registry.prefix}/subnets/${l.key}`;
       const what = reason === 'deleted' ? 'was deleted from etcd' : `was taken over by ${by?.PublicIP ?? 'another node'}`;
@@ -264,6 +273,7 @@ class Daemon {
       if (this.stopping) return;
       this.hooksStarted = true;
       await hooks.start({ lease, config, mtu, vtepMac: mac.mac, publicIp, iface, fatal: (err) => this.dataPlaneFatal(err) });
+      this.phases.mark('data plane');
     }
     if (this.stopping) return;
 
@@ -293,6 +303,7 @@ class Daemon {
       ipMasq: o.ipMasq,
     });
     log.info({ file: o.subnetFile }, `wrote ${o.subnetFile} (subnet ${formatIp4Net(lease.subnet)}, MTU ${mtu})`);
+    this.phases.mark('subnet.env');
     this.healthz?.setReady(true);
     this.extras.onReady?.({ lease, mtu, vtepMac: mac.mac });
 
@@ -300,7 +311,10 @@ class Daemon {
       registry,
       log,
       ownSubnet: lease.subnet,
-      onEvents: (events) => this.deliver(events),
+      onEvents: (events) => {
+        if (!this.snapshotQueued) this.phases.mark('snapshot', `${events.length} leases`);
+        this.deliver(events);
+      },
     });
     this.watcher.start();
   }
@@ -383,29 +397,49 @@ class Daemon {
     return null;
   }
 
-  /** Serializes batches into the data plane; without hooks the batches are only logged. */
+  /**
+   * Serializes batches into the data plane; without hooks the batches are only logged. Events that
+   * arrive while earlier ones are being applied are coalesced into one pending batch (in etcd order),
+   * so a burst of puts reaches the data plane as a few applyEvents calls. The first batch, the
+   * snapshot, is applied on its own. O(events).
+   */
   private deliver(events: LeaseEvent[]): void {
-    for (const ev of events) {
-      const l = ev.lease;
-      const mac = (l.attrs.BackendData as { VtepMAC?: unknown } | undefined)?.VtepMAC;
-      this.log.info(
-        { key: l.key, publicIp: l.attrs.PublicIP, backendType: l.attrs.BackendType, vtepMac: mac },
-        `peer lease ${ev.type}: ${formatIp4Net(l.subnet)} at ${l.attrs.PublicIP}`,
-      );
-    }
+    logLeaseEvents(this.log, events);
     const hooks = this.extras.hooks;
-    if (!hooks) return;
+    if (!hooks) {
+      if (!this.snapshotQueued) this.logReady();
+      this.snapshotQueued = true;
+      return;
+    }
+    if (this.openBatch !== null) {
+      for (const ev of events) this.openBatch.push(ev);
+      return;
+    }
+    const batch = events.slice();
+    if (this.snapshotQueued) this.openBatch = batch;
+    const snapshot = !this.snapshotQueued;
+    this.snapshotQueued = true;
     this.applyChain = this.applyChain.then(async () => {
+      if (this.openBatch === batch) this.openBatch = null;
       if (this.stopping) return;
       try {
-        await hooks.applyEvents(events);
+        await hooks.applyEvents(batch);
+        if (snapshot) {
+          this.phases.mark('routes', `${batch.length} leases`);
+          this.logReady();
+        }
       } catch (err) {
         this.end({
           kind: 'fatal',
-          err: new DaemonError(`data plane failed to apply ${events.length} lease event(s): ${(err as Error).message}`),
+          err: new DaemonError(`data plane failed to apply ${batch.length} lease event(s): ${(err as Error).message}`),
         });
       }
     });
+  }
+
+  /** One line with the startup phase times (process start → first snapshot applied). */
+  private logReady(): void {
+    this.log.info({ phasesMs: this.phases.record() }, `ready in ${this.phases.summary()}`);
   }
 
   private async shutdown(): Promise<void> {
