@@ -18,7 +18,7 @@ import { ETCD_PREFIX, startDaemonNode, type DaemonNode } from '../netns-fixtures
 
 // Our own lease comes from 10.254.0.0/16, which the fake leases (bench/lease-loader.ts) never use.
 const CONFIG = '{"Network":"10.0.0.0/8","SubnetLen":24,"SubnetMin":"10.254.0.0","SubnetMax":"10.254.255.0","Backend":{"Type":"vxlan"}}';
-const LOADER = path.join(__dirname, 'lease-loader.js');
+const LOADER = path.resolve(__dirname, '..', 'netns-fixtures', 'lease-loader.js');
 const TUN = 'flannel.1';
 const RESULTS = path.resolve(__dirname, '..', '..', 'bench', 'RESULTS.md');
 const BEGIN = '<!-- control-plane-scale:begin -->';

@@ -19,7 +19,7 @@ import { readPreviousLease, writeSubnetEnv } from '../subnet/subnet-env';
 import { loadOrCreateVtepMac, vtepMacPath } from '../subnet/vtep-mac';
 import { IptablesManager } from '../iptables/iptables-manager';
 import { startHealthServer, type HealthServer } from '../ops/health-server';
-import { createMetrics, type DaemonMetrics, type DataplaneSnapshot } from '../ops/metrics';
+import type { DaemonMetrics, DataplaneSnapshot } from '../ops/metrics';
 import { parseIp4Net as parseNet } from '../subnet/ip4';
 import { parseSubnetEnv } from '../subnet/subnet-env';
 import fs from 'node:fs';
@@ -196,6 +196,8 @@ class Daemon {
     this.phases.mark('modules');
 
     if (o.healthzPort > 0) {
+      // Loaded only when asked for: prom-client costs ~0.1 s of startup (-healthz-port is 0 by default).
+      const { createMetrics } = require('../ops/metrics') as typeof import('../ops/metrics');
       this.metrics = createMetrics({ dataplane: this.dataplaneStats(), lease: this.leaseStatus() });
       this.healthz = await startHealthServer({ ip: o.healthzIp, port: o.healthzPort, registry: this.metrics.registry, log });
       log.info(`healthz listening on ${o.healthzIp}:${this.healthz.address.port} (/healthz, /readyz, /metrics)`);
@@ -316,7 +318,7 @@ class Daemon {
         this.deliver(events);
       },
     });
-    this.watcher.start();
+    this.watcher.start(manager.takeListing() ?? undefined);
   }
 
   /** FLANNEL_NETWORK/FLANNEL_SUBNET of the previous run, so rules for an old subnet can be removed. */

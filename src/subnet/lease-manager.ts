@@ -13,7 +13,7 @@ import { formatIp4, formatIp4Net, netsOverlap, type Ip4Net } from './ip4';
 import type { Lease, LeaseAttrs } from './lease';
 import { pickSubnet, subnetFitsConfig, type SubnetRange } from './allocator';
 import { parseSubnetKey } from './lease-codec';
-import type { Registry, RegistryWatchEvent } from './registry';
+import type { LeaseList, Registry, RegistryWatchEvent } from './registry';
 import { ResilientWatch, attrsEqual, type BackoffOptions } from './lease-watcher';
 
 export const LEASE_TTL_SECONDS = 86400;
@@ -76,6 +76,7 @@ export class LeaseManager extends EventEmitter {
   private readonly ttlSec: number;
   private readonly renewRetrySec: number;
   private renewTimer: NodeJS.Timeout | null = null;
+  private listing: LeaseList | null = null;
   private watch: ResilientWatch | null = null;
   private stopped = false;
   private revoked = false;
@@ -124,11 +125,22 @@ export class LeaseManager extends EventEmitter {
     return subnetFitsConfig(lease.subnet, this.range) && lease.ipv6Subnet === null && !this.opts.config.enableIPv6;
   }
 
+  /**
+   * The lease listing of the last acquire() (all leases at its revision), once: the lease watcher starts
+   * from it instead of listing N leases a second time (the watch resumes after its revision).
+   */
+  takeListing(): LeaseList | null {
+    const l = this.listing;
+    this.listing = null;
+    return l;
+  }
+
   async acquire(): Promise<Lease> {
     const { registry, log } = this.opts;
     const maxAttempts = this.opts.maxAttempts ?? MAX_ACQUIRE_ATTEMPTS;
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       const list = await registry.listLeases();
+      this.listing = list;
       const taken: Ip4Net[] = list.leases.map((l) => l.subnet);
       // A key with an unreadable value still occupies its subnet.
       for (const s of list.skipped) {

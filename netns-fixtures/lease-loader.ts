@@ -1,6 +1,6 @@
 // Writes fake flannel peer leases into etcd, as many nodes would: run inside a testbed host's
-// namespace by the control-plane benchmark and the scale integration test.
-//   node dist/bench/lease-loader.js <endpoint> <prefix> <mode> <first> <count> [concurrency]
+// namespace by the control-plane benchmark (bench/route-scale.ts) and the scale integration test.
+//   node dist/netns-fixtures/lease-loader.js <endpoint> <prefix> <mode> <first> <count> [concurrency]
 // mode "load": puts leases first..first+count-1 in transactions of 100 (the "present at start" set);
 // mode "put": <count> concurrent single puts (a burst); mode "delete": <count> concurrent deletes.
 // Lease i is 10.<i>>8>.<i&255>.0/24 (skipping 10.0.0.0/24), PublicIP 203.0.113.<i%250+1>, a VtepMAC
