@@ -128,9 +128,7 @@ async function measure(n: number, burst: number): Promise<Row> {
     const before = await etcdRpcs(host, endpoint);
 
     const daemon: DaemonNode = await startDaemonNode({ host, etcdEndpoint: endpoint });
-    const spawnedAt = Date.now();
     const ready = await daemon.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('ready in '), 120000, '"ready in"');
-    const wrote = daemon.logs.find((l) => typeof l.msg === 'string' && l.msg.startsWith('wrote '))!;
     const pid = Number(ready.pid);
     const phasesMs = ready.phasesMs as Record<string, number>;
     const total = Object.values(phasesMs).reduce((a, b) => a + b, 0);
@@ -158,8 +156,6 @@ async function measure(n: number, burst: number): Promise<Row> {
     const del = await loader(host, endpoint, 'delete', n, burst);
     const delConverged = await waitRoutes(host, n);
     const reconnects = daemon.countLogs((l) => typeof l.msg === 'string' && /lost; reconnecting/.test(l.msg));
-    void wrote;
-    void spawnedAt;
     await daemon.stop();
     return {
       n,
@@ -251,7 +247,7 @@ async function main(): Promise<void> {
   if (args.results) writeResults(body);
 }
 
-main().catch((e: Error) => {
-  process.stderr.write(`route-scale: ${e.stack ?? e.message}\n`);
+main().catch((e: unknown) => {
+  process.stderr.write(`route-scale: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
   process.exit(1);
 });

@@ -75,8 +75,8 @@ async function main(): Promise<void> {
 }
 
 if (require.main === module) {
-  main().catch((e: Error) => {
-    process.stderr.write(`lease-loader: ${e.message}\n`);
+  main().catch((e: unknown) => {
+    process.stderr.write(`lease-loader: ${e instanceof Error ? e.message : String(e)}\n`);
     process.exit(1);
   });
 }

@@ -1,9 +1,11 @@
 // Command-line flags with Go `flag` package semantics plus flannel's FLANNELD_<NAME> environment
-// fallback (flannel-compat.md §7), so existing flanneld unit files and container specs work
+// fallback (docs/compat.md §7), so existing flanneld unit files and container specs work
 // unchanged. The flag table is data: adding a flag is one entry in FLAGS plus its Options field.
 import { isIP } from 'node:net';
 import { isOffloadRequest, OFFLOAD_REQUESTS } from '../dataplane/offload';
+import { RE2JS } from 're2js';
 import { isIp4 } from '../subnet/ip4';
+import { isAddr6 } from '../subnet/cidr6';
 
 export interface Options {
   etcdEndpoints: string[];
@@ -15,7 +17,9 @@ export interface Options {
   etcdPassword: string;
   iface: string[];
   ifaceRegex: string[];
+  ifaceCanReach: string;
   publicIp: string;
+  publicIpv6: string;
   subnetFile: string;
   subnetLeaseRenewMargin: number;
   ipMasq: boolean;
@@ -27,6 +31,17 @@ export interface Options {
   v: number;
   version: boolean;
   help: boolean;
+  // flanneld flags for the Kubernetes subnet manager and klog: accepted so unit files parse, then
+  // refused or reported by compatNotes() (src/cli/compat.ts), never silently ignored.
+  kubeSubnetMgr: boolean;
+  kubeApiUrl: string;
+  kubeAnnotationPrefix: string;
+  kubeconfigFile: string;
+  netConfPath: string;
+  setNodeNetworkUnavailable: boolean;
+  ipBlackholeRoute: boolean;
+  vmodule: string;
+  logBacktraceAt: string;
   tunName: string; // tsflanneld extra; "" means flannel.<VNI>
   offload: string; // tsflanneld extra: data-plane offload rung (src/dataplane/offload.ts)
 }
@@ -62,14 +77,16 @@ const ifaceName: Check<string> = (v) =>
     ? null
     : 'not a valid Linux interface name (at most 15 characters, no "/", ":" or spaces)';
 const ipv4OrEmpty: Check<string> = (v) => (v === '' || isIp4(v) ? null : 'not an IPv4 address');
+const ipv6OrEmpty: Check<string> = (v) => (v === '' || isAddr6(v) ? null : 'not an IPv6 address');
 const ipOrEmpty: Check<string> = (v) => (v === '' || isIP(v) !== 0 ? null : 'not an IP address');
 const nonEmpty: Check<string> = (v) => (v.trim() !== '' ? null : 'must not be empty');
+// Go RE2 syntax, as flannel compiles it (regexp.Compile).
 const regex: Check<string> = (v) => {
   try {
-    new RegExp(v);
+    RE2JS.compile(v);
     return null;
   } catch (e) {
-    return `not a valid regular expression: ${(e as Error).message}`;
+    return `not a valid Go (RE2) regular expression: ${(e as Error).message}`;
   }
 };
 
@@ -141,17 +158,34 @@ export const FLAGS: readonly FlagDef[] = [
     kind: 'list',
     name: 'iface-regex',
     key: 'ifaceRegex',
-    usage: 'regex matched against interface IPs, then names, to pick the inter-host interface; repeatable',
+    usage: 'Go (RE2) regex matched against interface IPs, then names, to pick the inter-host interface; repeatable',
     check: regex,
     splitEnv: splitRegexList,
+  },
+  {
+    kind: 'string',
+    name: 'iface-can-reach',
+    key: 'ifaceCanReach',
+    def: '',
+    usage: 'use the interface and source address of the route to this IPv4 address (as "ip route get"), after -iface and -iface-regex',
+    check: ipv4OrEmpty,
   },
   {
     kind: 'string',
     name: 'public-ip',
     key: 'publicIp',
     def: '',
-    usage: 'IPv4 address other nodes use to reach this one (default: the interface address)',
+    usage:
+      'IPv4 address other nodes use to reach this one (default: the interface address); without -iface* the interface holding it is used',
     check: ipv4OrEmpty,
+  },
+  {
+    kind: 'string',
+    name: 'public-ipv6',
+    key: 'publicIpv6',
+    def: '',
+    usage: 'IPv6 address other nodes use to reach this one with EnableIPv6 (default: the interface IPv6 address)',
+    check: ipv6OrEmpty,
   },
   {
     kind: 'string',
@@ -211,7 +245,70 @@ export const FLAGS: readonly FlagDef[] = [
     max: 65535,
     usage: 'port of the /healthz, /readyz and /metrics endpoints (0 disables them)',
   },
+  {
+    kind: 'bool',
+    name: 'kube-subnet-mgr',
+    key: 'kubeSubnetMgr',
+    def: false,
+    usage: "flanneld's Kubernetes subnet manager: not supported by tsflanneld (refused at start; use etcd)",
+  },
+  {
+    kind: 'string',
+    name: 'kube-api-url',
+    key: 'kubeApiUrl',
+    def: '',
+    usage: 'Kubernetes API server URL (only with -kube-subnet-mgr; reported as unused)',
+  },
+  {
+    kind: 'string',
+    name: 'kube-annotation-prefix',
+    key: 'kubeAnnotationPrefix',
+    def: 'flannel.alpha.coreos.com',
+    usage: 'Kubernetes annotation prefix (only with -kube-subnet-mgr; reported as unused when changed)',
+  },
+  {
+    kind: 'string',
+    name: 'kubeconfig-file',
+    key: 'kubeconfigFile',
+    def: '',
+    usage: 'kubeconfig file (only with -kube-subnet-mgr; reported as unused)',
+  },
+  {
+    kind: 'string',
+    name: 'net-config-path',
+    key: 'netConfPath',
+    def: '/etc/kube-flannel/net-conf.json',
+    usage: 'network config file (only with -kube-subnet-mgr; reported as unused when changed)',
+  },
+  {
+    kind: 'bool',
+    name: 'set-node-network-unavailable',
+    key: 'setNodeNetworkUnavailable',
+    def: true,
+    usage: 'Kubernetes node condition (only with -kube-subnet-mgr; reported as unused when changed)',
+  },
+  {
+    kind: 'bool',
+    name: 'ip-blackhole-route',
+    key: 'ipBlackholeRoute',
+    def: false,
+    usage: 'blackhole route for the local subnet (flanneld ≥ v0.21): not supported by tsflanneld (refused at start)',
+  },
   { kind: 'int', name: 'v', key: 'v', def: 0, min: 0, max: 2147483647, usage: 'log verbosity (0 info, higher adds debug output)' },
+  {
+    kind: 'string',
+    name: 'vmodule',
+    key: 'vmodule',
+    def: '',
+    usage: "klog's per-file verbosity (pattern=N,...): accepted for flanneld unit files; tsflanneld has no per-file levels, use -v",
+  },
+  {
+    kind: 'string',
+    name: 'log_backtrace_at',
+    key: 'logBacktraceAt',
+    def: '',
+    usage: "klog's file:line backtrace trigger: accepted for flanneld unit files; has no effect (reported at start)",
+  },
   { kind: 'bool', name: 'version', key: 'version', def: false, usage: 'print the version and exit' },
   { kind: 'bool', name: 'help', key: 'help', def: false, usage: 'print this help and exit' },
   {
@@ -321,6 +418,8 @@ function setFlag(o: Options, f: FlagDef, text: string, fromEnv: boolean): string
 
 export interface CommandLine {
   options: Options;
+  /** FLANNELD_* environment variables that name no flag (flanneld ignores them silently; we report them). */
+  unknownEnv: string[];
   /** Arguments after the first non-flag or after "--" (flanneld ignores them; callers may warn). */
   args: string[];
 }
@@ -384,7 +483,11 @@ export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv
     const why = setFlag(o, f, val, true);
     if (why !== null) throw new FlagError(`invalid value "${val}" for ${key}: ${why}`);
   }
-  return { options: o, args: argv.slice(i) };
+  const known = new Set(FLAGS.map((f) => envName(f.name)));
+  const unknownEnv = Object.keys(env)
+    .filter((k) => k.startsWith(`${ENV_PREFIX}_`) && !known.has(k))
+    .sort();
+  return { options: o, args: argv.slice(i), unknownEnv };
 }
 
 export function parseFlags(argv: readonly string[], env: NodeJS.ProcessEnv): Options {

@@ -2,7 +2,7 @@
 // event, as before; a large batch (a snapshot of thousands of leases, a burst) gets one info summary
 // and its per-event lines at debug level, so logging stays O(events) cheap and the log readable.
 import type { LeaseEvent } from '../subnet/lease';
-import { formatIp4Net } from '../subnet/ip4';
+import { describeSubnets } from '../subnet/lease-manager';
 
 /** Batches up to this many events are logged event by event at info level. */
 export const EVENT_LINES_AT_INFO = 32;
@@ -25,7 +25,8 @@ export function logLeaseEvents(log: LeaseEventLog, events: readonly LeaseEvent[]
     const l = ev.lease;
     const mac = (l.attrs.BackendData as { VtepMAC?: unknown } | undefined)?.VtepMAC;
     const obj = { key: l.key, publicIp: l.attrs.PublicIP, backendType: l.attrs.BackendType, vtepMac: mac };
-    const msg = `peer lease ${ev.type}: ${formatIp4Net(l.subnet)} at ${l.attrs.PublicIP}`;
+    const at = [l.attrs.PublicIP, l.attrs.PublicIPv6].filter((x) => x !== null && x !== '0.0.0.0').join(' and ');
+    const msg = `peer lease ${ev.type}: ${describeSubnets(l)} at ${at}`;
     if (perEventAtInfo) log.info(obj, msg);
     else log.debug(obj, msg);
   }

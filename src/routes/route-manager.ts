@@ -3,7 +3,7 @@
 //      overlay traffic into our TUN device; and
 //  (b) the data plane's forwarding table (the "FDB": subnet → VtepMAC + public IP). It lives in
 //      userspace because a TUN device has no neighbour or FDB entries of its own.
-// This is flannel-compat §5.5 adapted to a TUN device. A TUN has no L2, so the route needs no gateway,
+// This is docs/compat.md §5.5 adapted to a TUN device. A TUN has no L2, so the route needs no gateway,
 // onlink or ARP entry: the data plane picks the peer from the packet's destination address.
 //
 // Protocol: we keep RTPROT_BOOT ("proto boot") like flanneld, so scripts and monitoring that look for
