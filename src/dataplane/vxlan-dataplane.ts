@@ -3,10 +3,10 @@
 // addresses, routes or MTU (the netlink/route side does); it only moves packets for the peers it is given.
 import { getSystemErrorMap } from 'node:util';
 
-import { formatIp4Net, type Ip4Net } from '../subnet/ip4';
+import { formatIp4, formatIp4Net, type Ip4Net } from '../subnet/ip4';
 import { DEFAULT_RX_RING, DEFAULT_TX_RING, OFFLOAD_TX_RING, Ring, type RingOptions } from './buffer-pool';
 import { Counters, type CountersSnapshot } from './counters';
-import { ForwardingTable, type PeerEntry } from './forwarding-table';
+import { ForwardingTable, type ForwardingTableHandle, type PeerEntry } from './forwarding-table';
 import { TunOffload, UdpFlag } from './layout';
 import { type DataplaneNative, loadDataplaneNative } from './native';
 import {
@@ -28,6 +28,11 @@ export interface VxlanDataplaneOptions {
   readonly vni: number;
   /** VXLAN UDP port, listened on and sent to (all nodes must agree); default 8472. */
   readonly port?: number;
+  /**
+   * Drop datagrams whose outer source is no peer's PublicIP (-vxlan-strict-source). Default false:
+   * accept them when VNI, inner destination MAC and inner source fit a current peer (source-check.ts).
+   */
+  readonly strictSource?: boolean;
   /** Local IPv4 address (host order) the send sockets bind to, i.e. the outer source peers see. Default 0 = any. */
   readonly sourceIp?: number;
   /** Our VtepMAC (6 bytes): inner source MAC we send, inner destination MAC we accept. */
@@ -115,6 +120,7 @@ export class VxlanDataplane {
   private tunPoll = -1;
   private udpPoll = -1;
   private closed = false;
+  private batchOpen = false;
   private readonly loggedErrnos = new Set<string>();
 
   static open(options: VxlanDataplaneOptions): VxlanDataplane {
@@ -208,7 +214,7 @@ export class VxlanDataplane {
     this.counterSet = new Counters(this.table.slotCapacity);
     this.loop = new PacketLoop({
       io: native,
-      table: this.table,
+      table: this.table.reader,
       counters: this.counterSet,
       tx,
       rx,
@@ -226,6 +232,8 @@ export class VxlanDataplane {
       onGsoRefused: () => this.gsoRefused(),
       onTunGsoRefused: () => this.tunGsoRefused(),
       onIoError: (direction, errno) => this.handleIoError(direction, errno),
+      strictSource: options.strictSource ?? false,
+      onSourceLearned: (src, slot) => this.sourceLearned(src, slot),
     });
     this.log.info(
       {
@@ -249,18 +257,37 @@ export class VxlanDataplane {
     return this.features;
   }
 
-  /** Adds or updates a peer (new MAC or public IP of a re-put lease replaces the old values). */
+  /**
+   * Adds or updates a peer (new MAC or public IP of a re-put lease replaces the old values). Changes
+   * made in one synchronous run (a watch response, the first snapshot) reach the packet path together,
+   * as one table generation, when the run ends (see whenPublished()).
+   */
   setPeer(peer: PeerEntry): void {
     this.assertOpen();
+    this.autoBatch();
     const isNew = this.table.slotOf(peer.subnet) < 0;
     const slot = this.table.setPeer(peer);
     this.counterSet.ensurePeerCapacity(this.table.slotCapacity);
     if (isNew) this.counterSet.resetPeer(slot);
   }
 
+  /**
+   * Resolves once every peer change made so far is visible to the packet path (at the end of the current
+   * synchronous run, later only if a forwarding thread still reads an older table generation).
+   */
+  whenPublished(): Promise<void> {
+    return this.table.whenPublished();
+  }
+
+  /** Shared-memory handle of the peer table, for readers in forwarding threads. */
+  get tableHandle(): ForwardingTableHandle {
+    return this.table.handle;
+  }
+
   /** Removes the peer owning `subnet`; false if unknown. Its traffic is dropped as noRoute/unknownSource from now on. */
   removePeer(subnet: Ip4Net): boolean {
     this.assertOpen();
+    this.autoBatch();
     return this.table.removePeer(subnet);
   }
 
@@ -313,6 +340,7 @@ export class VxlanDataplane {
     if (this.closed) return;
     this.stop();
     this.closed = true;
+    this.table.close();
     this.tx.release(this.native);
     this.rx.release(this.native);
     const errors: string[] = [];
@@ -327,8 +355,29 @@ export class VxlanDataplane {
     this.log.info({ tun: this.tunName }, 'VXLAN data plane closed');
   }
 
+  /** Opens a table batch that the end of the current synchronous run (a microtask) commits. */
+  private autoBatch(): void {
+    if (this.batchOpen) return;
+    this.batchOpen = true;
+    this.table.begin();
+    queueMicrotask(() => {
+      this.batchOpen = false;
+      this.table.commit();
+    });
+  }
+
   private assertOpen(): void {
     if (this.closed) throw new DataplaneConfigError(`data plane on ${this.tunName} is closed`);
+  }
+
+  private sourceLearned(src: number, slot: number): void {
+    const subnet = this.table.subnetOf(slot);
+    const peer = subnet ? formatIp4Net(subnet) : `slot ${slot}`;
+    this.log.info(
+      { tun: this.tunName, source: formatIp4(src >>> 0), peer },
+      `accepting VXLAN from ${formatIp4(src >>> 0)} for peer ${peer}: not its published PublicIP, but VNI, VtepMAC and ` +
+        'inner source fit (a flanneld node sending from another address; -vxlan-strict-source drops these)',
+    );
   }
 
   private gsoRefused(): void {

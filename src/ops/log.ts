@@ -15,6 +15,8 @@ export interface Log {
   warn: LogFn;
   error: LogFn;
   fatal: LogFn;
+  /** Whether a level is logged, to skip building lines nobody sees (pino's isLevelEnabled). */
+  isLevelEnabled(level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'): boolean;
 }
 
 /**

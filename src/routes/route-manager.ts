@@ -32,6 +32,8 @@ import {
 export interface PeerForwarding {
   setPeer(peer: { subnet: Ip4Net; publicIp: Ip4; vtepMac: Uint8Array }): void;
   removePeer(subnet: Ip4Net): void;
+  /** Resolves when the changes made so far are visible to the packet path (may batch them until then). */
+  whenPublished?(): Promise<void>;
 }
 
 export interface RouteManagerOptions {
@@ -182,6 +184,7 @@ export class RouteManager {
         if (this.forwarded.has(key)) forget.push(key);
       }
     }
+    await this.forwarding.whenPublished?.(); // the peers before their routes
     const failed = await this.runOps(ops);
     // Route first, then forwarding entry: traffic for a removed peer stops entering the TUN before
     // the data plane forgets where to send it. Even if the route delete failed, the peer is gone.
@@ -193,6 +196,7 @@ export class RouteManager {
     this.desired = peers;
     let failed = 0;
     for (const [key, peer] of peers) if (!this.setForwarding(key, peer)) failed++;
+    await this.forwarding.whenPublished?.();
 
     let actual;
     try {

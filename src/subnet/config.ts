@@ -272,7 +272,8 @@ function parseBackend(raw: unknown): BackendConfig {
   const type = readString(b, 'Type', p);
   return {
     type: (type ?? '').toLowerCase(),
-    vni: readInt(b, 'VNI', p, DEFAULT_VNI, 1, MAX_VNI),
+    // 0 is valid, as in flanneld (device flannel.0); the kernel's VXLAN driver accepts it too.
+    vni: readInt(b, 'VNI', p, DEFAULT_VNI, 0, MAX_VNI),
     port: readInt(b, 'Port', p, 0, 0, 65535),
     mtu: readInt(b, 'MTU', p, 0, 0, Number.MAX_SAFE_INTEGER),
     gbp: readBool(b, 'GBP', p, false),

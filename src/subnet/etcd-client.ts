@@ -106,6 +106,11 @@ export class EtcdError extends Error {
     this.kind = kind;
   }
 
+  /** etcd refused the username/password (wrong credentials: retrying cannot help). */
+  get authFailed(): boolean {
+    return this.cause instanceof Error && castGrpcError(this.cause) instanceof EtcdAuthenticationFailedError;
+  }
+
   /** etcd answered that the etcd lease does not exist (expired or revoked). */
   get leaseNotFound(): boolean {
     return this.cause instanceof Error && castGrpcError(this.cause) instanceof EtcdLeaseInvalidError;

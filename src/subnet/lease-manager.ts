@@ -14,7 +14,7 @@ import type { Ip4Net } from './ip4';
 import type { Lease, LeaseAttrs } from './lease';
 import { attrsEqual } from './lease-diff';
 import { describeSubnets, isOurs, judgeRefusedRenewal, ownAddress, planAcquire, renewDelayMs, type SubnetPair } from './lease-policy';
-import type { Registry, RegistryWatchEvent } from './registry';
+import type { LeaseList, Registry, RegistryWatchEvent } from './registry';
 import { ResilientWatch, type BackoffOptions } from './lease-watcher';
 
 export { OutOfSubnetsError, describeSubnets } from './lease-policy';
@@ -59,6 +59,7 @@ export class LeaseManager extends EventEmitter {
   private readonly ttlSec: number;
   private readonly renewRetrySec: number;
   private renewTimer: NodeJS.Timeout | null = null;
+  private listing: LeaseList | null = null;
   private watch: ResilientWatch | null = null;
   private stopped = false;
   private revoked = false;
@@ -103,11 +104,22 @@ export class LeaseManager extends EventEmitter {
     return isOurs(this.opts.config, this.opts.attrs, attrs);
   }
 
+  /**
+   * The lease listing of the last acquire() (all leases at its revision), once: the lease watcher starts
+   * from it instead of listing N leases a second time (the watch resumes after its revision).
+   */
+  takeListing(): LeaseList | null {
+    const l = this.listing;
+    this.listing = null;
+    return l;
+  }
+
   async acquire(): Promise<Lease> {
     const { registry, log, config, attrs } = this.opts;
     const maxAttempts = this.opts.maxAttempts ?? MAX_ACQUIRE_ATTEMPTS;
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       const list = await registry.listLeases();
+      this.listing = list;
       const plan = planAcquire({
         config,
         attrs,

@@ -39,6 +39,7 @@ const log: Log = {
   warn: (o: object | string, msg?: string) => void warnings.push(msg ?? JSON.stringify(o)),
   error: (o: object | string, msg?: string) => void errors.push(`${msg ?? ''}: ${String((o as { err?: unknown }).err)}`),
   fatal: () => undefined,
+  isLevelEnabled: () => true,
 };
 let mgr: RouteManager | null = null;
 

@@ -182,6 +182,9 @@ export class RecordingLog implements Log {
   fatal(obj: object | string, msg?: string): void {
     this.record('fatal', obj, msg);
   }
+  isLevelEnabled(): boolean {
+    return true;
+  }
   at(level: LogEntry['level']): LogEntry[] {
     return this.entries.filter((e) => e.level === level);
   }
