@@ -10,6 +10,7 @@ import pino from 'pino';
 import type { Options } from '../cli/flags';
 import { findExternalInterface, sendSourceAddress, type ExternalInterface } from '../netlink/interfaces';
 import { UnderlayWatch } from '../netlink/underlay-watch';
+import { ConfigMonitor, configCheckSecondsFromEnv } from './config-monitor';
 import { ConfigError, type NetworkConfig } from '../subnet/config';
 import { isIp4, type Ip4Net } from '../subnet/ip4';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease';
@@ -146,6 +147,7 @@ class Daemon {
   private metrics: DaemonMetrics | null = null;
   private readonly iptables: IptablesManager[] = [];
   private underlay: UnderlayWatch | null = null;
+  private configMonitor: ConfigMonitor | null = null;
   private hooksStarted = false;
   private applyChain: Promise<void> = Promise.resolve();
   /** The queued, not yet started batch that newly arriving events join (see deliver()). */
@@ -371,6 +373,8 @@ class Daemon {
     this.healthz?.setReady(true);
     this.extras.onReady?.({ lease, mtu, vtepMac });
     if (sendSource !== '') this.watchUnderlay(iface, sendSource);
+    this.configMonitor = new ConfigMonitor(registry, config, log, configCheckSecondsFromEnv(this.env));
+    this.configMonitor.start();
 
     this.watcher = new LeaseWatcher({
       registry,
@@ -580,6 +584,7 @@ class Daemon {
     this.watcher?.stop();
     this.manager?.stop();
     this.underlay?.stop();
+    this.configMonitor?.stop();
     let failure: Error | null = null;
     await this.applyChain;
     if (this.hooksStarted && this.extras.hooks) {
