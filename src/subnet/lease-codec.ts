@@ -2,7 +2,7 @@
 // `<prefix>/subnets/` and the LeaseAttrs JSON value. Our leases must read back identically in Go
 // flanneld and vice versa, so encoding mirrors Go's encoding/json output and decoding mirrors its
 // leniency (case-insensitive keys, unknown keys ignored).
-import { Ip4Net, formatIp4, ip4Net, isIp4, maskOf, parseIp4 } from './ip4';
+import { Ip4Net, formatIp4, ip4Net, isIp4, maskOf, parseIp4, tryParseIp4 } from './ip4';
 import { Ip6ParseError, formatIp6, ip6Net, maskOf6, parseIp6, parseIp6Net } from './ip6';
 import { GoFields, isJsonObject, jsonTypeName } from './gojson';
 import type { LeaseAttrs, VxlanBackendData } from './lease';
@@ -98,7 +98,8 @@ export function goJsonStringify(value: unknown): string {
 
 /** Accepts dotted IPv4 and, like Go's net.ParseIP(..).To4(), the IPv4-mapped IPv6 forms. */
 function toIp4Text(text: string): string | null {
-  if (isIp4(text)) return formatIp4(parseIp4(text));
+  const ip = tryParseIp4(text);
+  if (ip >= 0) return formatIp4(ip);
   try {
     const v = parseIp6(text);
     if (v >> 32n === 0xffffn) return formatIp4(Number(v & 0xffffffffn));
