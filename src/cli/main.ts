@@ -23,7 +23,13 @@ export interface MainDeps {
 const CONTROL_PLANE_ONLY_ENV = 'TSFLANNELD_TEST_CONTROL_PLANE_ONLY';
 
 function defaultHooks(options: Options, log: Logger, fatal: (err: Error) => void): DataPlaneHooks {
-  return new VxlanBackend({ tunName: options.tunName, offload: options.offload, log, onFatal: fatal });
+  return new VxlanBackend({
+    tunName: options.tunName,
+    offload: options.offload,
+    threads: options.dataplaneThreads === 0 ? undefined : options.dataplaneThreads,
+    log,
+    onFatal: fatal,
+  });
 }
 
 function version(): string {

@@ -14,7 +14,7 @@ import type { DataplaneSnapshot, PeerStats } from '../ops/metrics';
 import type { Lease, LeaseEvent } from '../subnet/lease';
 import { parseMac } from '../subnet/lease-codec';
 import { parseOffloadRequest } from '../dataplane/offload';
-import { VxlanDataplane, type DataplaneIoError } from '../dataplane/vxlan-dataplane';
+import { VxlanDataplane } from '../dataplane/vxlan-dataplane';
 import type { DataPlaneContext, DataPlaneHooks } from './daemon';
 
 export interface VxlanBackendOptions {
@@ -22,6 +22,8 @@ export interface VxlanBackendOptions {
   tunName: string;
   /** Offload rung request (-offload): "auto" or a rung name (src/dataplane/offload.ts). Default auto. */
   offload?: string;
+  /** Forwarding threads (-dataplane-threads); default one per CPU, at most 8. */
+  threads?: number;
   log: Logger;
   /** Called when the data plane stops on a persistent I/O error; the daemon treats it as fatal. */
   onFatal(err: Error): void;
@@ -56,8 +58,9 @@ export class VxlanBackend implements DataPlaneHooks {
       localMac: parseMac(ctx.vtepMac),
       persist: true,
       offload: parseOffloadRequest(this.options.offload ?? 'auto'),
+      threads: this.options.threads,
       log,
-      onFatal: (err: DataplaneIoError) => this.options.onFatal(err),
+      onFatal: (err: Error) => this.options.onFatal(err),
     });
     this.dataplane = dataplane;
 

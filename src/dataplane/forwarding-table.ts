@@ -21,6 +21,27 @@ export interface ForwardingTableOptions {
   readonly initialCapacity?: number;
 }
 
+/**
+ * What a forwarding thread needs for lookups: copies of the slot arrays and both hash tables, structured-
+ * cloneable (posted to the thread, see forwarding-threads.ts). `generation` counts publications.
+ */
+export interface ForwardingTableSnapshot {
+  readonly generation: number;
+  readonly capacity: number;
+  readonly publicIp: Int32Array<ArrayBuffer>;
+  readonly encapHeaders: Uint8Array<ArrayBuffer>;
+  readonly dstBits: number;
+  readonly dstNet: Int32Array<ArrayBuffer>;
+  readonly dstLen: Int8Array<ArrayBuffer>;
+  readonly dstVal: Int32Array<ArrayBuffer>;
+  readonly lens: Int32Array<ArrayBuffer>;
+  readonly masks: Int32Array<ArrayBuffer>;
+  readonly nLens: number;
+  readonly srcBits: number;
+  readonly srcKey: Int32Array<ArrayBuffer>;
+  readonly srcVal: Int32Array<ArrayBuffer>;
+}
+
 export class ForwardingTableError extends Error {
   override name = 'ForwardingTableError';
 }
@@ -87,6 +108,46 @@ export class ForwardingTable {
 
   get peerCount(): number {
     return this.count;
+  }
+
+  /** Copies what lookup/peerBySource/encapWords/publicIp read (control plane; O(capacity)). */
+  snapshot(generation: number): ForwardingTableSnapshot {
+    return {
+      generation,
+      capacity: this.capacity,
+      publicIp: this.publicIp.slice(),
+      encapHeaders: this.encapHeaders.slice(),
+      dstBits: this.dstBits,
+      dstNet: this.dstNet.slice(),
+      dstLen: this.dstLen.slice(),
+      dstVal: this.dstVal.slice(),
+      lens: this.lens.slice(),
+      masks: this.masks.slice(),
+      nLens: this.nLens,
+      srcBits: this.srcBits,
+      srcKey: this.srcKey.slice(),
+      srcVal: this.srcVal.slice(),
+    };
+  }
+
+  /** A lookup-only table over a snapshot (a forwarding thread's copy); it must not be changed. */
+  static fromSnapshot(s: ForwardingTableSnapshot): ForwardingTable {
+    const t = new ForwardingTable({ initialCapacity: 1 });
+    t.capacity = s.capacity;
+    t.publicIp = s.publicIp;
+    t.encapHeaders = s.encapHeaders;
+    t.encapWords = new Uint16Array(s.encapHeaders.buffer, s.encapHeaders.byteOffset, s.encapHeaders.byteLength >> 1);
+    t.dstBits = s.dstBits;
+    t.dstNet = s.dstNet;
+    t.dstLen = s.dstLen;
+    t.dstVal = s.dstVal;
+    t.lens = s.lens;
+    t.masks = s.masks;
+    t.nLens = s.nLens;
+    t.srcBits = s.srcBits;
+    t.srcKey = s.srcKey;
+    t.srcVal = s.srcVal;
+    return t;
   }
 
   /** Slots are < slotCapacity; per-slot side tables (counters) size themselves by it. */

@@ -1,7 +1,9 @@
 // Runs the VXLAN data plane alone with a fixed peer table, for integration tests, benchmarks and
 // debugging without etcd: `node dist/src/dataplane/static-runner.js '<json config>'`.
 // Config: { tunName?, vni, port?, localMac: "aa:bb:…", persist?, offload?, vnetHdr?, sendSockets?, mtu?,
-//           txQueueLen?, budget?, peers: [{ subnet: "10.5.2.0/24", publicIp: "192.0.2.12", vtepMac: "…" }] }
+//           txQueueLen?, budget?, threads?, peers: [{ subnet: "10.5.2.0/24", publicIp: "192.0.2.12", vtepMac: "…" }] }
+// threads: forwarding threads; when absent, FLANNELD_DATAPLANE_THREADS, else the default (CPU count, ≤ 8).
+// The counters event also carries `threads`: each forwarding thread's own counters.
 // offload: an offload rung or "auto"; when absent, FLANNELD_OFFLOAD from the environment (as the daemon's
 // -offload flag reads it), else auto. The ready event reports the rung in force.
 // stdout gets one JSON object per line: {"event":"ready",…} once the TUN is open and forwarding,
@@ -35,6 +37,7 @@ interface RunnerConfig {
   mtu?: number;
   txQueueLen?: number;
   budget?: number;
+  threads?: number;
   peers?: PeerJson[];
 }
 
@@ -58,7 +61,7 @@ function emit(obj: object): void {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const log = pino({ name: 'dataplane-runner' }, pino.destination(2));
   const text = process.argv[2];
   if (text === undefined) throw new RunnerConfigError('usage: static-runner.js <json config>');
@@ -75,6 +78,7 @@ function main(): void {
     mtu: cfg.mtu,
     txQueueLen: cfg.txQueueLen,
     budget: cfg.budget,
+    threads: cfg.threads ?? (process.env.FLANNELD_DATAPLANE_THREADS ? Number(process.env.FLANNELD_DATAPLANE_THREADS) : undefined),
     log,
     onFatal: (err) => {
       emit({ event: 'fatal', message: err.message });
@@ -89,12 +93,15 @@ function main(): void {
   function shutdown(): void {
     if (done) return;
     done = true;
-    emit({ event: 'counters', counters: dp.counters() });
+    emitCounters();
     dp.close();
     process.stdin.destroy();
   }
 
-  process.on('SIGUSR2', () => emit({ event: 'counters', counters: dp.counters() }));
+  function emitCounters(): void {
+    emit({ event: 'counters', counters: dp.counters(), threads: dp.threadCounters() });
+  }
+  process.on('SIGUSR2', emitCounters);
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
   const lines = readline.createInterface({ input: process.stdin });
@@ -102,17 +109,20 @@ function main(): void {
     if (line.trim() === '') return;
     try {
       const cmd = JSON.parse(line) as { op: string; peer?: PeerJson; subnet?: string };
-      if (cmd.op === 'counters') emit({ event: 'counters', counters: dp.counters() });
+      if (cmd.op === 'counters') emitCounters();
       else if (cmd.op === 'setPeer' && cmd.peer) dp.setPeer(toPeer(cmd.peer));
       else if (cmd.op === 'removePeer' && cmd.subnet) dp.removePeer(parseIp4Net(cmd.subnet));
       else throw new RunnerConfigError(`unknown command ${line}`);
+      dp.publishPeers();
       emit({ event: 'ok', op: cmd.op });
     } catch (err) {
       emit({ event: 'error', message: (err as Error).message });
     }
   });
+  await dp.whenRunning();
   emit({
     event: 'ready',
+    threads: dp.threadCount,
     tunName: dp.tunName,
     tunIfindex: dp.tunIfindex,
     sourcePorts: dp.sourcePorts,
@@ -121,9 +131,7 @@ function main(): void {
   });
 }
 
-try {
-  main();
-} catch (err) {
+main().catch((err: unknown) => {
   process.stderr.write(`static-runner: ${(err as Error).message}\n`);
   process.exit(1);
-}
+});

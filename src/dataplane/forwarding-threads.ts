@@ -1,0 +1,320 @@
+// The main thread's side of the forwarding threads: starts one Worker per TUN queue (forwarding-thread.ts),
+// publishes peer-table snapshots to them, sums their shared counters on scrape, and turns a thread that
+// dies into one fatal, logged error. The main thread never touches a packet.
+//
+// How a change reaches a thread: setPeer/removePeer on the main thread's ForwardingTable → publish()
+// (coalesced to one per event-loop turn) → a snapshot with the next generation is posted on every
+// thread's MessagePort and its eventfd rung → the thread, between two batches, drains the eventfd, reads
+// the messages synchronously and swaps the table its PacketLoop reads. No locks on the packet path.
+import { availableParallelism } from 'node:os';
+import path from 'node:path';
+import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
+
+import type { RingOptions } from './buffer-pool';
+import { type CounterBuffers, Counters, sharedCounterBuffers, sharedPeerBuffer } from './counters';
+import type { ForwardingTable } from './forwarding-table';
+import { type ForwardingThreadConfig, type ThreadControl, ThreadPhase, type ThreadReport, ThreadState } from './forwarding-thread';
+import type { DataplaneNative } from './native';
+import type { OffloadFeatures } from './offload';
+
+/** Default forwarding threads: one per CPU this process may use, at most 8. */
+export function defaultDataplaneThreads(): number {
+  return Math.max(1, Math.min(availableParallelism(), 8));
+}
+
+export const MAX_DATAPLANE_THREADS = 64;
+
+export class ForwardingThreadError extends Error {
+  override name = 'ForwardingThreadError';
+}
+
+export interface ForwardingThreadsLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+/** The fds of one thread (opened by the caller, closed by close(); sendFds are the same for every thread). */
+export interface ThreadFds {
+  readonly tunFd: number;
+  readonly recvFd: number;
+  readonly sendFds: readonly number[];
+}
+
+export interface ForwardingThreadsOptions {
+  readonly native: DataplaneNative;
+  readonly log: ForwardingThreadsLogger;
+  readonly tunName: string;
+  readonly threads: readonly ThreadFds[];
+  readonly table: ForwardingTable;
+  readonly txRing: RingOptions;
+  readonly rxRing: RingOptions;
+  readonly vni: number;
+  readonly udpPort: number;
+  readonly localMac: Uint8Array;
+  readonly vnetHdr: boolean;
+  readonly repairChecksums: boolean;
+  readonly budget: number;
+  readonly maxPacket: number;
+  readonly offload: OffloadFeatures;
+  /** A thread reported a persistent I/O error, or died: the data plane is broken (called once). */
+  readonly onFatal: (err: Error) => void;
+  /** A thread's UDP GSO send was refused (EIO) / its TUN refused a GSO write; it fell back on its own. */
+  readonly onGsoRefused: (index: number) => void;
+  readonly onTunGsoRefused: (index: number) => void;
+}
+
+interface Thread {
+  readonly index: number;
+  readonly worker: Worker;
+  readonly port: MessagePort;
+  readonly ctlFd: number;
+  readonly fds: ThreadFds;
+  readonly state: Int32Array;
+  readonly counters: CounterBuffers;
+  /** Peer-counter buffers by generation; the thread acknowledges the one it writes in PEER_GEN. */
+  readonly peerBuffers: Map<number, SharedArrayBuffer>;
+  running: boolean;
+}
+
+const THREAD_FILE = path.join(__dirname, 'forwarding-thread.js');
+/** How long close() waits for the threads to leave their loops and close their fds. */
+const CLOSE_WAIT_MS = 5000;
+
+export class ForwardingThreads {
+  private readonly threads: Thread[] = [];
+  private readonly native: DataplaneNative;
+  private readonly log: ForwardingThreadsLogger;
+  private readonly table: ForwardingTable;
+  private readonly options: ForwardingThreadsOptions;
+  private generation = 1;
+  private peerGeneration = 1;
+  private peerSlots: number;
+  private readonly resetSlots = new Set<number>();
+  private publishPending: NodeJS.Immediate | null = null;
+  private closing = false;
+  private fatal = false;
+  private readonly runningWaiters: Array<() => void> = [];
+
+  constructor(options: ForwardingThreadsOptions) {
+    this.options = options;
+    this.native = options.native;
+    this.log = options.log;
+    this.table = options.table;
+    this.peerSlots = options.table.slotCapacity;
+    const snapshot = this.table.snapshot(this.generation);
+    for (let index = 0; index < options.threads.length; index++) {
+      const fds = options.threads[index]!;
+      const ctlFd = this.native.eventfdOpen();
+      const { port1, port2 } = new MessageChannel();
+      const stateBuffer = new SharedArrayBuffer(ThreadState.WORDS * 4);
+      const state = new Int32Array(stateBuffer);
+      state[ThreadState.PEER_GEN] = this.peerGeneration;
+      const counters = sharedCounterBuffers(this.peerSlots);
+      const config: ForwardingThreadConfig = {
+        index,
+        port: port2,
+        tunName: options.tunName,
+        tunFd: fds.tunFd,
+        recvFd: fds.recvFd,
+        sendFds: fds.sendFds,
+        ctlFd,
+        txRing: options.txRing,
+        rxRing: options.rxRing,
+        vni: options.vni,
+        udpPort: options.udpPort,
+        localMac: options.localMac,
+        vnetHdr: options.vnetHdr,
+        repairChecksums: options.repairChecksums,
+        budget: options.budget,
+        maxPacket: options.maxPacket,
+        offload: options.offload,
+        counters,
+        state: stateBuffer,
+        table: snapshot,
+        running: false,
+      };
+      const worker = new Worker(THREAD_FILE, { workerData: config, transferList: [port2], name: `forwarding-${index}` });
+      const thread: Thread = {
+        index,
+        worker,
+        port: port1,
+        ctlFd,
+        fds,
+        state,
+        counters,
+        peerBuffers: new Map([[this.peerGeneration, counters.peer]]),
+        running: false,
+      };
+      worker.on('message', (r: ThreadReport) => this.onReport(thread, r));
+      worker.on('error', (err) => this.died(thread, `failed: ${err.message}`, err));
+      worker.on('exit', (code) => this.died(thread, `exited (code ${code})`));
+      this.threads.push(thread);
+    }
+  }
+
+  get count(): number {
+    return this.threads.length;
+  }
+
+  /** Resolves once every thread is in its loop (forwarding if run(true) was called). */
+  whenRunning(): Promise<void> {
+    if (this.threads.every((t) => t.running)) return Promise.resolve();
+    return new Promise((resolve) => this.runningWaiters.push(resolve));
+  }
+
+  /** The peer in `slot` is new: its per-thread counters start from 0 with the next snapshot. */
+  resetPeer(slot: number): void {
+    this.resetSlots.add(slot);
+  }
+
+  /** Schedules a snapshot of the table for the threads (one per event-loop turn, however many changes). */
+  publish(): void {
+    if (this.publishPending !== null || this.closing) return;
+    this.publishPending = setImmediate(() => this.publishNow());
+  }
+
+  /** Posts the current table to every thread now. */
+  publishNow(): void {
+    if (this.publishPending !== null) clearImmediate(this.publishPending);
+    this.publishPending = null;
+    if (this.closing) return;
+    this.generation++;
+    const table = this.table.snapshot(this.generation);
+    const resetSlots = Int32Array.from(this.resetSlots);
+    this.resetSlots.clear();
+    const grow = this.table.slotCapacity > this.peerSlots;
+    if (grow) {
+      this.peerSlots = this.table.slotCapacity;
+      this.peerGeneration++;
+    }
+    for (const t of this.threads) {
+      let peer: { generation: number; buffer: SharedArrayBuffer } | undefined;
+      if (grow) {
+        peer = { generation: this.peerGeneration, buffer: sharedPeerBuffer(this.peerSlots) };
+        t.peerBuffers.set(peer.generation, peer.buffer);
+      }
+      this.send(t, { op: 'table', table, resetSlots, ...(peer ? { peer } : {}) });
+    }
+  }
+
+  setMtu(mtu: number): void {
+    for (const t of this.threads) this.send(t, { op: 'mtu', mtu });
+  }
+
+  /** Starts (true) or pauses (false) forwarding; paused threads only wait for control messages. */
+  run(on: boolean): void {
+    for (const t of this.threads) this.send(t, { op: 'run', on });
+  }
+
+  /** Each thread's counters, as views of its shared memory (scrape; allocates). */
+  threadCounters(): Counters[] {
+    return this.threads.map((t) => {
+      const gen = Atomics.load(t.state, ThreadState.PEER_GEN);
+      for (const g of t.peerBuffers.keys()) if (g < gen) t.peerBuffers.delete(g);
+      const peer = t.peerBuffers.get(gen) ?? t.counters.peer;
+      return new Counters(0, { totals: t.counters.totals, drops: t.counters.drops, peer });
+    });
+  }
+
+  /** The sum over all threads (scrape). */
+  sum(): Counters {
+    const total = new Counters(this.peerSlots);
+    for (const c of this.threadCounters()) total.addFrom(c);
+    return total;
+  }
+
+  /** Table generation each thread forwards with (tests, debugging). */
+  tableGenerations(): number[] {
+    return this.threads.map((t) => Atomics.load(t.state, ThreadState.TABLE_GEN));
+  }
+
+  /**
+   * Stops every thread, waits (blocking, up to 5 s in all) until each has left its loop, then closes every
+   * TUN queue and socket. Idempotent.
+   */
+  close(): void {
+    if (this.closing) return;
+    this.closing = true;
+    if (this.publishPending !== null) clearImmediate(this.publishPending);
+    this.publishPending = null;
+    for (const t of this.threads) {
+      try {
+        t.port.postMessage({ op: 'exit' } satisfies ThreadControl);
+        this.native.eventfdSignal(t.ctlFd);
+      } catch (err) {
+        this.log.warn({ thread: t.index, err }, `could not signal forwarding thread ${t.index} to exit`);
+      }
+    }
+    const deadline = Date.now() + CLOSE_WAIT_MS;
+    const errors: string[] = [];
+    const close = (fd: number): void => {
+      try {
+        this.native.closeFd(fd);
+      } catch (err) {
+        errors.push((err as Error).message);
+      }
+    };
+    for (const t of this.threads) {
+      for (;;) {
+        const phase = Atomics.load(t.state, ThreadState.PHASE);
+        if (phase === ThreadPhase.EXITED || t.worker.threadId < 0) break;
+        const left = deadline - Date.now();
+        if (left <= 0) {
+          this.log.warn({ thread: t.index, phase }, `forwarding thread ${t.index} did not leave its loop in time; terminating it`);
+          void t.worker.terminate();
+          break;
+        }
+        Atomics.wait(t.state, ThreadState.PHASE, phase, Math.min(left, 100));
+      }
+      t.port.close();
+      t.worker.unref();
+      close(t.ctlFd);
+      close(t.fds.tunFd);
+      close(t.fds.recvFd);
+    }
+    for (const fd of new Set(this.threads.flatMap((t) => t.fds.sendFds))) close(fd);
+    if (errors.length > 0) this.log.warn({ errors }, 'closing forwarding-thread fds failed');
+  }
+
+  private send(t: Thread, c: ThreadControl): void {
+    t.port.postMessage(c);
+    this.native.eventfdSignal(t.ctlFd);
+  }
+
+  private onReport(t: Thread, r: ThreadReport): void {
+    switch (r.type) {
+      case 'running':
+        t.running = true;
+        if (this.threads.every((x) => x.running)) for (const w of this.runningWaiters.splice(0)) w();
+        break;
+      case 'log':
+        this.log[r.level](r.obj, r.msg);
+        break;
+      case 'gsoRefused':
+        this.options.onGsoRefused(r.index);
+        break;
+      case 'tunGsoRefused':
+        this.options.onTunGsoRefused(r.index);
+        break;
+      case 'fatal':
+        this.fail(t, new ForwardingThreadError(r.message), { direction: r.direction, errno: r.errno });
+        break;
+    }
+  }
+
+  private died(t: Thread, how: string, cause?: Error): void {
+    if (this.closing) return;
+    this.fail(
+      t,
+      new ForwardingThreadError(`forwarding thread ${t.index} of ${this.options.tunName} ${how}; the data plane cannot forward`, { cause }),
+    );
+  }
+
+  private fail(t: Thread, err: Error, extra: Record<string, unknown> = {}): void {
+    if (this.fatal) return;
+    this.fatal = true;
+    this.log.error({ tun: this.options.tunName, thread: t.index, ...extra, err }, err.message);
+    this.options.onFatal(err);
+  }
+}
