@@ -6,6 +6,7 @@
 // while forwarding: control messages (table snapshots, MTU, pause, exit) are read synchronously with
 // receiveMessageOnPort after the eventfd rang, between batches. Nothing on the main thread (etcd, routes,
 // logging, HTTP) can delay a packet here. See docs/HACKING.md ("Forwarding threads").
+import { constants as osConstants } from 'node:os';
 import { getSystemErrorMap } from 'node:util';
 import { type MessagePort, parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 
@@ -81,8 +82,11 @@ export type ThreadReport =
 const TRANSIENT_ERRNOS = new Set([12 /* ENOMEM */, 105 /* ENOBUFS */, 111 /* ECONNREFUSED */, 113 /* EHOSTUNREACH */]);
 
 function describeErrno(errno: number): string {
-  const [code, text] = getSystemErrorMap().get(-errno) ?? [`E${errno}`, `errno ${errno}`];
-  return `${text} (${code})`;
+  const known = getSystemErrorMap().get(-errno);
+  if (known !== undefined) return `${known[1]} (${known[0]})`;
+  // libuv's map lacks some (EBADFD: the TUN device was deleted under us); the kernel's name still helps.
+  const name = Object.entries(osConstants.errno).find(([, v]) => v === errno)?.[0];
+  return `${name ?? 'unknown error'} (errno ${errno})`;
 }
 
 function run(config: ForwardingThreadConfig): void {

@@ -224,6 +224,18 @@ export class ForwardingThreads {
     return total;
   }
 
+  /**
+   * Kills thread `index` the hard way, as a crash would (debugging and tests of the fatal path): the
+   * data plane then reports it through onFatal like any thread that dies.
+   */
+  terminate(index: number): void {
+    const t = this.threads[index];
+    if (t === undefined) throw new RangeError(`no forwarding thread ${index} (threads 0..${this.threads.length - 1})`);
+    void t.worker.terminate();
+    // A thread blocked in epoll_wait only sees the termination once it is back in JavaScript.
+    this.native.eventfdSignal(t.ctlFd);
+  }
+
   /** Table generation each thread forwards with (tests, debugging). */
   tableGenerations(): number[] {
     return this.threads.map((t) => Atomics.load(t.state, ThreadState.TABLE_GEN));

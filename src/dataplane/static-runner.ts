@@ -8,7 +8,9 @@
 // -offload flag reads it), else auto. The ready event reports the rung in force.
 // stdout gets one JSON object per line: {"event":"ready",…} once the TUN is open and forwarding,
 // {"event":"counters",…} on SIGUSR2, on a {"op":"counters"} stdin line and at exit (SIGTERM/SIGINT).
-// stdin lines may also be {"op":"setPeer",peer} / {"op":"removePeer","subnet":…}. Logs go to stderr.
+// stdin lines may also be {"op":"setPeer",peer} / {"op":"removePeer","subnet":…} / {"op":"terminateThread",
+// "index":…} (kills a forwarding thread as a crash would: the runner then reports "fatal" and exits 1).
+// Logs go to stderr.
 import readline from 'node:readline';
 
 import pino from 'pino';
@@ -108,10 +110,11 @@ async function main(): Promise<void> {
   lines.on('line', (line) => {
     if (line.trim() === '') return;
     try {
-      const cmd = JSON.parse(line) as { op: string; peer?: PeerJson; subnet?: string };
+      const cmd = JSON.parse(line) as { op: string; peer?: PeerJson; subnet?: string; index?: number };
       if (cmd.op === 'counters') emitCounters();
       else if (cmd.op === 'setPeer' && cmd.peer) dp.setPeer(toPeer(cmd.peer));
       else if (cmd.op === 'removePeer' && cmd.subnet) dp.removePeer(parseIp4Net(cmd.subnet));
+      else if (cmd.op === 'terminateThread' && typeof cmd.index === 'number') dp.terminateThread(cmd.index);
       else throw new RunnerConfigError(`unknown command ${line}`);
       dp.publishPeers();
       emit({ event: 'ok', op: cmd.op });

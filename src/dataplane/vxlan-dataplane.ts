@@ -339,6 +339,12 @@ export class VxlanDataplane {
     return this.threads.threadCounters().map((c: Counters) => c.snapshot(peers));
   }
 
+  /** Kills forwarding thread `index` as a crash would (debugging, tests of the fatal path). */
+  terminateThread(index: number): void {
+    this.assertOpen();
+    this.threads.terminate(index);
+  }
+
   /** Stops the threads and closes every TUN queue and socket. A persistent TUN (persist: true) stays with its routes. */
   close(): void {
     if (this.closed) return;
