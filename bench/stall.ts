@@ -126,6 +126,7 @@ interface PhaseResult {
 /** Writes `count` fake vxlan leases (one 24 h etcd lease for all, 64 puts in flight); prints {"written":n}. */
 function leaseWriter(): void {
   const [etcd3Path, endpoint, prefix, count, skipJson] = process.argv.slice(1) as [string, string, string, string, string];
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- runs as a self-contained `node -e` script
   const { Etcd3 } = require(etcd3Path) as typeof import('etcd3');
   const client = new Etcd3({ hosts: endpoint });
   const skip = new Set(JSON.parse(skipJson) as string[]);
@@ -153,18 +154,19 @@ function leaseWriter(): void {
     await Promise.all(Array.from({ length: 64 }, worker));
     process.stdout.write(`${JSON.stringify({ written: subnets.length })}\n`);
     client.close();
-  })().catch((e: Error) => {
-    process.stderr.write(`${e.message}\n`);
+  })().catch((e: unknown) => {
+    process.stderr.write(`${(e as Error).message}\n`);
     process.exit(1);
   });
 }
 
 /** 50 connections × 50 pipelined GET /metrics on 127.0.0.1:port, again and again until stdin closes. */
 function metricsFlood(): void {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- runs as a self-contained `node -e` script
   const net = require('node:net') as typeof import('node:net');
   const port = Number(process.argv[1]);
   const req = 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(50);
-  let stopped = false;
+  let stopped = false as boolean;
   let rounds = 0;
   let errors = 0;
   process.stdin.on('end', () => (stopped = true)).resume();
@@ -321,8 +323,8 @@ async function main(): Promise<number> {
 
 main().then(
   (code) => process.exit(code),
-  (e: Error) => {
-    process.stderr.write(`stall: ${e.stack ?? String(e)}\n`);
+  (e: unknown) => {
+    process.stderr.write(`stall: ${(e as Error).stack ?? String(e)}\n`);
     process.exit(1);
   },
 );

@@ -6,13 +6,14 @@ import type { Logger } from 'pino';
 import { createLogger, runDaemon, type DataPlaneHooks } from '../daemon/daemon';
 import { VxlanBackend } from '../daemon/vxlan-backend';
 import { FlagError, helpText, parseFlags, type Options } from './flags';
+import { raiseNofileLimit } from '../ops/rlimit';
 
 export interface MainDeps {
   /**
    * Builds the data plane; without it only the control plane runs. `fatal` reports an asynchronous
    * fatal data-plane error to the daemon (logged once, exit 1).
    */
-  createHooks?(options: Options, log: Logger, fatal: (err: Error) => void): DataPlaneHooks;
+  createHooks?: (options: Options, log: Logger, fatal: (err: Error) => void) => DataPlaneHooks;
 }
 
 /**
@@ -57,6 +58,12 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<never> 
   }
 
   const log = createLogger(options.v);
+  try {
+    const lim = raiseNofileLimit();
+    log.debug(lim, `open-file limit ${lim.soft} (was ${lim.before})`);
+  } catch (err) {
+    log.warn(`cannot raise the open-file limit: ${(err as Error).message}; running with the inherited one`);
+  }
   const stop = new AbortController();
   const onSignal = (sig: NodeJS.Signals): void => {
     log.info(`received ${sig}, stopping`);

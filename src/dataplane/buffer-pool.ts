@@ -47,7 +47,7 @@ export class Ring {
     if (!Number.isInteger(slots) || slots < 1 || slots > 4096) {
       throw new RingConfigError(`ring slots ${slots} out of range 1..4096`);
     }
-    if (!Number.isInteger(headroom) || headroom < Frame.MIN_HEADROOM || headroom % 2 !== 0) {
+    if (!Number.isInteger(headroom) || headroom < (Frame.MIN_HEADROOM as number) || headroom % 2 !== 0) {
       throw new RingConfigError(`ring headroom ${headroom} must be even and ≥ ${Frame.MIN_HEADROOM}`);
     }
     if (!Number.isInteger(slotSize) || slotSize < headroom + 128 || slotSize % 2 !== 0 || slotSize > 1 << 20) {
@@ -56,8 +56,9 @@ export class Ring {
     this.slots = slots;
     this.slotSize = slotSize;
     this.headroom = headroom;
-    const encapLen = options.encapLen ?? Frame.ENCAP_LEN;
-    if (!Number.isInteger(encapLen) || encapLen < 0 || encapLen > Frame.ENCAP_LEN) {
+    const maxEncap: number = Frame.ENCAP_LEN;
+    const encapLen = options.encapLen ?? maxEncap;
+    if (!Number.isInteger(encapLen) || encapLen < 0 || encapLen > maxEncap) {
       throw new RingConfigError(`ring encapsulation length ${encapLen} out of range 0..${Frame.ENCAP_LEN}`);
     }
     this.encapLen = encapLen;

@@ -100,7 +100,8 @@ function run(config: ForwardingThreadConfig): void {
   const counters = new Counters(0, config.counters);
   let peerGen = Atomics.load(state, ThreadState.PEER_GEN);
   const loggedErrnos = new Set<string>();
-  let fatal = false;
+  // Set from callbacks (onIoError, control()): typed wide so the loop condition is not narrowed away.
+  let fatal = false as boolean;
   const where = { tun: config.tunName, thread: config.index };
 
   const loop = new PacketLoop({
@@ -145,10 +146,10 @@ function run(config: ForwardingThreadConfig): void {
   });
   Atomics.store(state, ThreadState.TABLE_GEN, config.table.generation);
 
-  let running = config.running;
-  let exit = false;
-  /** Applies every queued control message; between batches only. */
-  const control = (): void => {
+  let running: boolean = config.running;
+  let exit = false as boolean;
+  /** Applies every queued control message; between batches only. → whether to forward now. */
+  const control = (): boolean => {
     native.eventfdDrain(config.ctlFd);
     for (let m = receiveMessageOnPort(config.port); m !== undefined; m = receiveMessageOnPort(config.port)) {
       const c = m.message as ThreadControl;
@@ -172,7 +173,10 @@ function run(config: ForwardingThreadConfig): void {
         exit = true;
       }
     }
+    return running && !exit;
   };
+  /** Whether a callback of the loop reported a fatal error (read after each direction). */
+  const failed = (): boolean => fatal;
 
   const epAll = native.epollOpen(Int32Array.of(config.tunFd, config.recvFd, config.ctlFd));
   const epCtl = native.epollOpen(Int32Array.of(config.ctlFd));
@@ -193,10 +197,9 @@ function run(config: ForwardingThreadConfig): void {
           });
           break;
         }
-        if ((ready & 4) !== 0) control();
-        if (!running || exit) continue;
+        if ((ready & 4) !== 0 && !control()) continue;
         if ((ready & 1) !== 0) loop.egress();
-        if ((ready & 2) !== 0 && !fatal) loop.ingress();
+        if ((ready & 2) !== 0 && !failed()) loop.ingress();
       } else {
         const ready = native.epollWait(epCtl, -1);
         if (ready < 0) {

@@ -24,8 +24,20 @@ export function defaultDataplaneThreads(): number {
 
 export const MAX_DATAPLANE_THREADS = 64;
 
+/** A forwarding thread died (threw, exited or was terminated). */
 export class ForwardingThreadError extends Error {
   override name = 'ForwardingThreadError';
+}
+
+/** A forwarding thread stopped on a persistent I/O error (errno: the read's error number). */
+export class DataplaneIoError extends Error {
+  override name = 'DataplaneIoError';
+  constructor(
+    message: string,
+    readonly errno: number,
+  ) {
+    super(message);
+  }
 }
 
 export interface ForwardingThreadsLogger {
@@ -270,7 +282,7 @@ export class ForwardingThreads {
     for (const t of this.threads) {
       for (;;) {
         const phase = Atomics.load(t.state, ThreadState.PHASE);
-        if (phase === ThreadPhase.EXITED || t.worker.threadId < 0) break;
+        if (phase === (ThreadPhase.EXITED as number) || t.worker.threadId < 0) break;
         const left = deadline - Date.now();
         if (left <= 0) {
           this.log.warn({ thread: t.index, phase }, `forwarding thread ${t.index} did not leave its loop in time; terminating it`);
@@ -310,7 +322,7 @@ export class ForwardingThreads {
         this.options.onTunGsoRefused(r.index);
         break;
       case 'fatal':
-        this.fail(t, new ForwardingThreadError(r.message), { direction: r.direction, errno: r.errno });
+        this.fail(t, new DataplaneIoError(r.message, r.errno), { direction: r.direction, errno: r.errno });
         break;
     }
   }

@@ -36,6 +36,8 @@ export interface VxlanDataplaneOptions {
   readonly vni: number;
   /** VXLAN UDP port, listened on and sent to (all nodes must agree); default 8472. */
   readonly port?: number;
+  /** Local IPv4 address (host order) the send sockets bind to, i.e. the outer source peers see. Default 0 = any. */
+  readonly sourceIp?: number;
   /** Our VtepMAC (6 bytes): inner source MAC we send, inner destination MAC we accept. */
   readonly localMac: Uint8Array;
   /** Keep the TUN (and the kernel routes on it) when the process dies, for fast restarts. Default false. */
@@ -84,6 +86,8 @@ export interface VxlanDataplaneOptions {
    */
   readonly onFatal?: (err: Error) => void;
 }
+
+export { DataplaneIoError } from './forwarding-threads';
 
 export class DataplaneConfigError extends Error {
   override name = 'DataplaneConfigError';
@@ -152,7 +156,7 @@ export class VxlanDataplane {
       const sendFds: number[] = [];
       let gso = true;
       for (let s = 0; s < nSend; s++) {
-        const h = native.udpOpen(0, buf);
+        const h = native.udpOpen(0, buf, 0, options.sourceIp ?? 0);
         fds.push(h.fd);
         sendFds.push(h.fd);
         sourcePorts.push(h.port);
