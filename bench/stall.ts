@@ -202,7 +202,7 @@ async function routeCount(host: TestHost): Promise<number> {
 
 function fmt(r: PhaseResult): string {
   const ms = (v: number): string => (Number.isFinite(v) ? v.toFixed(3) : '—');
-  return `| ${ms(r.avgMs)} | ${ms(r.p99Ms)} | ${ms(r.maxMs)} | ${r.lost} / ${r.sent} |${r.note ? ` ${r.note}` : ''}`;
+  return `| ${ms(r.avgMs)} | ${ms(r.p99Ms)} | ${ms(r.maxMs)} | ${r.lost} / ${r.sent} | ${r.note ?? ''} |`;
 }
 
 async function main(): Promise<number> {
@@ -288,7 +288,7 @@ async function main(): Promise<number> {
     await ping.stop();
 
     const table = [
-      '| phase | ping avg ms | p99 ms | max ms | lost / sent | |',
+      '| phase | ping avg ms | p99 ms | max ms | lost / sent | notes |',
       '|---|---|---|---|---|---|',
       ...results.map(([name, r]) => `| ${name} ${fmt(r)}`),
     ].join('\n');

@@ -5,6 +5,7 @@
 // that stopped at its batch budget is woken again at once, alternating the directions.
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -104,6 +105,19 @@ napi_value EpollWait(napi_env env, napi_callback_info info) {
   return MakeInt32(env, mask);
 }
 
+// threadSetNice(nice) → 0 or errno: the nice value of the calling thread only (setpriority on its tid;
+// Linux applies PRIO_PROCESS to a single thread). The forwarding threads use it so that a busy host
+// queues ordinary work, not packets, behind them (the kernel's own VXLAN runs in softirq, ahead of tasks).
+napi_value ThreadSetNice(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int32_t nice;
+  if (argc < 1 || !ArgInt32(env, argv[0], "threadSetNice", "nice", &nice)) return nullptr;
+  int rc = setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), nice);
+  return MakeInt32(env, rc == 0 ? 0 : errno);
+}
+
 }  // namespace
 
 void InitPoll(napi_env env, napi_value exports) {
@@ -113,6 +127,7 @@ void InitPoll(napi_env env, napi_value exports) {
       {"eventfdDrain", nullptr, EventfdDrain, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"epollOpen", nullptr, EpollOpen, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"epollWait", nullptr, EpollWait, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"threadSetNice", nullptr, ThreadSetNice, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -22,24 +22,26 @@ export interface ForwardingTableOptions {
 }
 
 /**
- * What a forwarding thread needs for lookups: copies of the slot arrays and both hash tables, structured-
- * cloneable (posted to the thread, see forwarding-threads.ts). `generation` counts publications.
+ * What a forwarding thread needs for lookups: copies of the slot arrays and both hash tables in
+ * SharedArrayBuffers, so posting a snapshot to a thread shares it instead of copying it again there (the
+ * thread only wraps it; all the copying happens on the main thread, never between two batches). Never
+ * written after snapshot() returned. `generation` counts publications.
  */
 export interface ForwardingTableSnapshot {
   readonly generation: number;
   readonly capacity: number;
-  readonly publicIp: Int32Array<ArrayBuffer>;
-  readonly encapHeaders: Uint8Array<ArrayBuffer>;
+  readonly publicIp: Int32Array;
+  readonly encapHeaders: Uint8Array;
   readonly dstBits: number;
-  readonly dstNet: Int32Array<ArrayBuffer>;
-  readonly dstLen: Int8Array<ArrayBuffer>;
-  readonly dstVal: Int32Array<ArrayBuffer>;
-  readonly lens: Int32Array<ArrayBuffer>;
-  readonly masks: Int32Array<ArrayBuffer>;
+  readonly dstNet: Int32Array;
+  readonly dstLen: Int8Array;
+  readonly dstVal: Int32Array;
+  readonly lens: Int32Array;
+  readonly masks: Int32Array;
   readonly nLens: number;
   readonly srcBits: number;
-  readonly srcKey: Int32Array<ArrayBuffer>;
-  readonly srcVal: Int32Array<ArrayBuffer>;
+  readonly srcKey: Int32Array;
+  readonly srcVal: Int32Array;
 }
 
 export class ForwardingTableError extends Error {
@@ -47,6 +49,23 @@ export class ForwardingTableError extends Error {
 }
 
 const EMPTY = -1;
+
+/** Copies into fresh SharedArrayBuffers (see ForwardingTableSnapshot). */
+function sharedI32(a: Int32Array): Int32Array {
+  const c = new Int32Array(new SharedArrayBuffer(a.byteLength));
+  c.set(a);
+  return c;
+}
+function sharedI8(a: Int8Array): Int8Array {
+  const c = new Int8Array(new SharedArrayBuffer(a.byteLength));
+  c.set(a);
+  return c;
+}
+function sharedU8(a: Uint8Array): Uint8Array {
+  const c = new Uint8Array(new SharedArrayBuffer(a.byteLength));
+  c.set(a);
+  return c;
+}
 
 function hashBits(entries: number): number {
   let bits = 4;
@@ -77,18 +96,18 @@ export class ForwardingTable {
 
   // Destination hash: key = (network, prefix length) → slot.
   private dstBits = 4;
-  private dstNet = new Int32Array(16);
-  private dstLen = new Int8Array(16);
-  private dstVal = new Int32Array(16).fill(EMPTY);
+  private dstNet: Int32Array = new Int32Array(16);
+  private dstLen: Int8Array = new Int8Array(16);
+  private dstVal: Int32Array = new Int32Array(16).fill(EMPTY);
   /** Prefix lengths present, longest first, and their masks. */
-  private lens = new Int32Array(33);
-  private masks = new Int32Array(33);
+  private lens: Int32Array = new Int32Array(33);
+  private masks: Int32Array = new Int32Array(33);
   private nLens = 0;
 
   // Source hash: public IP → slot (the most recently set peer wins if several share an IP).
   private srcBits = 4;
-  private srcKey = new Int32Array(16);
-  private srcVal = new Int32Array(16).fill(EMPTY);
+  private srcKey: Int32Array = new Int32Array(16);
+  private srcVal: Int32Array = new Int32Array(16).fill(EMPTY);
 
   private readonly vni: number;
   private readonly localMac: Uint8Array | undefined;
@@ -110,23 +129,23 @@ export class ForwardingTable {
     return this.count;
   }
 
-  /** Copies what lookup/peerBySource/encapWords/publicIp read (control plane; O(capacity)). */
+  /** Copies what lookup/peerBySource/encapWords/publicIp read into shared memory (control plane; O(capacity)). */
   snapshot(generation: number): ForwardingTableSnapshot {
     return {
       generation,
       capacity: this.capacity,
-      publicIp: this.publicIp.slice(),
-      encapHeaders: this.encapHeaders.slice(),
+      publicIp: sharedI32(this.publicIp),
+      encapHeaders: sharedU8(this.encapHeaders),
       dstBits: this.dstBits,
-      dstNet: this.dstNet.slice(),
-      dstLen: this.dstLen.slice(),
-      dstVal: this.dstVal.slice(),
-      lens: this.lens.slice(),
-      masks: this.masks.slice(),
+      dstNet: sharedI32(this.dstNet),
+      dstLen: sharedI8(this.dstLen),
+      dstVal: sharedI32(this.dstVal),
+      lens: sharedI32(this.lens),
+      masks: sharedI32(this.masks),
       nLens: this.nLens,
       srcBits: this.srcBits,
-      srcKey: this.srcKey.slice(),
-      srcVal: this.srcVal.slice(),
+      srcKey: sharedI32(this.srcKey),
+      srcVal: sharedI32(this.srcVal),
     };
   }
 

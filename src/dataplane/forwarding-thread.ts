@@ -43,6 +43,8 @@ export interface ForwardingThreadConfig {
   readonly table: ForwardingTableSnapshot;
   /** Forward from the start (else wait for a `run` message). */
   readonly running: boolean;
+  /** Nice value of this thread (-20..19); null = leave it. */
+  readonly nice: number | null;
 }
 
 /** Words of a thread's shared state (Int32Array over ForwardingThreadConfig.state). */
@@ -178,6 +180,17 @@ function run(config: ForwardingThreadConfig): void {
   /** Whether a callback of the loop reported a fatal error (read after each direction). */
   const failed = (): boolean => fatal;
 
+  if (config.nice !== null) {
+    const errno = native.threadSetNice(config.nice);
+    if (errno !== 0) {
+      report({
+        type: 'log',
+        level: 'warn',
+        obj: { ...where, nice: config.nice, errno },
+        msg: `forwarding thread ${config.index}: cannot set nice ${config.nice}: ${describeErrno(errno)}; forwarding at normal priority`,
+      });
+    }
+  }
   const epAll = native.epollOpen(Int32Array.of(config.tunFd, config.recvFd, config.ctlFd));
   const epCtl = native.epollOpen(Int32Array.of(config.ctlFd));
   Atomics.store(state, ThreadState.PHASE, ThreadPhase.RUNNING);

@@ -3,7 +3,7 @@
 // dies into one fatal, logged error. The main thread never touches a packet.
 //
 // How a change reaches a thread: setPeer/removePeer on the main thread's ForwardingTable → publish()
-// (coalesced to one per event-loop turn) → a snapshot with the next generation is posted on every
+// (coalesced, at most one per 10 ms) → a snapshot in SharedArrayBuffers with the next generation is posted on every
 // thread's MessagePort and its eventfd rung → the thread, between two batches, drains the eventfd, reads
 // the messages synchronously and swaps the table its PacketLoop reads. No locks on the packet path.
 import { availableParallelism } from 'node:os';
@@ -69,6 +69,8 @@ export interface ForwardingThreadsOptions {
   readonly budget: number;
   readonly maxPacket: number;
   readonly offload: OffloadFeatures;
+  /** Nice value of the forwarding threads; null = the process's. */
+  readonly nice: number | null;
   /** A thread reported a persistent I/O error, or died: the data plane is broken (called once). */
   readonly onFatal: (err: Error) => void;
   /** A thread's UDP GSO send was refused (EIO) / its TUN refused a GSO write; it fell back on its own. */
@@ -90,6 +92,11 @@ interface Thread {
 }
 
 const THREAD_FILE = path.join(__dirname, 'forwarding-thread.js');
+/**
+ * At most one table snapshot per this many ms: a burst of lease events (10,000 at start) becomes a few
+ * snapshots instead of one per event, each O(table) to copy; a new peer forwards at most this much later.
+ */
+const PUBLISH_MIN_INTERVAL_MS = 10;
 /** How long close() waits for the threads to leave their loops and close their fds. */
 const CLOSE_WAIT_MS = 5000;
 
@@ -103,7 +110,8 @@ export class ForwardingThreads {
   private peerGeneration = 1;
   private peerSlots: number;
   private readonly resetSlots = new Set<number>();
-  private publishPending: NodeJS.Immediate | null = null;
+  private publishPending: NodeJS.Timeout | null = null;
+  private lastPublish = 0;
   private closing = false;
   private fatal = false;
   private readonly runningWaiters: Array<() => void> = [];
@@ -145,6 +153,7 @@ export class ForwardingThreads {
         state: stateBuffer,
         table: snapshot,
         running: false,
+        nice: options.nice,
       };
       const worker = new Worker(THREAD_FILE, { workerData: config, transferList: [port2], name: `forwarding-${index}` });
       const thread: Thread = {
@@ -180,17 +189,19 @@ export class ForwardingThreads {
     this.resetSlots.add(slot);
   }
 
-  /** Schedules a snapshot of the table for the threads (one per event-loop turn, however many changes). */
+  /** Schedules a snapshot of the table for the threads (at most one per PUBLISH_MIN_INTERVAL_MS). */
   publish(): void {
     if (this.publishPending !== null || this.closing) return;
-    this.publishPending = setImmediate(() => this.publishNow());
+    const wait = Math.max(0, this.lastPublish + PUBLISH_MIN_INTERVAL_MS - Date.now());
+    this.publishPending = setTimeout(() => this.publishNow(), wait);
   }
 
   /** Posts the current table to every thread now. */
   publishNow(): void {
-    if (this.publishPending !== null) clearImmediate(this.publishPending);
+    if (this.publishPending !== null) clearTimeout(this.publishPending);
     this.publishPending = null;
     if (this.closing) return;
+    this.lastPublish = Date.now();
     this.generation++;
     const table = this.table.snapshot(this.generation);
     const resetSlots = Int32Array.from(this.resetSlots);
@@ -260,7 +271,7 @@ export class ForwardingThreads {
   close(): void {
     if (this.closing) return;
     this.closing = true;
-    if (this.publishPending !== null) clearImmediate(this.publishPending);
+    if (this.publishPending !== null) clearTimeout(this.publishPending);
     this.publishPending = null;
     for (const t of this.threads) {
       try {

@@ -65,6 +65,8 @@ export interface DataplaneNative {
   epollOpen(fds: Int32Array): number;
   /** Blocks up to timeoutMs (-1 = forever) → bit mask of ready fds, 0 on timeout/EINTR, or -errno. */
   epollWait(ep: number, timeoutMs: number): number;
+  /** Sets the nice value of the calling thread only → 0 or errno. */
+  threadSetNice(nice: number): number;
 }
 
 /** Test entry points over plain buffers (native/src/offload.cc): the split/coalesce code the data plane runs. */

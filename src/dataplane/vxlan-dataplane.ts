@@ -52,6 +52,12 @@ export interface VxlanDataplaneOptions {
    * sockets. Default: one per CPU, at most 8 (defaultDataplaneThreads).
    */
   readonly threads?: number;
+  /**
+   * Nice value of the forwarding threads (-20..19). Default -10: on a busy host ordinary work queues
+   * behind packets, as it does behind the kernel's own VXLAN (softirq). null = the process's own.
+   * Without the privilege to raise priority the threads log it once and run at normal priority.
+   */
+  readonly threadNice?: number | null;
   /** Socket buffer size, bytes. Default 7 MiB. */
   readonly socketBuffer?: number;
   /**
@@ -94,6 +100,7 @@ export class DataplaneConfigError extends Error {
 }
 
 const DEFAULT_PORT = 8472;
+const DEFAULT_THREAD_NICE = -10;
 const DEFAULT_SOCKET_BUFFER = 7 * 1024 * 1024;
 const DEFAULT_TX_QUEUE_LEN = 1000;
 
@@ -130,6 +137,10 @@ export class VxlanDataplane {
     const nThreads = options.threads ?? defaultDataplaneThreads();
     if (!Number.isInteger(nThreads) || nThreads < 1 || nThreads > MAX_DATAPLANE_THREADS) {
       throw new DataplaneConfigError(`forwarding threads ${nThreads} out of range 1..${MAX_DATAPLANE_THREADS}`);
+    }
+    const nice = options.threadNice;
+    if (nice !== undefined && nice !== null && (!Number.isInteger(nice) || nice < -20 || nice > 19)) {
+      throw new DataplaneConfigError(`forwarding-thread nice ${nice} out of range -20..19`);
     }
     const request = parseOffloadRequest(options.offload ?? 'auto');
     const want = requestedFeatures(request);
@@ -236,6 +247,7 @@ export class VxlanDataplane {
       budget: options.budget ?? (features.vnet ? 64 : 256),
       maxPacket: this.maxPacket,
       offload: features,
+      nice: options.threadNice === undefined ? DEFAULT_THREAD_NICE : options.threadNice,
       onFatal: (err) => options.onFatal?.(err),
       onGsoRefused: (index) => this.gsoRefused(index),
       onTunGsoRefused: (index) => this.tunGsoRefused(index),
