@@ -10,8 +10,9 @@ import pino from 'pino';
 import type { Options } from '../cli/flags';
 import { findExternalInterface, sendSourceAddress, type ExternalInterface } from '../netlink/interfaces';
 import { UnderlayWatch } from '../netlink/underlay-watch';
+import { ConfigMonitor, configCheckSecondsFromEnv } from './config-monitor';
 import { ConfigError, type NetworkConfig } from '../subnet/config';
-import { isIp4 } from '../subnet/ip4';
+import { isIp4, type Ip4Net } from '../subnet/ip4';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease';
 import { LeaseManager, describeSubnets, leaseTimingFromEnv, type RevokeReason } from '../subnet/lease-manager';
 import { LeaseWatcher } from '../subnet/lease-watcher';
@@ -19,14 +20,16 @@ import { ConfigNotFoundError, EtcdError, EtcdRegistry, type Registry } from '../
 import { readPreviousLease, writeSubnetEnv } from '../subnet/subnet-env';
 import { loadOrCreateVtepMac, storeVtepMac, vtepMacPath, vtepMacV6Path } from '../subnet/vtep-mac';
 import { findExternalInterface6, ipv6AddressOf } from '../netlink/interfaces6';
-import { parseAddr6 } from '../subnet/cidr6';
-import { formatIp6 } from '../subnet/ip6';
+import { parseAddr6, parseCidr6 } from '../subnet/cidr6';
+import { formatIp6, type Ip6Net } from '../subnet/ip6';
 import type { VxlanBackendData } from '../subnet/lease';
 import { IptablesManager } from '../iptables/iptables-manager';
 import { startHealthServer, type HealthServer } from '../ops/health-server';
-import { createMetrics, type DaemonMetrics, type DataplaneSnapshot } from '../ops/metrics';
+import type { DaemonMetrics, DataplaneSnapshot } from '../ops/metrics';
+import { logLeaseEvents } from './lease-event-log';
+import { StartupPhases } from './startup-phases';
 
-/** VXLAN encapsulation overhead flanneld subtracts from the underlay MTU (flannel-compat.md §5.4). */
+/** VXLAN encapsulation overhead flanneld subtracts from the underlay MTU (docs/compat.md §5.4). */
 export const VXLAN_OVERHEAD = 50;
 
 /** What the data plane needs to hold its device and sockets before any lease is written. */
@@ -142,10 +145,15 @@ class Daemon {
   private watcher: LeaseWatcher | null = null;
   private healthz: HealthServer | null = null;
   private metrics: DaemonMetrics | null = null;
-  private iptables: IptablesManager | null = null;
+  private readonly iptables: IptablesManager[] = [];
   private underlay: UnderlayWatch | null = null;
+  private configMonitor: ConfigMonitor | null = null;
   private hooksStarted = false;
   private applyChain: Promise<void> = Promise.resolve();
+  /** The queued, not yet started batch that newly arriving events join (see deliver()). */
+  private openBatch: LeaseEvent[] | null = null;
+  private snapshotQueued = false;
+  private readonly phases = new StartupPhases();
 
   constructor(
     private readonly options: Options,
@@ -194,9 +202,12 @@ class Daemon {
 
   private logFatal(err: unknown): void {
     const e = err instanceof Error ? err : new Error(String(err));
-    // Our typed errors (each class sets its own name) carry the operator context in the message;
-    // JavaScript's built-in errors mean a bug and get a stack.
+    // Our typed errors (each class sets its own name) carry the operator context in the message, and
+    // so do system errors (an errno code such as EACCES: the message names the call and the path);
+    // other built-in errors mean a bug and get a stack.
+    const code = (e as NodeJS.ErrnoException).code;
     if (!BUILTIN_ERROR_NAMES.has(e.name)) this.log.fatal({ errType: e.name }, e.message);
+    else if (typeof code === 'string' && /^E[A-Z0-9]+$/.test(code)) this.log.fatal({ errType: code }, e.message);
     else this.log.fatal({ err: e }, `unexpected error: ${e.message}`);
   }
 
@@ -218,8 +229,11 @@ class Daemon {
   private async startup(): Promise<void> {
     const o = this.options;
     const log = this.log;
+    this.phases.mark('modules');
 
     if (o.healthzPort > 0) {
+      // Loaded only when asked for: prom-client costs ~0.1 s of startup (-healthz-port is 0 by default).
+      const { createMetrics } = await import('../ops/metrics');
       this.metrics = createMetrics({ dataplane: this.dataplaneStats(), lease: this.leaseStatus() });
       this.healthz = await startHealthServer({ ip: o.healthzIp, port: o.healthzPort, registry: this.metrics.registry, log });
       log.info(`healthz listening on ${o.healthzIp}:${this.healthz.address.port} (/healthz, /readyz, /metrics)`);
@@ -240,6 +254,7 @@ class Daemon {
 
     const config = await this.waitForConfig(registry);
     if (!config) return;
+    this.phases.mark('config');
     if (config.backend.type !== 'vxlan') {
       throw new DaemonError(
         `backend type "${config.backend.type}" in ${registry.prefix}/config is not supported: tsflanneld only implements "vxlan"` +
@@ -274,7 +289,6 @@ class Daemon {
         vtepMac = prepared.vtepMac;
       }
     }
-    if (this.stopping) return;
 
     const backendData = (m: string): VxlanBackendData => ({ VNI: config.backend.vni, VtepMAC: m });
     // flannel HEAD (vxlan newSubnetAttrs): each family's data only when that family is enabled;
@@ -303,6 +317,7 @@ class Daemon {
     this.manager = manager;
     const lease = await this.acquire(manager);
     if (!lease) return;
+    this.phases.mark('lease');
     manager.on('revoked', (l: Lease, reason: RevokeReason, by: LeaseAttrs | null) => {
       const key = `${registry.prefix}/subnets/${l.key}`;
       const taker = config.enableIPv4 ? by?.PublicIP : by?.PublicIPv6;
@@ -315,30 +330,34 @@ class Daemon {
       if (this.stopping) return;
       this.hooksStarted = true;
       await hooks.start({ lease, config, mtu, vtepMac, publicIp, iface, fatal: (err) => this.dataPlaneFatal(err) });
+      this.phases.mark('data plane');
     }
     if (this.stopping) return;
 
     // Like flanneld: traffic rules are in place before subnet.env tells the container runtime to go.
     if ((o.ipMasq || o.iptablesForwardRules) && this.extras.iptables === true) {
-      if (config.enableIPv6 || config.network === null) {
-        throw new DaemonError(
-          '-ip-masq and -iptables-forward-rules are implemented for IPv4-only networks; set EnableIPv6 false or turn both flags off',
-        );
+      // One manager per enabled family: iptables for IPv4, ip6tables for IPv6 (flannel's IPv6 rules).
+      const families: Array<{ network: Ip4Net | Ip6Net; subnet: Ip4Net | Ip6Net }> = [];
+      if (config.network !== null) families.push({ network: config.network, subnet: lease.subnet });
+      if (config.ipv6Network !== null && lease.ipv6Subnet !== null) {
+        families.push({ network: parseCidr6(config.ipv6Network), subnet: parseCidr6(lease.ipv6Subnet) });
       }
-      this.iptables = new IptablesManager({
-        network: config.network,
-        subnet: lease.subnet,
-        masq: o.ipMasq,
-        forwardRules: o.iptablesForwardRules,
-        resyncSeconds: o.iptablesResync,
-        ...(o.ipMasqFullyRandomDisable ? { randomFully: false } : {}),
-        previous: { network: previous.network, subnet: previous.subnet },
-        log,
-      });
-      await this.iptables.start();
-      log.info({ masq: o.ipMasq, forwardRules: o.iptablesForwardRules }, 'iptables rules in place');
+      for (const f of families) {
+        const mgr = new IptablesManager({
+          ...f,
+          masq: o.ipMasq,
+          forwardRules: o.iptablesForwardRules,
+          resyncSeconds: o.iptablesResync,
+          ...(o.ipMasqFullyRandomDisable ? { randomFully: false } : {}),
+          ...(typeof f.network.ip === 'number' ? { previous: { network: previous.network, subnet: previous.subnet } } : {}),
+          log,
+        });
+        this.iptables.push(mgr);
+        await mgr.start();
+      }
+      log.info({ masq: o.ipMasq, forwardRules: o.iptablesForwardRules, families: families.length }, 'iptables rules in place');
     }
-    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the awaits above
     if (this.stopping) return;
 
     await writeSubnetEnv(o.subnetFile, {
@@ -350,18 +369,24 @@ class Daemon {
       ipMasq: o.ipMasq,
     });
     log.info({ file: o.subnetFile }, `wrote ${o.subnetFile} (subnet ${describeSubnets(lease)}, MTU ${mtu})`);
+    this.phases.mark('subnet.env');
     this.healthz?.setReady(true);
     this.extras.onReady?.({ lease, mtu, vtepMac });
     if (sendSource !== '') this.watchUnderlay(iface, sendSource);
+    this.configMonitor = new ConfigMonitor(registry, config, log, configCheckSecondsFromEnv(this.env));
+    this.configMonitor.start();
 
     this.watcher = new LeaseWatcher({
       registry,
       log,
       ownSubnet: lease.subnet,
       ownIpv6Subnet: lease.ipv6Subnet,
-      onEvents: (events) => this.deliver(events),
+      onEvents: (events) => {
+        if (!this.snapshotQueued) this.phases.mark('snapshot', `${events.length} leases`);
+        this.deliver(events);
+      },
     });
-    this.watcher.start();
+    this.watcher.start(manager.takeListing() ?? undefined);
   }
 
   /**
@@ -395,7 +420,7 @@ class Daemon {
   }
 
   /**
-   * The underlay interface and the public addresses to publish (flannel-compat.md §7): IPv4 (and
+   * The underlay interface and the public addresses to publish (docs/compat.md §7): IPv4 (and
    * dual-stack) networks pick the interface by its IPv4 address and take its first usable IPv6
    * address; IPv6-only networks pick it by IPv6 (interfaces6.ts). -public-ip / -public-ipv6 override.
    */
@@ -464,6 +489,7 @@ class Daemon {
         return config;
       } catch (err) {
         if (!(err instanceof ConfigNotFoundError || err instanceof ConfigError || err instanceof EtcdError)) throw err;
+        if (err instanceof EtcdError && err.authFailed) throw this.credentialsRefused(err);
         const message =
           err instanceof ConfigNotFoundError
             ? `${err.message}, retrying`
@@ -481,6 +507,14 @@ class Daemon {
     return null;
   }
 
+  /** Wrong credentials: fatal at once, as in flanneld (its etcd client fails to start, exit 1). */
+  private credentialsRefused(err: EtcdError): DaemonError {
+    return new DaemonError(
+      `etcd refused the credentials of user "${this.options.etcdUsername}": ${err.message}; ` +
+        'check -etcd-username and -etcd-password (FLANNELD_ETCD_USERNAME, FLANNELD_ETCD_PASSWORD)',
+    );
+  }
+
   /** Acquires the lease; etcd outages are waited out (1 s retry), allocation failures are fatal. */
   private async acquire(manager: LeaseManager): Promise<Lease | null> {
     let reported = false;
@@ -489,6 +523,7 @@ class Daemon {
         return await manager.acquire();
       } catch (err) {
         if (!(err instanceof EtcdError)) throw err;
+        if (err.authFailed) throw this.credentialsRefused(err);
         const message = `acquiring a lease failed: ${err.message}; retrying`;
         if (!reported) this.log.warn(message);
         else this.log.debug(message);
@@ -499,29 +534,49 @@ class Daemon {
     return null;
   }
 
-  /** Serializes batches into the data plane; without hooks the batches are only logged. */
+  /**
+   * Serializes batches into the data plane; without hooks the batches are only logged. Events that
+   * arrive while earlier ones are being applied are coalesced into one pending batch (in etcd order),
+   * so a burst of puts reaches the data plane as a few applyEvents calls. The first batch, the
+   * snapshot, is applied on its own. O(events).
+   */
   private deliver(events: LeaseEvent[]): void {
-    for (const ev of events) {
-      const l = ev.lease;
-      const mac = (l.attrs.BackendData as { VtepMAC?: unknown } | undefined)?.VtepMAC;
-      this.log.info(
-        { key: l.key, publicIp: l.attrs.PublicIP, backendType: l.attrs.BackendType, vtepMac: mac },
-        `peer lease ${ev.type}: ${describeSubnets(l)} at ${[l.attrs.PublicIP, l.attrs.PublicIPv6].filter((x) => x !== null && x !== '0.0.0.0').join(' and ')}`,
-      );
-    }
+    logLeaseEvents(this.log, events);
     const hooks = this.extras.hooks;
-    if (!hooks) return;
+    if (!hooks) {
+      if (!this.snapshotQueued) this.logReady();
+      this.snapshotQueued = true;
+      return;
+    }
+    if (this.openBatch !== null) {
+      for (const ev of events) this.openBatch.push(ev);
+      return;
+    }
+    const batch = events.slice();
+    if (this.snapshotQueued) this.openBatch = batch;
+    const snapshot = !this.snapshotQueued;
+    this.snapshotQueued = true;
     this.applyChain = this.applyChain.then(async () => {
+      if (this.openBatch === batch) this.openBatch = null;
       if (this.stopping) return;
       try {
-        await hooks.applyEvents(events);
+        await hooks.applyEvents(batch);
+        if (snapshot) {
+          this.phases.mark('routes', `${batch.length} leases`);
+          this.logReady();
+        }
       } catch (err) {
         this.end({
           kind: 'fatal',
-          err: new DaemonError(`data plane failed to apply ${events.length} lease event(s): ${(err as Error).message}`),
+          err: new DaemonError(`data plane failed to apply ${batch.length} lease event(s): ${(err as Error).message}`),
         });
       }
     });
+  }
+
+  /** One line with the startup phase times (process start → first snapshot applied). */
+  private logReady(): void {
+    this.log.info({ phasesMs: this.phases.record() }, `ready in ${this.phases.summary()}`);
   }
 
   private async shutdown(): Promise<void> {
@@ -529,6 +584,7 @@ class Daemon {
     this.watcher?.stop();
     this.manager?.stop();
     this.underlay?.stop();
+    this.configMonitor?.stop();
     let failure: Error | null = null;
     await this.applyChain;
     if (this.hooksStarted && this.extras.hooks) {
@@ -538,7 +594,7 @@ class Daemon {
         failure = new DaemonError(`data plane failed to stop: ${(err as Error).message}`);
       }
     }
-    await this.iptables?.stop();
+    for (const mgr of this.iptables) await mgr.stop();
     await this.healthz?.close();
     this.registry?.close();
     if (failure) throw failure;

@@ -21,6 +21,8 @@ import type { DataPlaneContext, DataPlaneHooks, PrepareContext, Prepared } from 
 export interface VxlanBackendOptions {
   /** TUN name; "" means flannel.<VNI>. */
   tunName: string;
+  /** -vxlan-strict-source: drop VXLAN from outer sources that are no peer's PublicIP. Default false. */
+  strictSource?: boolean;
   /** Offload rung request (-offload): "auto" or a rung name (src/dataplane/offload.ts). Default auto. */
   offload?: string;
   /** Forwarding threads (-dataplane-threads); default one per CPU, at most 8. */
@@ -112,6 +114,7 @@ export class VxlanBackend implements DataPlaneHooks {
         persist: true,
         offload: parseOffloadRequest(this.options.offload ?? 'auto'),
         threads: this.options.threads,
+        strictSource: this.options.strictSource ?? false,
         log,
         onFatal: (err: Error) => void this.ioFailed(tunName, err),
       });

@@ -56,9 +56,8 @@ export class Ring {
     this.slots = slots;
     this.slotSize = slotSize;
     this.headroom = headroom;
-    const maxEncap: number = Frame.ENCAP_LEN;
-    const encapLen = options.encapLen ?? maxEncap;
-    if (!Number.isInteger(encapLen) || encapLen < 0 || encapLen > maxEncap) {
+    const encapLen = options.encapLen ?? Frame.ENCAP_LEN;
+    if (!Number.isInteger(encapLen) || encapLen < 0 || encapLen > (Frame.ENCAP_LEN as number)) {
       throw new RingConfigError(`ring encapsulation length ${encapLen} out of range 0..${Frame.ENCAP_LEN}`);
     }
     this.encapLen = encapLen;

@@ -3,8 +3,9 @@
 // picks one, so a flow keeps its outer source port whichever thread reads it), owns its two rings, and
 // runs the PacketLoop between
 // blocking epoll waits on those fds plus the control eventfd. It never returns to its own event loop
-// while forwarding: control messages (table snapshots, MTU, pause, exit) are read synchronously with
-// receiveMessageOnPort after the eventfd rang, between batches. Nothing on the main thread (etcd, routes,
+// while forwarding: control messages (MTU, pause, exit) are read synchronously with receiveMessageOnPort
+// after the eventfd rang, and the shared peer table's reader is refreshed after every wake-up, between
+// batches (the eventfd also rings when a table publish waits for this thread). Nothing on the main thread (etcd, routes,
 // logging, HTTP) can delay a packet here. See docs/HACKING.md ("Forwarding threads").
 import { constants as osConstants } from 'node:os';
 import { getSystemErrorMap } from 'node:util';
@@ -12,7 +13,7 @@ import { type MessagePort, parentPort, receiveMessageOnPort, workerData } from '
 
 import { Ring, type RingOptions } from './buffer-pool';
 import { type CounterBuffers, Counters } from './counters';
-import { ForwardingTable, type ForwardingTableSnapshot } from './forwarding-table';
+import { type ForwardingTableHandle, ForwardingTableReader } from './forwarding-table';
 import { loadDataplaneNative } from './native';
 import type { OffloadFeatures } from './offload';
 import { PacketLoop } from './packet-loop';
@@ -40,22 +41,22 @@ export interface ForwardingThreadConfig {
   readonly counters: CounterBuffers;
   /** Int32 words, see ThreadState. */
   readonly state: SharedArrayBuffer;
-  readonly table: ForwardingTableSnapshot;
+  /** The peer table (shared banks); the thread attaches a reader. */
+  readonly table: ForwardingTableHandle;
   /** Forward from the start (else wait for a `run` message). */
   readonly running: boolean;
   /** Nice value of this thread (-20..19); null = leave it. */
   readonly nice: number | null;
+  readonly strictSource: boolean;
 }
 
 /** Words of a thread's shared state (Int32Array over ForwardingThreadConfig.state). */
 export const enum ThreadState {
   /** ThreadPhase below; the main thread Atomics.waits on it when closing. */
   PHASE = 0,
-  /** Generation of the peer-counter buffer the thread writes (acknowledges a grown buffer). */
-  PEER_GEN = 1,
-  /** Generation of the table snapshot in use. */
-  TABLE_GEN = 2,
-  WORDS = 3,
+  /** Generation of the peer table the thread read last. */
+  TABLE_GEN = 1,
+  WORDS = 2,
 }
 
 export const enum ThreadPhase {
@@ -66,11 +67,7 @@ export const enum ThreadPhase {
 }
 
 /** Main → thread, on the MessagePort (then the eventfd rings). */
-export type ThreadControl =
-  | { op: 'table'; table: ForwardingTableSnapshot; resetSlots: Int32Array; peer?: { generation: number; buffer: SharedArrayBuffer } }
-  | { op: 'mtu'; mtu: number }
-  | { op: 'run'; on: boolean }
-  | { op: 'exit' };
+export type ThreadControl = { op: 'mtu'; mtu: number } | { op: 'run'; on: boolean } | { op: 'exit' };
 
 /** Thread → main, on parentPort. */
 export type ThreadReport =
@@ -78,6 +75,7 @@ export type ThreadReport =
   | { type: 'log'; level: 'info' | 'warn' | 'error'; obj: Record<string, unknown>; msg: string }
   | { type: 'gsoRefused'; index: number }
   | { type: 'tunGsoRefused'; index: number }
+  | { type: 'sourceLearned'; index: number; src: number; slot: number }
   | { type: 'fatal'; index: number; direction: string; errno: number; message: string };
 
 // Transient errnos from a read that are worth a log line but not a stop (ENOMEM under pressure, etc.).
@@ -100,7 +98,7 @@ function run(config: ForwardingThreadConfig): void {
   tx.register(native);
   rx.register(native);
   const counters = new Counters(0, config.counters);
-  let peerGen = Atomics.load(state, ThreadState.PEER_GEN);
+  const table = ForwardingTableReader.attach(config.table);
   const loggedErrnos = new Set<string>();
   // Set from callbacks (onIoError, control()): typed wide so the loop condition is not narrowed away.
   let fatal = false as boolean;
@@ -108,7 +106,7 @@ function run(config: ForwardingThreadConfig): void {
 
   const loop = new PacketLoop({
     io: native,
-    table: ForwardingTable.fromSnapshot(config.table),
+    table,
     counters,
     tx,
     rx,
@@ -125,6 +123,8 @@ function run(config: ForwardingThreadConfig): void {
     offload: config.offload,
     onGsoRefused: () => report({ type: 'gsoRefused', index: config.index }),
     onTunGsoRefused: () => report({ type: 'tunGsoRefused', index: config.index }),
+    strictSource: config.strictSource,
+    onSourceLearned: (src, slot) => report({ type: 'sourceLearned', index: config.index, src, slot }),
     onIoError: (direction, errno) => {
       const what = direction === 'tun' ? `read TUN ${config.tunName} queue ${config.index}` : `receive UDP 0.0.0.0:${config.udpPort}`;
       const message = `${what}: ${describeErrno(errno)}`;
@@ -146,7 +146,6 @@ function run(config: ForwardingThreadConfig): void {
       report({ type: 'fatal', index: config.index, direction, errno, message: `${message}; forwarding thread ${config.index} stopped` });
     },
   });
-  Atomics.store(state, ThreadState.TABLE_GEN, config.table.generation);
 
   let running: boolean = config.running;
   let exit = false as boolean;
@@ -155,19 +154,7 @@ function run(config: ForwardingThreadConfig): void {
     native.eventfdDrain(config.ctlFd);
     for (let m = receiveMessageOnPort(config.port); m !== undefined; m = receiveMessageOnPort(config.port)) {
       const c = m.message as ThreadControl;
-      if (c.op === 'table') {
-        if (c.peer !== undefined && c.peer.generation !== peerGen) {
-          // Grown peer-counter memory: this thread is the only writer, so copying here loses nothing.
-          const grown = new Float64Array(c.peer.buffer);
-          grown.set(counters.peer.subarray(0, Math.min(counters.peer.length, grown.length)));
-          counters.peer = grown;
-          peerGen = c.peer.generation;
-          Atomics.store(state, ThreadState.PEER_GEN, peerGen);
-        }
-        for (const slot of c.resetSlots) counters.resetPeer(slot);
-        loop.table = ForwardingTable.fromSnapshot(c.table);
-        Atomics.store(state, ThreadState.TABLE_GEN, c.table.generation);
-      } else if (c.op === 'mtu') {
+      if (c.op === 'mtu') {
         loop.maxPacket = c.mtu;
       } else if (c.op === 'run') {
         running = c.on;
@@ -197,6 +184,8 @@ function run(config: ForwardingThreadConfig): void {
   report({ type: 'running', index: config.index });
   try {
     while (!exit && !fatal) {
+      // Idle while blocked, so a table publish never waits for this thread; refresh before any batch.
+      table.idle();
       if (running) {
         const ready = native.epollWait(epAll, -1);
         if (ready < 0) {
@@ -211,6 +200,7 @@ function run(config: ForwardingThreadConfig): void {
           break;
         }
         if ((ready & 4) !== 0 && !control()) continue;
+        if (table.refresh()) Atomics.store(state, ThreadState.TABLE_GEN, table.generation);
         if ((ready & 1) !== 0) loop.egress();
         if ((ready & 2) !== 0 && !failed()) loop.ingress();
       } else {
@@ -231,6 +221,7 @@ function run(config: ForwardingThreadConfig): void {
     }
   } finally {
     // The main thread waits for EXITED before it closes the TUN queue and sockets.
+    table.detach();
     tx.release(native);
     rx.release(native);
     const errors: string[] = [];

@@ -1,18 +1,19 @@
 // The main thread's side of the forwarding threads: starts one Worker per TUN queue (forwarding-thread.ts),
-// publishes peer-table snapshots to them, sums their shared counters on scrape, and turns a thread that
+// hands them the shared peer table, sums their shared counters on scrape, and turns a thread that
 // dies into one fatal, logged error. The main thread never touches a packet.
 //
-// How a change reaches a thread: setPeer/removePeer on the main thread's ForwardingTable → publish()
-// (coalesced, at most one per 10 ms) → a snapshot in SharedArrayBuffers with the next generation is posted on every
-// thread's MessagePort and its eventfd rung → the thread, between two batches, drains the eventfd, reads
-// the messages synchronously and swaps the table its PacketLoop reads. No locks on the packet path.
+// How a change reaches a thread: setPeer/removePeer on the main thread's ForwardingTable (one batch per
+// synchronous run) → the table publishes a new generation in its shared banks → each thread's
+// ForwardingTableReader moves to it at its next refresh(), which the thread calls after every wake-up,
+// before its batches (and idle() before it blocks). If a thread still holds the previous generation the
+// table rings the threads' eventfds (wake()) and publishes a moment later. No locks on the packet path.
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 
 import type { RingOptions } from './buffer-pool';
-import { type CounterBuffers, Counters, sharedCounterBuffers, sharedPeerBuffer } from './counters';
-import type { ForwardingTable } from './forwarding-table';
+import { type CounterBuffers, Counters, PeerCtr, sharedCounterBuffers } from './counters';
+import type { ForwardingTableHandle } from './forwarding-table';
 import { type ForwardingThreadConfig, type ThreadControl, ThreadPhase, type ThreadReport, ThreadState } from './forwarding-thread';
 import type { DataplaneNative } from './native';
 import type { OffloadFeatures } from './offload';
@@ -58,7 +59,8 @@ export interface ForwardingThreadsOptions {
   readonly log: ForwardingThreadsLogger;
   readonly tunName: string;
   readonly threads: readonly ThreadFds[];
-  readonly table: ForwardingTable;
+  /** The peer table the threads attach their readers to. */
+  readonly table: ForwardingTableHandle;
   readonly txRing: RingOptions;
   readonly rxRing: RingOptions;
   readonly vni: number;
@@ -71,6 +73,10 @@ export interface ForwardingThreadsOptions {
   readonly offload: OffloadFeatures;
   /** Nice value of the forwarding threads; null = the process's. */
   readonly nice: number | null;
+  /** See PacketLoopConfig.strictSource. */
+  readonly strictSource: boolean;
+  /** A thread accepted an outer source that is not the peer's PublicIP (once per source and thread). */
+  readonly onSourceLearned: (src: number, slot: number) => void;
   /** A thread reported a persistent I/O error, or died: the data plane is broken (called once). */
   readonly onFatal: (err: Error) => void;
   /** A thread's UDP GSO send was refused (EIO) / its TUN refused a GSO write; it fell back on its own. */
@@ -86,17 +92,10 @@ interface Thread {
   readonly fds: ThreadFds;
   readonly state: Int32Array;
   readonly counters: CounterBuffers;
-  /** Peer-counter buffers by generation; the thread acknowledges the one it writes in PEER_GEN. */
-  readonly peerBuffers: Map<number, SharedArrayBuffer>;
   running: boolean;
 }
 
 const THREAD_FILE = path.join(__dirname, 'forwarding-thread.js');
-/**
- * At most one table snapshot per this many ms: a burst of lease events (10,000 at start) becomes a few
- * snapshots instead of one per event, each O(table) to copy; a new peer forwards at most this much later.
- */
-const PUBLISH_MIN_INTERVAL_MS = 10;
 /** How long close() waits for the threads to leave their loops and close their fds. */
 const CLOSE_WAIT_MS = 5000;
 
@@ -104,14 +103,9 @@ export class ForwardingThreads {
   private readonly threads: Thread[] = [];
   private readonly native: DataplaneNative;
   private readonly log: ForwardingThreadsLogger;
-  private readonly table: ForwardingTable;
   private readonly options: ForwardingThreadsOptions;
-  private generation = 1;
-  private peerGeneration = 1;
-  private peerSlots: number;
-  private readonly resetSlots = new Set<number>();
-  private publishPending: NodeJS.Timeout | null = null;
-  private lastPublish = 0;
+  /** Peer slots the per-thread counters have room for (the table's maxPeers). */
+  private readonly peerSlots: number;
   private closing = false;
   private fatal = false;
   private readonly runningWaiters: Array<() => void> = [];
@@ -120,16 +114,13 @@ export class ForwardingThreads {
     this.options = options;
     this.native = options.native;
     this.log = options.log;
-    this.table = options.table;
-    this.peerSlots = options.table.slotCapacity;
-    const snapshot = this.table.snapshot(this.generation);
+    this.peerSlots = options.table.maxPeers;
     for (let index = 0; index < options.threads.length; index++) {
       const fds = options.threads[index]!;
       const ctlFd = this.native.eventfdOpen();
       const { port1, port2 } = new MessageChannel();
       const stateBuffer = new SharedArrayBuffer(ThreadState.WORDS * 4);
       const state = new Int32Array(stateBuffer);
-      state[ThreadState.PEER_GEN] = this.peerGeneration;
       const counters = sharedCounterBuffers(this.peerSlots);
       const config: ForwardingThreadConfig = {
         index,
@@ -151,9 +142,10 @@ export class ForwardingThreads {
         offload: options.offload,
         counters,
         state: stateBuffer,
-        table: snapshot,
+        table: options.table,
         running: false,
         nice: options.nice,
+        strictSource: options.strictSource,
       };
       const worker = new Worker(THREAD_FILE, { workerData: config, transferList: [port2], name: `forwarding-${index}` });
       const thread: Thread = {
@@ -164,7 +156,6 @@ export class ForwardingThreads {
         fds,
         state,
         counters,
-        peerBuffers: new Map([[this.peerGeneration, counters.peer]]),
         running: false,
       };
       worker.on('message', (r: ThreadReport) => this.onReport(thread, r));
@@ -184,41 +175,18 @@ export class ForwardingThreads {
     return new Promise((resolve) => this.runningWaiters.push(resolve));
   }
 
-  /** The peer in `slot` is new: its per-thread counters start from 0 with the next snapshot. */
+  /**
+   * The peer in `slot` is new: its per-thread counters start from 0. (The table reuses a freed slot only
+   * in a later generation, so at most a batch of a thread still on the old generation can land after this.)
+   */
   resetPeer(slot: number): void {
-    this.resetSlots.add(slot);
+    for (const t of this.threads) new Float64Array(t.counters.peer).fill(0, slot * PeerCtr.WORDS, (slot + 1) * PeerCtr.WORDS);
   }
 
-  /** Schedules a snapshot of the table for the threads (at most one per PUBLISH_MIN_INTERVAL_MS). */
-  publish(): void {
-    if (this.publishPending !== null || this.closing) return;
-    const wait = Math.max(0, this.lastPublish + PUBLISH_MIN_INTERVAL_MS - Date.now());
-    this.publishPending = setTimeout(() => this.publishNow(), wait);
-  }
-
-  /** Posts the current table to every thread now. */
-  publishNow(): void {
-    if (this.publishPending !== null) clearTimeout(this.publishPending);
-    this.publishPending = null;
+  /** Rings every thread's doorbell: each refreshes its table reader before its next batch. */
+  wake(): void {
     if (this.closing) return;
-    this.lastPublish = Date.now();
-    this.generation++;
-    const table = this.table.snapshot(this.generation);
-    const resetSlots = Int32Array.from(this.resetSlots);
-    this.resetSlots.clear();
-    const grow = this.table.slotCapacity > this.peerSlots;
-    if (grow) {
-      this.peerSlots = this.table.slotCapacity;
-      this.peerGeneration++;
-    }
-    for (const t of this.threads) {
-      let peer: { generation: number; buffer: SharedArrayBuffer } | undefined;
-      if (grow) {
-        peer = { generation: this.peerGeneration, buffer: sharedPeerBuffer(this.peerSlots) };
-        t.peerBuffers.set(peer.generation, peer.buffer);
-      }
-      this.send(t, { op: 'table', table, resetSlots, ...(peer ? { peer } : {}) });
-    }
+    for (const t of this.threads) this.native.eventfdSignal(t.ctlFd);
   }
 
   setMtu(mtu: number): void {
@@ -232,12 +200,7 @@ export class ForwardingThreads {
 
   /** Each thread's counters, as views of its shared memory (scrape; allocates). */
   threadCounters(): Counters[] {
-    return this.threads.map((t) => {
-      const gen = Atomics.load(t.state, ThreadState.PEER_GEN);
-      for (const g of t.peerBuffers.keys()) if (g < gen) t.peerBuffers.delete(g);
-      const peer = t.peerBuffers.get(gen) ?? t.counters.peer;
-      return new Counters(0, { totals: t.counters.totals, drops: t.counters.drops, peer });
-    });
+    return this.threads.map((t) => new Counters(0, t.counters));
   }
 
   /** The sum over all threads (scrape). */
@@ -271,8 +234,6 @@ export class ForwardingThreads {
   close(): void {
     if (this.closing) return;
     this.closing = true;
-    if (this.publishPending !== null) clearTimeout(this.publishPending);
-    this.publishPending = null;
     for (const t of this.threads) {
       try {
         t.port.postMessage({ op: 'exit' } satisfies ThreadControl);
@@ -331,6 +292,9 @@ export class ForwardingThreads {
         break;
       case 'tunGsoRefused':
         this.options.onTunGsoRefused(r.index);
+        break;
+      case 'sourceLearned':
+        this.options.onSourceLearned(r.src, r.slot);
         break;
       case 'fatal':
         this.fail(t, new DataplaneIoError(r.message, r.errno), { direction: r.direction, errno: r.errno });

@@ -3,18 +3,19 @@ import { constants as osConstants } from 'node:os';
 
 import type { Ring } from './buffer-pool';
 import { Counters, Ctr, PeerCtr } from './counters';
-import type { ForwardingTable } from './forwarding-table';
+import type { PeerLookup } from './forwarding-table';
 import { Desc, DescFlag, SendMode, TunMode } from './layout';
 import type { DataplaneNative } from './native';
 import type { OffloadFeatures } from './offload';
 import { decodeVxlanFrame, Drop, macHi, macLo } from './vxlan-codec';
+import { LearnedSources, peerForUnlistedSource } from './source-check';
 
 /** The four batched I/O calls the loop makes (the addon, or a syscall-free stand-in in the benchmark). */
 export type LoopIo = Pick<DataplaneNative, 'tunRead' | 'tunWrite' | 'udpSend' | 'udpRecv'>;
 
 export interface PacketLoopConfig {
   readonly io: LoopIo;
-  readonly table: ForwardingTable;
+  readonly table: PeerLookup;
   readonly counters: Counters;
   readonly tx: Ring;
   readonly rx: Ring;
@@ -44,6 +45,13 @@ export interface PacketLoopConfig {
   readonly onGsoRefused?: () => void;
   /** Called once when the TUN refused a GSO write (EINVAL); the loop writes segments one by one from then on. */
   readonly onTunGsoRefused?: () => void;
+  /**
+   * Drop datagrams whose outer source is no peer's PublicIP, whatever they carry (-vxlan-strict-source).
+   * Default false: such a datagram is accepted when peerForUnlistedSource (source-check.ts) says so.
+   */
+  readonly strictSource?: boolean;
+  /** Called once per new (outer source, peer slot) pair accepted without being that peer's PublicIP. */
+  readonly onSourceLearned?: (src: number, slot: number) => void;
   /** tunRead/udpRecv failed with this errno (negative return); the owner decides whether to stop. */
   readonly onIoError: (direction: 'tun' | 'udp', errno: number) => void;
 }
@@ -53,7 +61,7 @@ const EWOULDBLOCK = osConstants.errno.EWOULDBLOCK;
 const ENOBUFS = osConstants.errno.ENOBUFS;
 
 /*
- * Why the loop is shaped this way (perf-notes §4, §6):
+ * Why the loop is shaped this way (docs/performance.md §4, §6):
  * - Batches: a readiness callback drains up to `budget` packets in batches of ring-size packets, with
  *   exactly two native calls per batch (tunRead+udpSend, udpRecv+tunWrite). N-API crossings cost
  *   20–60 ns each; per-packet calls or per-packet callbacks would cost more than the JS work itself.
@@ -74,8 +82,10 @@ const ENOBUFS = osConstants.errno.ENOBUFS;
  */
 export class PacketLoop {
   private readonly io: LoopIo;
-  /** Replaced between batches when the forwarding thread adopts a newer table snapshot. */
-  table: ForwardingTable;
+  private readonly table: PeerLookup;
+  private readonly strictSource: boolean;
+  private readonly learned = new LearnedSources();
+  private readonly onSourceLearned: ((src: number, slot: number) => void) | undefined;
   private readonly counters: Counters;
   private readonly tx: Ring;
   private readonly rx: Ring;
@@ -104,6 +114,8 @@ export class PacketLoop {
     if (config.sendFds.length < 1) throw new RangeError('packet loop needs at least one send socket');
     this.io = config.io;
     this.table = config.table;
+    this.strictSource = config.strictSource ?? false;
+    this.onSourceLearned = config.onSourceLearned;
     this.counters = config.counters;
     this.tx = config.tx;
     this.rx = config.rx;
@@ -310,13 +322,14 @@ export class PacketLoop {
         d[b + Desc.LEN] = 0;
         continue;
       }
-      const peer = table.peerBySource(d[b + Desc.ADDR]!);
+      const off = d[b + Desc.OFF]!;
+      let peer = table.peerBySource(d[b + Desc.ADDR]!);
+      if (peer < 0 && !this.strictSource) peer = this.unlistedSource(bytes, off, len < seg ? len : seg, d[b + Desc.ADDR]!);
       if (peer < 0) {
         drops[Drop.unknownSource] += segs;
         d[b + Desc.LEN] = 0;
         continue;
       }
-      const off = d[b + Desc.OFF]!;
       let accepted = 0;
       let innerBytes = 0;
       let rejectLo = 0;
@@ -349,6 +362,13 @@ export class PacketLoop {
       ready++;
     }
     return ready;
+  }
+
+  /** A sender that is no peer's PublicIP: accepted per peerForUnlistedSource (a GRO train by its first datagram). */
+  private unlistedSource(bytes: Uint8Array, off: number, len: number, src: number): number {
+    const peer = peerForUnlistedSource(bytes, off, len, this.vni, this.ownHi, this.ownLo, this.table);
+    if (peer >= 0 && this.learned.remember(src, peer)) this.onSourceLearned?.(src, peer);
+    return peer;
   }
 
   /**

@@ -116,8 +116,11 @@ async function main(): Promise<void> {
       else if (cmd.op === 'removePeer' && cmd.subnet) dp.removePeer(parseIp4Net(cmd.subnet));
       else if (cmd.op === 'terminateThread' && typeof cmd.index === 'number') dp.terminateThread(cmd.index);
       else throw new RunnerConfigError(`unknown command ${line}`);
-      dp.publishPeers();
-      emit({ event: 'ok', op: cmd.op });
+      // "ok" once the change is what the forwarding threads read.
+      dp.whenPublished().then(
+        () => emit({ event: 'ok', op: cmd.op }),
+        (err: unknown) => emit({ event: 'error', message: (err as Error).message }),
+      );
     } catch (err) {
       emit({ event: 'error', message: (err as Error).message });
     }

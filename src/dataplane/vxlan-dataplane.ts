@@ -4,10 +4,10 @@
 // peer table and publishes it to the threads. It does not touch addresses, routes or MTU (the
 // netlink/route side does); it only moves packets for the peers it is given.
 
-import { formatIp4Net, type Ip4Net } from '../subnet/ip4';
+import { formatIp4, formatIp4Net, type Ip4Net } from '../subnet/ip4';
 import { DEFAULT_RX_RING, DEFAULT_TX_RING, OFFLOAD_TX_RING, Ring, type RingOptions } from './buffer-pool';
 import type { Counters, CountersSnapshot } from './counters';
-import { ForwardingTable, type PeerEntry } from './forwarding-table';
+import { ForwardingTable, type ForwardingTableHandle, type PeerEntry } from './forwarding-table';
 import { defaultDataplaneThreads, ForwardingThreads, MAX_DATAPLANE_THREADS } from './forwarding-threads';
 import { TunOffload, UdpFlag } from './layout';
 import { type DataplaneNative, loadDataplaneNative } from './native';
@@ -36,6 +36,11 @@ export interface VxlanDataplaneOptions {
   readonly vni: number;
   /** VXLAN UDP port, listened on and sent to (all nodes must agree); default 8472. */
   readonly port?: number;
+  /**
+   * Drop datagrams whose outer source is no peer's PublicIP (-vxlan-strict-source). Default false:
+   * accept them when VNI, inner destination MAC and inner source fit a current peer (source-check.ts).
+   */
+  readonly strictSource?: boolean;
   /** Local IPv4 address (host order) the send sockets bind to, i.e. the outer source peers see. Default 0 = any. */
   readonly sourceIp?: number;
   /** Our VtepMAC (6 bytes): inner source MAC we send, inner destination MAC we accept. */
@@ -124,6 +129,7 @@ export class VxlanDataplane {
   private started = false;
   private runningNow = false;
   private closed = false;
+  private batchOpen = false;
 
   static open(options: VxlanDataplaneOptions): VxlanDataplane {
     const native = loadDataplaneNative();
@@ -230,13 +236,19 @@ export class VxlanDataplane {
     this.features = features;
     this.mtuFixed = options.mtu !== undefined;
     this.maxPacket = options.mtu ?? 0;
-    this.table = new ForwardingTable({ vni: options.vni, localMac: Uint8Array.from(options.localMac) });
+    // A publish waits for a thread still reading the previous generation; ringing the threads' doorbells
+    // makes them finish their batch and move on (they refresh between batches and go idle before blocking).
+    this.table = new ForwardingTable({
+      vni: options.vni,
+      localMac: Uint8Array.from(options.localMac),
+      wakeReaders: () => this.threads.wake(),
+    });
     this.threads = new ForwardingThreads({
       native,
       log: this.log,
       tunName: this.tunName,
       threads: threads.map((t) => t.io),
-      table: this.table,
+      table: this.table.handle,
       txRing,
       rxRing,
       vni: options.vni,
@@ -248,6 +260,8 @@ export class VxlanDataplane {
       maxPacket: this.maxPacket,
       offload: features,
       nice: options.threadNice === undefined ? DEFAULT_THREAD_NICE : options.threadNice,
+      strictSource: options.strictSource ?? false,
+      onSourceLearned: (src, slot) => this.sourceLearned(src, slot),
       onFatal: (err) => options.onFatal?.(err),
       onGsoRefused: (index) => this.gsoRefused(index),
       onTunGsoRefused: (index) => this.tunGsoRefused(index),
@@ -275,31 +289,41 @@ export class VxlanDataplane {
     return this.features;
   }
 
-  /** Adds or updates a peer (new MAC or public IP of a re-put lease replaces the old values). */
+  /**
+   * Adds or updates a peer (new MAC or public IP of a re-put lease replaces the old values). Changes
+   * made in one synchronous run (a watch response, the first snapshot) reach the forwarding threads
+   * together, as one table generation, when the run ends (see whenPublished()).
+   */
   setPeer(peer: PeerEntry): void {
     this.assertOpen();
+    this.autoBatch();
     const isNew = this.table.slotOf(peer.subnet) < 0;
     const slot = this.table.setPeer(peer);
     if (isNew) this.threads.resetPeer(slot);
-    this.threads.publish();
+  }
+
+  /**
+   * Resolves once every peer change made so far is visible to the packet path (at the end of the current
+   * synchronous run, later only if a forwarding thread still reads an older table generation).
+   */
+  whenPublished(): Promise<void> {
+    return this.table.whenPublished();
+  }
+
+  /** Shared-memory handle of the peer table (what the forwarding threads attach their readers to). */
+  get tableHandle(): ForwardingTableHandle {
+    return this.table.handle;
   }
 
   /** Removes the peer owning `subnet`; false if unknown. Its traffic is dropped as noRoute/unknownSource from now on. */
   removePeer(subnet: Ip4Net): boolean {
     this.assertOpen();
-    const removed = this.table.removePeer(subnet);
-    if (removed) this.threads.publish();
-    return removed;
+    this.autoBatch();
+    return this.table.removePeer(subnet);
   }
 
   get peerCount(): number {
     return this.table.peerCount;
-  }
-
-  /** Posts peer changes to the threads now instead of at the end of this event-loop turn. */
-  publishPeers(): void {
-    this.assertOpen();
-    this.threads.publishNow();
   }
 
   /** Inner MTU used to split received super-packets; fixed from now on (the TUN's MTU is no longer read). */
@@ -322,7 +346,6 @@ export class VxlanDataplane {
       this.maxPacket = this.native.ifMtu(this.tunName);
       this.threads.setMtu(this.maxPacket);
     }
-    this.threads.publishNow();
     this.threads.run(true);
     this.started = true;
     this.runningNow = true;
@@ -367,6 +390,7 @@ export class VxlanDataplane {
     this.closed = true;
     this.runningNow = false;
     this.threads.close();
+    this.table.close();
     this.log.info({ tun: this.tunName, started: this.started }, 'VXLAN data plane closed');
   }
 
@@ -377,6 +401,27 @@ export class VxlanDataplane {
       if (subnet !== undefined) peers.push([slot, formatIp4Net(subnet)]);
     }
     return peers;
+  }
+
+  /** Opens a table batch that the end of the current synchronous run (a microtask) commits. */
+  private autoBatch(): void {
+    if (this.batchOpen) return;
+    this.batchOpen = true;
+    this.table.begin();
+    queueMicrotask(() => {
+      this.batchOpen = false;
+      this.table.commit();
+    });
+  }
+
+  private sourceLearned(src: number, slot: number): void {
+    const subnet = this.table.subnetOf(slot);
+    const peer = subnet ? formatIp4Net(subnet) : `slot ${slot}`;
+    this.log.info(
+      { tun: this.tunName, source: formatIp4(src >>> 0), peer },
+      `accepting VXLAN from ${formatIp4(src >>> 0)} for peer ${peer}: not its published PublicIP, but VNI, VtepMAC and ` +
+        'inner source fit (a flanneld node sending from another address; -vxlan-strict-source drops these)',
+    );
   }
 
   private assertOpen(): void {

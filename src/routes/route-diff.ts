@@ -6,7 +6,7 @@ import type { Lease, LeaseEvent } from '../subnet/lease';
 import { parseMac, vxlanBackendData } from '../subnet/lease-codec';
 import { RTPROT_KERNEL, RT_SCOPE_LINK, type KernelRoute } from '../netlink/rtnetlink';
 
-/** A remote node as the data plane and the kernel routes need it (flannel-compat §5.5). */
+/** A remote node as the data plane and the kernel routes need it (docs/compat.md §5.5). */
 export interface Peer {
   readonly subnet: Ip4Net;
   readonly publicIp: Ip4;

@@ -3,7 +3,7 @@
 //      overlay traffic into our TUN device; and
 //  (b) the data plane's forwarding table (the "FDB": subnet → VtepMAC + public IP). It lives in
 //      userspace because a TUN device has no neighbour or FDB entries of its own.
-// This is flannel-compat §5.5 adapted to a TUN device. A TUN has no L2, so the route needs no gateway,
+// This is docs/compat.md §5.5 adapted to a TUN device. A TUN has no L2, so the route needs no gateway,
 // onlink or ARP entry: the data plane picks the peer from the packet's destination address.
 //
 // Protocol: we keep RTPROT_BOOT ("proto boot") like flanneld, so scripts and monitoring that look for
@@ -31,6 +31,8 @@ import {
 export interface PeerForwarding {
   setPeer(peer: { subnet: Ip4Net; publicIp: Ip4; vtepMac: Uint8Array }): void;
   removePeer(subnet: Ip4Net): void;
+  /** Resolves when the changes made so far are visible to the packet path (may batch them until then). */
+  whenPublished?(): Promise<void>;
 }
 
 /** The part of a pino logger we use (pino's Logger satisfies it). */
@@ -189,6 +191,7 @@ export class RouteManager {
         if (this.forwarded.has(key)) forget.push(key);
       }
     }
+    await this.forwarding.whenPublished?.(); // the peers before their routes
     const failed = await this.runOps(ops);
     // Route first, then forwarding entry: traffic for a removed peer stops entering the TUN before
     // the data plane forgets where to send it. Even if the route delete failed, the peer is gone.
@@ -200,6 +203,7 @@ export class RouteManager {
     this.desired = peers;
     let failed = 0;
     for (const [key, peer] of peers) if (!this.setForwarding(key, peer)) failed++;
+    await this.forwarding.whenPublished?.();
 
     let actual;
     try {

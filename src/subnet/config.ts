@@ -1,5 +1,5 @@
 // flannel's network config (the JSON at `<prefix>/config`), decoded and validated the way
-// flanneld does it (flannel-compat.md §2) so that every node of a mixed cluster derives the same
+// flanneld does it (docs/compat.md §2) so that every node of a mixed cluster derives the same
 // SubnetLen/SubnetMin/SubnetMax from the same document.
 import { Ip4, Ip4Net, Ip4ParseError, formatIp4, maskOf, netContains, parseIp4, parseIp4Net, sizeOf } from './ip4';
 import { formatIp6, type Ip6 } from './ip6';
@@ -254,7 +254,7 @@ function validateIPv6(raw: RawV6): Pick<NetworkConfig, 'ipv6Network' | 'ipv6Subn
 }
 
 function parseBackend(raw: unknown): BackendConfig {
-  // flannel picks "udp" when Backend is missing (its docs say vxlan; flannel-compat.md §2 ⚠).
+  // flannel picks "udp" when Backend is missing (its docs say vxlan; docs/compat.md §2 ⚠).
   // A JSON null is Go's "absent" for this RawMessage-backed field too.
   const defaults: BackendConfig = {
     type: 'udp',
@@ -272,7 +272,8 @@ function parseBackend(raw: unknown): BackendConfig {
   const type = readString(b, 'Type', p);
   return {
     type: (type ?? '').toLowerCase(),
-    vni: readInt(b, 'VNI', p, DEFAULT_VNI, 1, MAX_VNI),
+    // 0 is valid, as in flanneld (device flannel.0); the kernel's VXLAN driver accepts it too.
+    vni: readInt(b, 'VNI', p, DEFAULT_VNI, 0, MAX_VNI),
     port: readInt(b, 'Port', p, 0, 0, 65535),
     mtu: readInt(b, 'MTU', p, 0, 0, Number.MAX_SAFE_INTEGER),
     gbp: readBool(b, 'GBP', p, false),

@@ -128,8 +128,13 @@ t.test('type errors name the field', async (t) => {
   rejects(t, '{"Network":"10.5.0.0/16","Backend":"vxlan"}', /^Backend must be an object/);
   rejects(t, '{"Network":"10.5.0.0/16","Backend":{"Type":1}}', /^Backend\.Type must be a string/);
   rejects(t, '{"Network":"10.5.0.0/16","Backend":{"VNI":"1"}}', /^Backend\.VNI must be a number/);
-  rejects(t, '{"Network":"10.5.0.0/16","Backend":{"VNI":0}}', /^Backend\.VNI must be between 1 and 16777215/);
-  rejects(t, '{"Network":"10.5.0.0/16","Backend":{"VNI":16777216}}', /^Backend\.VNI must be between 1 and 16777215/);
+  rejects(t, '{"Network":"10.5.0.0/16","Backend":{"VNI":-1}}', /^Backend\.VNI must be between 0 and 16777215/);
+  rejects(t, '{"Network":"10.5.0.0/16","Backend":{"VNI":16777216}}', /^Backend\.VNI must be between 0 and 16777215/);
+  t.equal(
+    parseNetworkConfig('{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":0}}').backend.vni,
+    0,
+    'VNI 0 as flanneld (flannel.0)',
+  );
   rejects(t, '{"Network":"10.5.0.0/16","Backend":{"Port":65536}}', /^Backend\.Port must be between 0 and 65535/);
   rejects(t, '{"Network":"10.5.0.0/16","Backend":{"Port":-1}}', /^Backend\.Port must be between/);
   rejects(t, '{"Network":"10.5.0.0/16","Backend":{"MTU":-5}}', 'Backend.MTU must be at least 0, got -5');
