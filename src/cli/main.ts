@@ -28,6 +28,7 @@ function defaultHooks(options: Options, log: Log, fatal: (err: Error) => void): 
   return new VxlanBackend({
     tunName: options.tunName,
     offload: options.offload,
+    threads: options.dataplaneThreads === 0 ? undefined : options.dataplaneThreads,
     strictSource: options.vxlanStrictSource,
     log,
     onFatal: fatal,
