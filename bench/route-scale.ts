@@ -7,6 +7,7 @@
 //   - p50/p99 latency of one lease event → route in the kernel. applyEvents resolves after the kernel
 //     ACKed the route; rtnetlink ACKs after the FIB insert, so the route is in place at that point.
 // Prints results; no thresholds. The namespace is removed on exit, also on failure or ^C.
+import { vxlanLeaseMapper } from '../src/backend/vxlan/mapping';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -150,7 +151,8 @@ async function inner(args: Args, tun: string): Promise<void> {
     const mgr = new RouteManager({
       netlink: nl,
       forwarding,
-      ifindex,
+      devices: [{ ifindex, exclusive: true }],
+      map: vxlanLeaseMapper({ tunIfindex: ifindex }),
       ownSubnet: OWN,
       network: NETWORK,
       log: quietLog,
@@ -183,7 +185,16 @@ async function inner(args: Args, tun: string): Promise<void> {
   fs.rmSync(batchFile, { force: true });
 
   // Idempotent re-apply and in-sync reconcile with all N present.
-  const mgr = new RouteManager({ netlink: nl, forwarding, ifindex, ownSubnet: OWN, network: NETWORK, log: quietLog, resyncIntervalMs: 0 });
+  const mgr = new RouteManager({
+    netlink: nl,
+    forwarding,
+    devices: [{ ifindex, exclusive: true }],
+    map: vxlanLeaseMapper({ tunIfindex: ifindex }),
+    ownSubnet: OWN,
+    network: NETWORK,
+    log: quietLog,
+    resyncIntervalMs: 0,
+  });
   await mgr.reconcile(peers);
   const events: LeaseEvent[] = peers.map((lease) => ({ type: 'added', lease }));
   t0 = now();

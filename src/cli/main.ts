@@ -2,18 +2,8 @@
 // Go-compatible exit codes: 2 for bad flags, 0 for -help/-version and after SIGTERM/SIGINT, 1 for fatal errors.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Logger } from 'pino';
-import { createLogger, runDaemon, type DataPlaneHooks } from '../daemon/daemon';
-import { VxlanBackend } from '../daemon/vxlan-backend';
+import { createLogger, runDaemon } from '../daemon/daemon';
 import { FlagError, helpText, parseFlags, type Options } from './flags';
-
-export interface MainDeps {
-  /**
-   * Builds the data plane; without it only the control plane runs. `fatal` reports an asynchronous
-   * fatal data-plane error to the daemon (logged once, exit 1).
-   */
-  createHooks?(options: Options, log: Logger, fatal: (err: Error) => void): DataPlaneHooks;
-}
 
 /**
  * Test-only: TSFLANNELD_TEST_CONTROL_PLANE_ONLY=1 runs leases, watch and subnet.env without the data
@@ -22,17 +12,13 @@ export interface MainDeps {
  */
 const CONTROL_PLANE_ONLY_ENV = 'TSFLANNELD_TEST_CONTROL_PLANE_ONLY';
 
-function defaultHooks(options: Options, log: Logger, fatal: (err: Error) => void): DataPlaneHooks {
-  return new VxlanBackend({ tunName: options.tunName, offload: options.offload, log, onFatal: fatal });
-}
-
 function version(): string {
   const file = path.resolve(__dirname, '..', '..', '..', 'package.json');
   return (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version;
 }
 
 /** Runs tsflanneld with argv (without node and script) and exits the process with its exit code. */
-export async function main(argv: string[], deps: MainDeps = {}): Promise<never> {
+export async function main(argv: string[]): Promise<never> {
   let options: Options;
   try {
     options = parseFlags(argv, process.env);
@@ -61,19 +47,13 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<never> 
 
   let code: number;
   try {
-    // The daemon connects its reporter synchronously inside runDaemon, before any hook can run.
-    let report: (err: Error) => void = (err) => {
-      throw err;
-    };
+    // The daemon builds the configured backend's data plane (src/backend/registry.ts).
     const controlPlaneOnly = process.env[CONTROL_PLANE_ONLY_ENV] === '1';
-    const createHooks = deps.createHooks ?? (controlPlaneOnly ? undefined : defaultHooks);
-    const hooks = createHooks?.(options, log, (err) => report(err));
     code = await runDaemon(options, process.env, {
       log,
       signal: stop.signal,
-      connectFatal: (r) => (report = r),
+      dataPlane: !controlPlaneOnly,
       iptables: !controlPlaneOnly,
-      ...(hooks ? { hooks } : {}),
     });
   } catch (err) {
     log.fatal({ err }, `unexpected error: ${(err as Error).message}`);

@@ -8,7 +8,9 @@
 import type { Logger } from 'pino';
 import pino from 'pino';
 import type { Options } from '../cli/flags';
-import { findExternalInterface, type ExternalInterface } from '../netlink/interfaces';
+import { findExternalInterface } from '../netlink/interfaces';
+import { BackendConfigError, type DataPlaneHooks, type ResolvedBackend } from '../backend/backend';
+import { resolveBackend } from '../backend/registry';
 import { ConfigError, type NetworkConfig } from '../subnet/config';
 import { formatIp4Net, isIp4, type Ip4Net } from '../subnet/ip4';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease';
@@ -24,39 +26,16 @@ import { parseIp4Net as parseNet } from '../subnet/ip4';
 import { parseSubnetEnv } from '../subnet/subnet-env';
 import fs from 'node:fs';
 
-/** VXLAN encapsulation overhead flanneld subtracts from the underlay MTU (flannel-compat.md §5.4). */
-export const VXLAN_OVERHEAD = 50;
-
-export interface DataPlaneContext {
-  lease: Lease;
-  config: NetworkConfig;
-  /** Overlay MTU: (Backend.MTU or the external interface's MTU) − 50. */
-  mtu: number;
-  vtepMac: string;
-  publicIp: string;
-  iface: ExternalInterface;
-  /** Reports an asynchronous fatal data-plane error (e.g. persistent TUN I/O failure): logged once, exit 1. */
-  fatal(err: Error): void;
-}
-
-/**
- * The data plane and route manager, as seen by the daemon. Calls are serialized: start() once
- * (before subnet.env is written), then applyEvents() batches in etcd order — the first call is the
- * initial snapshot of peer leases as 'added' events, delivered even when empty so stale state from
- * an earlier run can be pruned — then stop() once on shutdown (the daemon's lease is kept, so the
- * data plane may keep its kernel state too). Our own lease never appears in events. A rejected
- * promise is fatal for the daemon (exit 1).
- */
-export interface DataPlaneHooks {
-  start(ctx: DataPlaneContext): Promise<void>;
-  applyEvents(events: LeaseEvent[]): Promise<void>;
-  stop(): Promise<void>;
-  /** Packet counters for /metrics; null before start(). */
-  stats?(): DataplaneSnapshot | null;
-}
+export type { DataPlaneContext, DataPlaneHooks } from '../backend/backend';
 
 export interface DaemonExtras {
+  /** Data plane hooks to use instead of the backend's own (tests that record the calls). */
   hooks?: DataPlaneHooks;
+  /**
+   * Build the configured backend's data plane (resolved from the network config's Backend). Off
+   * unless asked for, so an embedded control-plane daemon creates no devices or routes; main() turns it on.
+   */
+  dataPlane?: boolean;
   log?: Logger;
   /** Aborting it stops the daemon cleanly (exit code 0); main() wires SIGTERM/SIGINT to it. */
   signal?: AbortSignal;
@@ -113,6 +92,7 @@ class Daemon {
   private healthz: HealthServer | null = null;
   private metrics: DaemonMetrics | null = null;
   private iptables: IptablesManager | null = null;
+  private hooks: DataPlaneHooks | null = null;
   private hooksStarted = false;
   private applyChain: Promise<void> = Promise.resolve();
 
@@ -199,11 +179,6 @@ class Daemon {
     if (!isIp4(publicIp)) throw new DaemonError(`public IP "${publicIp}" is not an IPv4 address`);
     log.info({ iface: iface.name, ifaceIp: iface.ip, publicIp }, `using interface ${iface.name} with public IP ${publicIp}`);
 
-    const macFile = vtepMacPath(o.subnetFile);
-    const mac = await loadOrCreateVtepMac(macFile);
-    if (mac.warning) log.warn(mac.warning);
-    log.info({ file: macFile, created: mac.created }, `VTEP MAC ${mac.mac}`);
-
     this.registry = this.extras.createRegistry
       ? this.extras.createRegistry(o)
       : new EtcdRegistry({
@@ -219,22 +194,29 @@ class Daemon {
 
     const config = await this.waitForConfig(registry);
     if (!config) return;
-    if (config.backend.type !== 'vxlan') {
-      throw new DaemonError(
-        `backend type "${config.backend.type}" in ${registry.prefix}/config is not supported: tsflanneld only implements "vxlan"` +
-          (config.backend.type === 'udp' ? ' (flannel selects "udp" when the Backend object is missing)' : ''),
-      );
+    // A Backend tsflanneld cannot honour is fatal before anything is written (no MAC file, lease or subnet.env).
+    let backend: ResolvedBackend;
+    try {
+      backend = resolveBackend(config.backend);
+    } catch (err) {
+      if (!(err instanceof BackendConfigError)) throw err;
+      throw new BackendConfigError(`${registry.prefix}/config: ${err.message}`);
     }
     if (!config.enableIPv4 || !config.network || config.enableIPv6) {
       throw new DaemonError(`${registry.prefix}/config: tsflanneld supports IPv4-only networks (EnableIPv4 true, EnableIPv6 false)`);
     }
+    log.info({ backend: backend.type, ...backend.summary }, `backend ${backend.type}`);
 
-    const attrs: LeaseAttrs = {
-      PublicIP: publicIp,
-      PublicIPv6: null,
-      BackendType: 'vxlan',
-      BackendData: { VNI: config.backend.vni, VtepMAC: mac.mac },
-    };
+    let vtepMac = '';
+    if (backend.needsVtepMac) {
+      const macFile = vtepMacPath(o.subnetFile);
+      const mac = await loadOrCreateVtepMac(macFile);
+      if (mac.warning) log.warn(mac.warning);
+      log.info({ file: macFile, created: mac.created }, `VTEP MAC ${mac.mac}`);
+      vtepMac = mac.mac;
+    }
+
+    const attrs: LeaseAttrs = { PublicIP: publicIp, PublicIPv6: null, ...backend.leaseAttrs(vtepMac) };
     const previous = await readPreviousLease(o.subnetFile);
     if (previous.warning) log.warn(previous.warning);
     const timing = leaseTimingFromEnv(this.env);
@@ -258,12 +240,17 @@ class Daemon {
     });
     manager.start();
 
-    const mtu = (config.backend.mtu > 0 ? config.backend.mtu : iface.mtu) - VXLAN_OVERHEAD;
-    const hooks = this.extras.hooks;
+    const mtu = (backend.underlayMtu ?? iface.mtu) - backend.overhead;
+    const hooks =
+      this.extras.hooks ??
+      (this.extras.dataPlane === true
+        ? backend.createHooks({ tunName: o.tunName, offload: o.offload, log, fatal: (err) => this.dataPlaneFatal(err) })
+        : null);
+    this.hooks = hooks;
     if (hooks) {
       if (this.stopping) return;
       this.hooksStarted = true;
-      await hooks.start({ lease, config, mtu, vtepMac: mac.mac, publicIp, iface, fatal: (err) => this.dataPlaneFatal(err) });
+      await hooks.start({ lease, config, mtu, vtepMac, publicIp, iface, fatal: (err) => this.dataPlaneFatal(err) });
     }
     if (this.stopping) return;
 
@@ -294,7 +281,7 @@ class Daemon {
     });
     log.info({ file: o.subnetFile }, `wrote ${o.subnetFile} (subnet ${formatIp4Net(lease.subnet)}, MTU ${mtu})`);
     this.healthz?.setReady(true);
-    this.extras.onReady?.({ lease, mtu, vtepMac: mac.mac });
+    this.extras.onReady?.({ lease, mtu, vtepMac });
 
     this.watcher = new LeaseWatcher({
       registry,
@@ -327,7 +314,7 @@ class Daemon {
 
   private dataplaneStats(): { snapshot(): DataplaneSnapshot } {
     const empty: DataplaneSnapshot = { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, drops: {}, peers: [], offloadRung: 'none' };
-    return { snapshot: () => (this.hooksStarted ? this.extras.hooks?.stats?.() : null) ?? empty };
+    return { snapshot: () => (this.hooksStarted ? this.hooks?.stats?.() : null) ?? empty };
   }
 
   private leaseStatus(): { leaseExpiry(): number | null; etcdConnected(): boolean; subnet(): string } {
@@ -387,13 +374,12 @@ class Daemon {
   private deliver(events: LeaseEvent[]): void {
     for (const ev of events) {
       const l = ev.lease;
-      const mac = (l.attrs.BackendData as { VtepMAC?: unknown } | undefined)?.VtepMAC;
       this.log.info(
-        { key: l.key, publicIp: l.attrs.PublicIP, backendType: l.attrs.BackendType, vtepMac: mac },
+        { key: l.key, publicIp: l.attrs.PublicIP, backendType: l.attrs.BackendType, backendData: l.attrs.BackendData },
         `peer lease ${ev.type}: ${formatIp4Net(l.subnet)} at ${l.attrs.PublicIP}`,
       );
     }
-    const hooks = this.extras.hooks;
+    const hooks = this.hooks;
     if (!hooks) return;
     this.applyChain = this.applyChain.then(async () => {
       if (this.stopping) return;
@@ -414,9 +400,9 @@ class Daemon {
     this.manager?.stop();
     let failure: Error | null = null;
     await this.applyChain;
-    if (this.hooksStarted && this.extras.hooks) {
+    if (this.hooksStarted && this.hooks) {
       try {
-        await this.extras.hooks.stop();
+        await this.hooks.stop();
       } catch (err) {
         failure = new DaemonError(`data plane failed to stop: ${(err as Error).message}`);
       }
