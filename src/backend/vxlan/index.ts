@@ -2,7 +2,11 @@
 // lease data, MTU overhead, and the data plane hooks.
 import { BackendConfigError, type BackendFields, type BackendPlugin, type ResolvedBackend } from '../backend';
 import { MAX_VNI } from './lease-data';
-import { VxlanBackend } from './vxlan-backend';
+import { parseOffloadRequest } from '../../dataplane/offload';
+import { VxlanDataplane } from '../../dataplane/vxlan-dataplane';
+import { parseMac } from '../../subnet/lease-codec';
+import { TunBackend, type TunFlavor } from '../tun-backend';
+import { vxlanLeaseMapper } from './mapping';
 
 /** Kernel VXLAN default UDP port (vxlan module param udp_port); flannel's `Port: 0` means this. */
 export const DEFAULT_VXLAN_PORT = 8472;
@@ -28,7 +32,6 @@ export const vxlanPlugin: BackendPlugin = {
       );
     }
     const port = portField > 0 ? portField : DEFAULT_VXLAN_PORT;
-    const settings = { vni, port, directRouting };
     return {
       type: 'vxlan',
       summary: { VNI: vni, Port: port, DirectRouting: directRouting, ...(mtu > 0 ? { MTU: mtu } : {}) },
@@ -36,8 +39,28 @@ export const vxlanPlugin: BackendPlugin = {
       underlayMtu: mtu > 0 ? mtu : null,
       needsVtepMac: true,
       leaseAttrs: (vtepMac) => ({ BackendType: 'vxlan', BackendData: { VNI: vni, VtepMAC: vtepMac } }),
-      createHooks: (deps) =>
-        new VxlanBackend({ settings, tunName: deps.tunName, offload: deps.offload, log: deps.log, onFatal: deps.fatal }),
+      createHooks: (deps) => {
+        const flavor: TunFlavor = {
+          label: 'VXLAN',
+          defaultTunName: `flannel.${vni}`,
+          usesExtAddrs: directRouting,
+          logFields: { port, vni, directRouting },
+          open: (tunName, ctx, onFatal) =>
+            VxlanDataplane.open({
+              tunName,
+              vni,
+              port,
+              localMac: parseMac(ctx.vtepMac),
+              persist: true,
+              offload: parseOffloadRequest(deps.offload),
+              log: deps.log,
+              onFatal,
+            }),
+          mapper: (tunIfindex, ext) =>
+            vxlanLeaseMapper({ tunIfindex, ...(directRouting ? { directRouting: { extIfindex: ext.ifindex, extAddrs: ext.addrs } } : {}) }),
+        };
+        return new TunBackend(flavor, { tunName: deps.tunName, log: deps.log, onFatal: deps.fatal });
+      },
     };
   },
 };
