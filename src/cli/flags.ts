@@ -27,7 +27,7 @@ export interface Options {
   v: number;
   version: boolean;
   help: boolean;
-  tunName: string; // tsflanneld extra; "" means flannel.<VNI>
+  tunName: string; // tsflanneld extra; "" means the backend's flannel device name (flannel.<VNI>, flannel0)
   offload: string; // tsflanneld extra: data-plane offload rung (src/dataplane/offload.ts)
 }
 
@@ -219,7 +219,7 @@ export const FLAGS: readonly FlagDef[] = [
     name: 'tun-name',
     key: 'tunName',
     def: '',
-    usage: 'name of the overlay device (default flannel.<VNI>)',
+    usage: 'name of the overlay TUN device (default: flannel.<VNI> for vxlan, flannel0 for udp)',
     check: ifaceName,
   },
   {
