@@ -21,7 +21,7 @@
 // veth/virtio delivers SKB_GSO_UDP_TUNNEL whole to a plain UDP socket). The offload path (TSO/USO
 // reads, UDP GRO) uses the same 64 KiB slots with the same layout.
 //
-// DESCRIPTOR: DESC_WORDS (16) int32 per packet = 64 B, descriptor i at desc[i*16]. Words:
+// DESCRIPTOR: DESC_WORDS (18) int32 per packet = 72 B, descriptor i at desc[i*18]. Words:
 //   0 OFF        byte offset of the packet in the arena (IP on tunRead/tunWrite, VXLAN on udpSend/udpRecv)
 //   1 LEN        packet length; LEN 0 on input to udpSend/tunWrite = skip (TS dropped it)
 //   2 ADDR       IPv4 host order: tunRead → inner dst (0 if not IPv4); udpSend ← outer dst; udpRecv → outer
@@ -35,16 +35,24 @@
 //  11 HDR_LEN    tunRead → virtio hdr_len; udpSend (offload) → the real IP+L4 header length it split with
 //  12 CSUM_START virtio csum_start (relative to the IP packet)
 //  13 CSUM_OFF   virtio csum_offset
-//  14 SEGS       udpRecv → datagrams in the slot; udpSend (offload) → segments sent for this descriptor;
-//                tunWrite (coalesce) ← TS: segments it accepted (for its counters; native ignores it)
+//  14 SEGS       always a segment count: udpRecv → datagrams in the slot (1 without UDP_GRO); udpSend →
+//                datagrams sent for this descriptor (1, or the segments of a split super-packet);
+//                tunWrite ← TS: segments it accepted (for its counters; native ignores it)
 //  15 AUX        TS scratch (ingress: inner bytes accepted)
+//  16 REJECT_LO  tunWrite ← TS: bit k set = segment k (0..31) of the datagram train was rejected
+//  17 REJECT_HI  same for segments 32..63 (the kernel merges at most 64 datagrams, UDP_GRO_CNT_MAX)
 //
-// OFFLOAD FORMAT (udpSend mode S_SPLIT, tunWrite mode M_COALESCE):
-//   egress: a descriptor may hold a TSO/USO super-packet (GSO_TYPE/GSO_SIZE from tunRead) behind the one
-//     22 B header TS wrote; udpSend splits it into MSS segments, each sent behind a copy of that header.
-//   ingress: the descriptor stays in datagram form (OFF at the VXLAN header, LEN the whole UDP_GRO train,
-//     GSO_SIZE its segment size). TS validates each segment and marks rejected ones by zeroing their VXLAN
-//     flags byte; tunWrite strips the 22 B of every segment still flagged 0x08 and coalesces them.
+// ONE FORMAT for every offload rung (the modes only switch features on):
+//   egress: a descriptor may hold a TSO/USO super-packet (GSO_TYPE/GSO_SIZE from tunRead, udpSend mode
+//     S_SPLIT) behind the one encapsulation header TS wrote; udpSend splits it into MSS segments, each sent
+//     behind a copy of that header. Without offloads it is one datagram (SEGS 1).
+//   ingress: the descriptor stays in datagram form (OFF at the encapsulation header, LEN the whole
+//     UDP_GRO train, GSO_SIZE its segment size, 0 for one datagram). TS validates each segment and sets
+//     its REJECT bit when it drops it; tunWrite strips the encapsulation of every other segment and hands
+//     it to the coalescer (which merges only in mode M_COALESCE).
+//
+// ENCAPSULATION LENGTH: a ring property (ringRegister's encapLen, ≤ kMaxEncapLen): 22 for VXLAN
+// (8 VXLAN + 14 Ethernet); the arena layout above is drawn for it.
 #pragma once
 #include <node_api.h>
 
@@ -53,7 +61,7 @@
 
 namespace tsf {
 
-constexpr int kDescWords = 16;
+constexpr int kDescWords = 18;
 enum DescWord : int {
   D_OFF = 0,
   D_LEN = 1,
@@ -71,6 +79,8 @@ enum DescWord : int {
   D_CSUM_OFF = 13,
   D_SEGS = 14,
   D_AUX = 15,
+  D_REJECT_LO = 16,
+  D_REJECT_HI = 17,
 };
 // FLAGS bits set by native code.
 constexpr int32_t F_TRUNC = 1;       // datagram/packet did not fit the slot (length is what was stored)
@@ -103,8 +113,9 @@ constexpr int32_t TUN_OFF_USO6 = 0x40;
 // udpOpen flag bits.
 constexpr int32_t U_GRO = 1;  // enable UDP_GRO on the socket
 
-constexpr int kVxlanEthLen = 22;  // 8 VXLAN + 14 Ethernet
-constexpr int kVnetHdrLen = 10;   // struct virtio_net_hdr (no num_buffers)
+constexpr int kVxlanEthLen = 22;            // 8 VXLAN + 14 Ethernet
+constexpr int kMaxEncapLen = kVxlanEthLen;  // longest encapsulation header a ring may carry
+constexpr int kVnetHdrLen = 10;             // struct virtio_net_hdr (no num_buffers)
 constexpr int kMinHeadroom = kVxlanEthLen + kVnetHdrLen;
 constexpr int kMaxRings = 64;
 
@@ -115,6 +126,7 @@ struct Ring {
   uint32_t nSlots = 0;
   uint32_t slotSize = 0;
   uint32_t headroom = 0;
+  uint32_t encapLen = kVxlanEthLen;  // bytes of encapsulation in front of the inner IP packet
   napi_env env = nullptr;
   napi_ref arenaRef = nullptr;
   napi_ref descRef = nullptr;
@@ -129,9 +141,5 @@ void InitRing(napi_env env, napi_value exports);
 bool ArgInt32(napi_env env, napi_value v, const char *fn, const char *name, int32_t *out);
 napi_value MakeInt32(napi_env env, int32_t v);
 napi_value ThrowType(napi_env env, const char *msg);
-
-// Internet checksum helpers (RFC 1071), used to finish NEEDS_CSUM packets from a vnet-header TUN.
-uint32_t CsumPartial(const uint8_t *p, size_t len, uint32_t sum);
-uint16_t CsumFold(uint32_t sum);
 
 }  // namespace tsf

@@ -179,6 +179,23 @@ uint32_t AttrU32(const rtattr *rta) {
 
 uint32_t AttrIp4(const rtattr *rta) { return ntohl(AttrU32(rta)); }
 
+// One IPv4 dump request (RTM_GET* with NLM_F_DUMP): the fixed header `fixed`, the attributes addAttrs
+// appends, every reply of type `reply` handed to onMsg with its fixed header. Returns 0 or an errno.
+template <class Fixed, class A, class F>
+int Dump(uint16_t type, uint16_t reply, const Fixed &fixed, A &&addAttrs, F &&onMsg) {
+  NlSocket s;
+  if (int err = s.Open()) return err;
+  MsgBuilder m;
+  m.Begin(type, NLM_F_REQUEST | NLM_F_DUMP, 1);
+  m.Fixed(fixed);
+  addAttrs(m);
+  m.End();
+  return s.Transact(m, 1, [&](nlmsghdr *h) {
+    if (h->nlmsg_type != reply || h->nlmsg_len < NLMSG_LENGTH(sizeof(Fixed))) return;
+    onMsg(h, static_cast<Fixed *>(NLMSG_DATA(h)));
+  });
+}
+
 // ---- argument helpers (raw napi) ----
 
 bool GetArgs(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
@@ -202,17 +219,10 @@ bool GetU32(napi_env env, napi_value v, uint32_t *out, const char *what) {
 template <class T>
 bool GetTyped(napi_env env, napi_value v, napi_typedarray_type want, T **data, size_t *length,
               const char *what) {
-  bool is = false;
-  napi_typedarray_type type;
-  void *ptr = nullptr;
-  if (napi_is_typedarray(env, v, &is) != napi_ok || !is ||
-      napi_get_typedarray_info(env, v, &type, length, &ptr, nullptr, nullptr) != napi_ok || type != want) {
-    std::string msg = std::string("rtnetlink: ") + what + " has the wrong typed-array type";
-    napi_throw_type_error(env, nullptr, msg.c_str());
-    return false;
-  }
-  *data = static_cast<T *>(ptr);
-  return true;
+  if (TypedArrayOf(env, v, want, data, length)) return true;
+  std::string msg = std::string("rtnetlink: ") + what + " has the wrong typed-array type";
+  napi_throw_type_error(env, nullptr, msg.c_str());
+  return false;
 }
 
 void SetU32(napi_env env, napi_value obj, const char *key, uint32_t v) {
@@ -358,40 +368,33 @@ napi_value ListAddrs(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   uint32_t ifindex;
   if (!GetArgs(env, info, 1, argv) || !GetU32(env, argv[0], &ifindex, "ifindex")) return nullptr;
-  NlSocket s;
-  if (int err = s.Open()) return ThrowErrno(env, "open rtnetlink socket", err);
-  MsgBuilder m;
-  m.Begin(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, 1);
   ifaddrmsg ifa{};
   ifa.ifa_family = AF_INET;
   ifa.ifa_index = ifindex;
-  m.Fixed(ifa);
-  m.End();
-
   struct Addr {
     uint32_t ip, peer, prefixLen;
   };
   std::vector<Addr> addrs;
-  int err = s.Transact(m, 1, [&](nlmsghdr *h) {
-    if (h->nlmsg_type != RTM_NEWADDR || h->nlmsg_len < NLMSG_LENGTH(sizeof(ifaddrmsg))) return;
-    auto *r = static_cast<ifaddrmsg *>(NLMSG_DATA(h));
-    if (r->ifa_family != AF_INET || r->ifa_index != ifindex) return;
-    bool hasLocal = false, hasAddress = false;
-    uint32_t local = 0, address = 0;
-    ForEachAttr(IFA_RTA(r), static_cast<int>(IFA_PAYLOAD(h)), [&](rtattr *a) {
-      if (a->rta_type == IFA_LOCAL) {
-        local = AttrIp4(a);
-        hasLocal = true;
-      } else if (a->rta_type == IFA_ADDRESS) {
-        address = AttrIp4(a);
-        hasAddress = true;
-      }
-    });
-    if (!hasLocal && !hasAddress) return;
-    if (!hasLocal) local = address;
-    if (!hasAddress) address = local;
-    addrs.push_back({local, address, r->ifa_prefixlen});
-  });
+  int err = Dump(
+      RTM_GETADDR, RTM_NEWADDR, ifa, [](MsgBuilder &) {},
+      [&](nlmsghdr *h, ifaddrmsg *r) {
+        if (r->ifa_family != AF_INET || r->ifa_index != ifindex) return;
+        bool hasLocal = false, hasAddress = false;
+        uint32_t local = 0, address = 0;
+        ForEachAttr(IFA_RTA(r), static_cast<int>(IFA_PAYLOAD(h)), [&](rtattr *a) {
+          if (a->rta_type == IFA_LOCAL) {
+            local = AttrIp4(a);
+            hasLocal = true;
+          } else if (a->rta_type == IFA_ADDRESS) {
+            address = AttrIp4(a);
+            hasAddress = true;
+          }
+        });
+        if (!hasLocal && !hasAddress) return;
+        if (!hasLocal) local = address;
+        if (!hasAddress) address = local;
+        addrs.push_back({local, address, r->ifa_prefixlen});
+      });
   if (err) return ThrowErrno(env, ("list addresses of " + LinkName(ifindex)).c_str(), err);
 
   napi_value arr;
@@ -452,25 +455,16 @@ napi_value ListRoutes(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   uint32_t ifindex;
   if (!GetArgs(env, info, 1, argv) || !GetU32(env, argv[0], &ifindex, "ifindex")) return nullptr;
-  NlSocket s;
-  if (int err = s.Open()) return ThrowErrno(env, "open rtnetlink socket", err);
-  MsgBuilder m;
-  m.Begin(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, 1);
   rtmsg rt{};
   rt.rtm_family = AF_INET;
   rt.rtm_table = RT_TABLE_MAIN;
-  m.Fixed(rt);
-  m.AttrU32(RTA_OIF, ifindex);
-  m.End();
-
   struct Route {
     uint32_t dst, prefixLen, gateway, proto, scope, metric;
     bool onlink;
   };
   std::vector<Route> routes;
-  int err = s.Transact(m, 1, [&](nlmsghdr *h) {
-    if (h->nlmsg_type != RTM_NEWROUTE || h->nlmsg_len < NLMSG_LENGTH(sizeof(rtmsg))) return;
-    auto *r = static_cast<rtmsg *>(NLMSG_DATA(h));
+  auto addOif = [ifindex](MsgBuilder &m) { m.AttrU32(RTA_OIF, ifindex); };
+  int err = Dump(RTM_GETROUTE, RTM_NEWROUTE, rt, addOif, [&](nlmsghdr *h, rtmsg *r) {
     if (r->rtm_family != AF_INET || r->rtm_type != RTN_UNICAST) return;
     uint32_t table = r->rtm_table, oif = 0, dst = 0, gateway = 0, metric = 0;
     ForEachAttr(RTM_RTA(r), static_cast<int>(RTM_PAYLOAD(h)), [&](rtattr *a) {

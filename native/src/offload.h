@@ -1,5 +1,5 @@
-// Offload helpers shared by the TUN and UDP hot calls (perf-notes §2, §6): the virtio_net_hdr, fast
-// Internet checksums, TSO/USO super-packet splitting (egress) and TCP/UDP coalescing into GSO writes
+// Offload helpers shared by the TUN and UDP hot calls (perf-notes §2, §6): the virtio_net_hdr,
+// TSO/USO super-packet splitting (egress) and TCP/UDP coalescing into GSO writes
 // (ingress). Pure functions over memory plus a coalescer that emits through a sink, so the same code
 // runs on the ring (tun.cc, udp.cc) and on plain buffers in unit tests (offload.cc test entry points).
 #pragma once
@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "bytes.h"
 #include "dataplane.h"
 
 namespace tsf {
@@ -41,31 +42,6 @@ constexpr size_t kMaxUdpPayload = 65507;
 constexpr int kMaxCoalesceSegs = 64;
 // Largest IPv4 + L4 header of a segment (both with options) plus the VXLAN+Ethernet prefix.
 constexpr size_t kMaxSegHdr = kVxlanEthLen + 60 + 60;
-
-// ---- checksums -------------------------------------------------------------------------------------
-// 64-bit one's complement accumulator over little-endian loads (byte order of the result = memory order,
-// so a folded value stored with memcpy is in network order). `len` may be odd; p need not be aligned.
-uint64_t CsumAcc(const uint8_t *p, size_t len, uint64_t acc);
-inline uint64_t CsumAdd(uint64_t a, uint64_t b) {
-  uint64_t s = a + b;
-  return s + (s < a);
-}
-// Folds to 16 bits without complementing (the "pseudo-header sum" form a partial checksum field holds).
-inline uint16_t CsumFold16(uint64_t acc) {
-  acc = (acc & 0xffffffffu) + (acc >> 32);
-  acc = (acc & 0xffffffffu) + (acc >> 32);
-  acc = (acc & 0xffff) + (acc >> 16);
-  acc = (acc & 0xffff) + (acc >> 16);
-  return static_cast<uint16_t>(acc);
-}
-// Pseudo-header sum of an IPv4 packet (src, dst at ip+12..20) for protocol `proto` and L4 length `l4len`.
-uint64_t PseudoSum(const uint8_t *ip, uint8_t proto, size_t l4len);
-
-// State of the L4 checksum field of an unfragmented IPv4 TCP/UDP packet.
-enum class L4Csum { kNotL4, kValid, kPartial, kZero, kBad };
-// kPartial: the field holds exactly the pseudo-header sum (an offloading sender's CHECKSUM_PARTIAL packet).
-// kZero: UDP without checksum. `verify` = false skips the full pass (returns kValid unless partial/zero).
-L4Csum ClassifyL4Csum(const uint8_t *ip, size_t len, bool verify);
 
 // ---- egress: TSO/USO split -------------------------------------------------------------------------
 struct SplitPlan {

@@ -34,10 +34,11 @@ void EnvCleanup(void *arg) {
   }
 }
 
-// ringRegister(arena: ArrayBuffer, desc: Int32Array, slotSize, headroom) → id
+// ringRegister(arena: ArrayBuffer, desc: Int32Array, slotSize, headroom, encapLen?) → id
+// encapLen: bytes of encapsulation in front of the inner packet (default 22, VXLAN + Ethernet).
 napi_value RingRegister(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   if (argc < 4) return ThrowType(env, "ringRegister(arena, desc, slotSize, headroom): 4 arguments expected");
   bool isAb = false, isTa = false;
@@ -56,6 +57,9 @@ napi_value RingRegister(napi_env env, napi_callback_info info) {
   int32_t slotSize, headroom;
   if (!ArgInt32(env, argv[2], "ringRegister", "slotSize", &slotSize)) return nullptr;
   if (!ArgInt32(env, argv[3], "ringRegister", "headroom", &headroom)) return nullptr;
+  int32_t encapLen = kVxlanEthLen;
+  if (argc >= 5 && !ArgInt32(env, argv[4], "ringRegister", "encapLen", &encapLen)) return nullptr;
+  if (encapLen < 0 || encapLen > kMaxEncapLen) return ThrowType(env, "ringRegister: encapLen must be 0..22");
   if (headroom < kMinHeadroom || slotSize < headroom + 128 || slotSize > (1 << 20)) {
     return ThrowType(env, "ringRegister: need 32 <= headroom and headroom + 128 <= slotSize <= 1 MiB");
   }
@@ -83,6 +87,7 @@ napi_value RingRegister(napi_env env, napi_callback_info info) {
   r.nSlots = static_cast<uint32_t>(nSlots);
   r.slotSize = static_cast<uint32_t>(slotSize);
   r.headroom = static_cast<uint32_t>(headroom);
+  r.encapLen = static_cast<uint32_t>(encapLen);
   napi_create_reference(env, argv[0], 1, &r.arenaRef);
   napi_create_reference(env, argv[1], 1, &r.descRef);
   return MakeInt32(env, id);
@@ -135,19 +140,6 @@ napi_value ThrowType(napi_env env, const char *msg) {
   return nullptr;
 }
 
-uint32_t CsumPartial(const uint8_t *p, size_t len, uint32_t sum) {
-  uint64_t acc = CsumAcc(p, len, sum);
-  acc = (acc & 0xffffffffu) + (acc >> 32);
-  acc = (acc & 0xffffffffu) + (acc >> 32);
-  return static_cast<uint32_t>(acc);
-}
-
-// Folds to 16 bits and complements. The value is in memory (network) byte order when stored with memcpy.
-uint16_t CsumFold(uint32_t sum) {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<uint16_t>(~sum);
-}
-
 void InitRing(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"ringRegister", nullptr, RingRegister, nullptr, nullptr, nullptr, napi_default, nullptr},
@@ -174,6 +166,8 @@ void InitRing(napi_env env, napi_value exports) {
   SetInt(env, layout, "D_CSUM_OFF", D_CSUM_OFF);
   SetInt(env, layout, "D_SEGS", D_SEGS);
   SetInt(env, layout, "D_AUX", D_AUX);
+  SetInt(env, layout, "D_REJECT_LO", D_REJECT_LO);
+  SetInt(env, layout, "D_REJECT_HI", D_REJECT_HI);
   SetInt(env, layout, "F_TRUNC", F_TRUNC);
   SetInt(env, layout, "F_NOT_IPV4", F_NOT_IPV4);
   SetInt(env, layout, "F_CSUM_FIXED", F_CSUM_FIXED);

@@ -18,18 +18,13 @@
 #include <string>
 
 #include "addon.h"
+#include "bytes.h"
 #include "dataplane.h"
 #include "offload.h"
 
 namespace tsf {
 
 namespace {
-
-inline uint16_t Load16le(const uint8_t *p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
-inline uint32_t Load32be(const uint8_t *p) {
-  return (static_cast<uint32_t>(p[0]) << 24) | (static_cast<uint32_t>(p[1]) << 16) |
-         (static_cast<uint32_t>(p[2]) << 8) | p[3];
-}
 
 inline uint32_t Mix32(uint32_t h) {
   h ^= h >> 16;
@@ -52,126 +47,6 @@ inline uint32_t FlowHash(const uint8_t *ip, size_t len) {
     h ^= Load32be(ip + ihl) * 0x85ebca6bU;
   }
   return Mix32(h);
-}
-
-// Completes a CHECKSUM_PARTIAL packet handed up with kVnetNeedsCsum: the field at
-// csum_start+csum_offset already holds the pseudo-header sum, so the checksum over [csum_start, end) is
-// final.
-inline bool FinishCsum(uint8_t *pkt, size_t len, uint16_t start, uint16_t off) {
-  if (static_cast<size_t>(start) + off + 2 > len) return false;
-  uint16_t c = CsumFold(CsumPartial(pkt + start, len - start, 0));
-  memcpy(pkt + start + off, &c, 2);
-  return true;
-}
-
-// A sender with checksum offload (kernel vxlan over veth, or a VM whose virtio peer never computes it)
-// leaves the inner TCP/UDP checksum "partial": the field holds only the folded pseudo-header sum and the
-// hardware that should finish it never did. The kernel's own vxlan receive path keeps that skb state
-// (CHECKSUM_PARTIAL) and trusts it; a UDP socket just copies the bytes, so written to the TUN as-is the
-// packet fails verification and is dropped. Detect exactly that signature (field == pseudo-header sum,
-// ~10 ns) and compute the real checksum. Recomputing an already-correct checksum yields the same value,
-// so a valid packet that happens to match is never harmed.
-bool RepairPartialCsum(uint8_t *ip, size_t len) {
-  if (len < 20 || (ip[0] >> 4) != 4) return false;
-  size_t ihl = static_cast<size_t>(ip[0] & 0x0f) * 4;
-  size_t total = (static_cast<size_t>(ip[2]) << 8) | ip[3];
-  uint16_t frag = static_cast<uint16_t>((ip[6] << 8) | ip[7]);
-  if (ihl < 20 || total > len || total < ihl || (frag & 0x3fff) != 0) return false;
-  size_t l4len = total - ihl;
-  size_t field;
-  if (ip[9] == 6 && l4len >= 20) {
-    field = 16;
-  } else if (ip[9] == 17 && l4len >= 8) {
-    field = 6;
-  } else {
-    return false;
-  }
-  uint8_t *l4 = ip + ihl;
-  uint16_t cur;
-  memcpy(&cur, l4 + field, 2);
-  if (cur == 0)
-    return false;  // UDP without checksum (TCP 0 is just a wrong checksum: leave it to the kernel)
-  // Pseudo-header (src, dst, proto, L4 length) summed in memory order like CsumPartial does.
-  uint16_t proto = htons(ip[9]), l4n = htons(static_cast<uint16_t>(l4len));
-  uint32_t pseudo = CsumPartial(ip + 12, 8, 0) + proto + l4n;
-  while (pseudo >> 16) pseudo = (pseudo & 0xffff) + (pseudo >> 16);
-  if (cur != pseudo) return false;
-  memset(l4 + field, 0, 2);
-  uint16_t c = CsumFold(CsumPartial(l4, l4len, pseudo));
-  if (c == 0 && field == 6) c = 0xffff;  // UDP: a computed 0 is sent as all ones (RFC 768)
-  memcpy(l4 + field, &c, 2);
-  return true;
-}
-
-inline void Store32be(uint8_t *p, uint32_t v) {
-  p[0] = static_cast<uint8_t>(v >> 24);
-  p[1] = static_cast<uint8_t>(v >> 16);
-  p[2] = static_cast<uint8_t>(v >> 8);
-  p[3] = static_cast<uint8_t>(v);
-}
-
-thread_local uint8_t t_seg[65536];
-const uint8_t kZeroVnetHdr[kVnetHdrLen] = {0};
-
-inline ssize_t WriteOne(int fd, const uint8_t *pkt, size_t len, bool vnet) {
-  struct iovec iov[2];
-  int cnt = 0;
-  if (vnet) iov[cnt++] = {const_cast<uint8_t *>(kZeroVnetHdr), kVnetHdrLen};
-  iov[cnt++] = {const_cast<uint8_t *>(pkt), len};
-  ssize_t w;
-  do {
-    w = writev(fd, iov, cnt);
-  } while (w < 0 && errno == EINTR);
-  return w;
-}
-
-// A peer's TCP super-packet (its TSO skb, delivered whole to our socket, see dataplane.h) is larger
-// than the TUN MTU; written as-is it could not be forwarded to a container. Split it the way TSO would:
-// each segment gets the IP/TCP headers with its total length, ID+i, seq+offset, FIN/PSH only on the
-// last and CWR only on the first segment, and freshly computed IP and TCP checksums.
-// Returns 0 (all written), an errno (first failed write), or -1 if the packet is not a splittable TCP packet.
-int WriteSegmented(int fd, const uint8_t *ip, size_t total, size_t maxPacket, bool vnet) {
-  size_t ihl = static_cast<size_t>(ip[0] & 0x0f) * 4;
-  uint16_t frag = static_cast<uint16_t>((ip[6] << 8) | ip[7]);
-  if (ip[9] != 6 || (frag & 0x3fff) != 0 || total < ihl + 20) return -1;
-  const uint8_t *tcp = ip + ihl;
-  size_t thl = static_cast<size_t>(tcp[12] >> 4) * 4;
-  size_t hdr = ihl + thl;
-  if (thl < 20 || hdr >= total || maxPacket < hdr + 64 || maxPacket > sizeof t_seg) return -1;
-  const size_t mss = maxPacket - hdr;
-  const size_t payload = total - hdr;
-  const uint32_t seq = Load32be(tcp + 4);
-  const uint16_t id = static_cast<uint16_t>((ip[4] << 8) | ip[5]);
-  const uint8_t flags = tcp[13];
-  int err = 0;
-  size_t i = 0;
-  for (size_t o = 0; o < payload; o += mss, i++) {
-    size_t chunk = payload - o < mss ? payload - o : mss;
-    size_t slen = hdr + chunk;
-    uint8_t *s = t_seg;
-    memcpy(s, ip, hdr);
-    memcpy(s + hdr, ip + hdr + o, chunk);
-    s[2] = static_cast<uint8_t>(slen >> 8);
-    s[3] = static_cast<uint8_t>(slen);
-    uint16_t sid = static_cast<uint16_t>(id + i);
-    s[4] = static_cast<uint8_t>(sid >> 8);
-    s[5] = static_cast<uint8_t>(sid);
-    s[10] = s[11] = 0;
-    uint16_t ipc = CsumFold(CsumPartial(s, ihl, 0));
-    memcpy(s + 10, &ipc, 2);
-    uint8_t *t = s + ihl;
-    Store32be(t + 4, seq + static_cast<uint32_t>(o));
-    uint8_t f = flags;
-    if (o + chunk < payload) f &= static_cast<uint8_t>(~(0x01 | 0x08));  // FIN, PSH
-    if (i > 0) f &= static_cast<uint8_t>(~0x80);                         // CWR
-    t[13] = f;
-    t[16] = t[17] = 0;
-    uint32_t pseudo = CsumPartial(s + 12, 8, 0) + htons(6) + htons(static_cast<uint16_t>(thl + chunk));
-    uint16_t c = CsumFold(CsumPartial(t, thl + chunk, pseudo));
-    memcpy(t + 16, &c, 2);
-    if (WriteOne(fd, s, slen, vnet) < 0 && err == 0) err = errno;
-  }
-  return err;
 }
 
 // Applies the wanted TUNSETOFFLOAD bits, dropping what the kernel refuses: USO first (kernel < 6.2),
@@ -367,7 +242,7 @@ napi_value TunRead(napi_env env, napi_callback_info info) {
       d[D_CSUM_OFF] = Load16le(h + 8);
       len -= lead;
       if ((vflags & kVnetNeedsCsum) && h[1] == kVnetGsoNone &&
-          FinishCsum(ip, len, Load16le(h + 6), Load16le(h + 8))) {
+          FinishPartialCsum(ip, len, Load16le(h + 6), Load16le(h + 8))) {
         vflags &= static_cast<uint8_t>(~kVnetNeedsCsum);
       }
       flags |= static_cast<int32_t>(vflags) << 8;
@@ -390,10 +265,25 @@ napi_value TunRead(napi_env env, napi_callback_info info) {
   return MakeInt32(env, n);
 }
 
+// Where the coalescer's packets go: writev on the TUN, with the virtio_net_hdr when the TUN has one.
+// Without it (rung none, no vnet header) iov[0] (the header) is left out; a packet the coalescer marked
+// NEEDS_CSUM (an offloading sender's partial checksum, see ClassifyL4Csum) is completed here when
+// `repair` is on (a plain TUN cannot tell the kernel to finish it, and the stack would drop it), else
+// written as it came. Without the vnet header the coalescer never merges, so such a packet is whole in
+// iov[1].
 class FdSink : public TunSink {
  public:
-  explicit FdSink(int fd) : fd_(fd) {}
+  FdSink(int fd, bool vnet, bool repair) : fd_(fd), vnet_(vnet), repair_(repair) {}
   int Write(struct iovec *iov, int cnt) override {
+    if (!vnet_) {
+      const VnetHdr *h = static_cast<const VnetHdr *>(iov[0].iov_base);
+      if (repair_ && (h->flags & kVnetNeedsCsum) != 0 && cnt == 2) {
+        FinishPartialCsum(static_cast<uint8_t *>(iov[1].iov_base), iov[1].iov_len, h->csumStart,
+                          h->csumOffset);
+      }
+      iov++;
+      cnt--;
+    }
     ssize_t w;
     do {
       w = writev(fd_, iov, cnt);
@@ -403,48 +293,27 @@ class FdSink : public TunSink {
 
  private:
   int fd_;
+  bool vnet_;
+  bool repair_;
 };
 
-// The offload-format write (dataplane.h): every segment TS left flagged 0x08 is stripped of its 22 B and
-// handed to the coalescer in arrival order. Segments of a UDP_GRO train (GSO_SIZE > 0) were covered by
-// a non-zero outer checksum the kernel verified; single datagrams may have had none, so their inner
-// checksums are verified before they are merged. → TUN writes made.
-int32_t WriteCoalesced(Ring *r, int fd, int32_t n, int32_t mode, int32_t maxPacket) {
-  FdSink sink(fd);
-  Coalescer co(&sink, r->desc, maxPacket > 0 ? static_cast<size_t>(maxPacket) : 0, (mode & M_USO) != 0,
-               (mode & M_NO_MERGE) == 0);
-  for (int32_t i = 0; i < n; i++) {
-    int32_t *d = r->desc + i * kDescWords;
-    const int32_t off = d[D_OFF], len = d[D_LEN];
-    if (len <= 0) continue;
-    if (off < 0 || static_cast<size_t>(off) + static_cast<size_t>(len) > r->arenaLen) {
-      d[D_STATUS] = EINVAL;
-      continue;
-    }
-    d[D_STATUS] = 0;
-    const bool trusted = d[D_GSO_SIZE] > 0;
-    const size_t seg = trusted ? static_cast<size_t>(d[D_GSO_SIZE]) : static_cast<size_t>(len);
-    uint8_t *base = r->arena + off;
-    for (size_t o = 0; o < static_cast<size_t>(len); o += seg) {
-      const size_t slen = static_cast<size_t>(len) - o < seg ? static_cast<size_t>(len) - o : seg;
-      uint8_t *f = base + o;
-      if (slen < static_cast<size_t>(kVxlanEthLen) + 20 || f[0] != 0x08) continue;  // rejected by TS
-      uint8_t *ip = f + kVxlanEthLen;
-      const size_t total = (static_cast<size_t>(ip[2]) << 8) | ip[3];
-      if ((ip[0] >> 4) != 4 || total < 20 || total > slen - kVxlanEthLen) continue;
-      co.Add(ip, total, trusted, i);
-    }
-  }
-  co.Flush();
-  return co.writes();
+// True when segment k of a descriptor was rejected by TS (D_REJECT_LO/HI bit k; see dataplane.h).
+inline bool Rejected(const int32_t *d, uint32_t k) {
+  if (k < 32) return (static_cast<uint32_t>(d[D_REJECT_LO]) >> k) & 1;
+  if (k < 64) return (static_cast<uint32_t>(d[D_REJECT_HI]) >> (k - 32)) & 1;
+  return true;
 }
 
-// tunWrite(ring, fd, n, mode, maxPacket) → packets written (M_COALESCE: TUN writes made). Descriptors with
-// LEN 0 are skipped; STATUS gets 0 or errno. With M_VNET the packet goes out as writev([zero virtio_net_hdr,
-// packet]). With M_CSUM_REPAIR partial inner checksums are completed first (RepairPartialCsum; FLAGS |=
-// F_CSUM_FIXED). TCP packets longer than maxPacket (> 0) are written as segments (WriteSegmented; FLAGS |=
-// F_SEGMENTED). M_COALESCE (with M_VNET): descriptors are in the offload format and go through
-// WriteCoalesced.
+// tunWrite(ring, fd, n, mode, maxPacket) → TUN writes made. Descriptors are in datagram form (udpRecv's
+// OFF/LEN, GSO_SIZE) after TS validated them: LEN 0 = skip the descriptor, REJECT bits = skip those
+// segments. Every other segment is stripped of the ring's encapsulation and handed to the coalescer in
+// arrival order. Segments of a UDP_GRO train (GSO_SIZE > 0) were covered by a non-zero outer checksum the
+// kernel verified; single datagrams may have had none, so their inner checksums are verified before
+// they are merged. Merging (GSO writes) needs M_COALESCE with M_VNET and not M_NO_MERGE; otherwise every
+// packet is written alone and TCP/UDP packets longer than maxPacket (> 0, the TUN MTU) are split here.
+// Partial inner checksums are passed on as NEEDS_CSUM (vnet header) or completed (M_CSUM_REPAIR).
+// STATUS gets 0 or the errno of a failed write; FLAGS gets F_COALESCED / F_CSUM_FIXED / F_SEGMENTED /
+// F_TUN_GSO_REFUSED (offload.h, Coalescer).
 napi_value TunWrite(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
@@ -457,40 +326,39 @@ napi_value TunWrite(napi_env env, napi_callback_info info) {
       napi_get_value_int32(env, argv[4], &maxPacket) != napi_ok) {
     return ThrowType(env, "tunWrite(ring, fd, n, mode, maxPacket): integers expected");
   }
-  const bool vnet = (mode & M_VNET) != 0;
-  const bool repair = (mode & M_CSUM_REPAIR) != 0;
   Ring *r = GetRing(env, ringId);
   if (r == nullptr) return nullptr;
   if (n > static_cast<int32_t>(r->nSlots)) n = static_cast<int32_t>(r->nSlots);
-  if ((mode & M_COALESCE) != 0 && vnet) return MakeInt32(env, WriteCoalesced(r, fd, n, mode, maxPacket));
-  int32_t written = 0;
+  const bool vnet = (mode & M_VNET) != 0;
+  const bool merge = vnet && (mode & M_COALESCE) != 0 && (mode & M_NO_MERGE) == 0;
+  FdSink sink(fd, vnet, (mode & M_CSUM_REPAIR) != 0);
+  Coalescer co(&sink, r->desc, maxPacket > 0 ? static_cast<size_t>(maxPacket) : 0, (mode & M_USO) != 0,
+               merge);
+  const size_t encap = r->encapLen;
   for (int32_t i = 0; i < n; i++) {
     int32_t *d = r->desc + i * kDescWords;
-    int32_t off = d[D_OFF], len = d[D_LEN];
+    const int32_t off = d[D_OFF], len = d[D_LEN];
     if (len <= 0) continue;
     if (off < 0 || static_cast<size_t>(off) + static_cast<size_t>(len) > r->arenaLen) {
       d[D_STATUS] = EINVAL;
       continue;
     }
-    uint8_t *pkt = r->arena + off;
-    if (maxPacket > 0 && len > maxPacket) {
-      int err = WriteSegmented(fd, pkt, static_cast<size_t>(len), static_cast<size_t>(maxPacket), vnet);
-      if (err >= 0) {
-        d[D_FLAGS] |= F_SEGMENTED;
-        d[D_STATUS] = err;
-        if (err == 0) written++;
-        continue;
-      }
-    }
-    if (repair && RepairPartialCsum(pkt, static_cast<size_t>(len))) d[D_FLAGS] |= F_CSUM_FIXED;
-    if (WriteOne(fd, pkt, static_cast<size_t>(len), vnet) < 0) {
-      d[D_STATUS] = errno;
-    } else {
-      d[D_STATUS] = 0;
-      written++;
+    d[D_STATUS] = 0;
+    const bool trusted = d[D_GSO_SIZE] > 0;
+    const size_t seg = trusted ? static_cast<size_t>(d[D_GSO_SIZE]) : static_cast<size_t>(len);
+    uint8_t *base = r->arena + off;
+    uint32_t k = 0;
+    for (size_t o = 0; o < static_cast<size_t>(len); o += seg, k++) {
+      const size_t slen = static_cast<size_t>(len) - o < seg ? static_cast<size_t>(len) - o : seg;
+      if (Rejected(d, k) || slen < encap + 20) continue;
+      uint8_t *ip = base + o + encap;
+      const size_t total = Load16be(ip + 2);
+      if ((ip[0] >> 4) != 4 || total < 20 || total > slen - encap) continue;
+      co.Add(ip, total, trusted, i);
     }
   }
-  return MakeInt32(env, written);
+  co.Flush();
+  return MakeInt32(env, co.writes());
 }
 
 }  // namespace

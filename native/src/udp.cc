@@ -98,49 +98,30 @@ napi_value UdpOpen(napi_env env, napi_callback_info info) {
   return out;
 }
 
-// Sends descriptors idx[0..m) on one socket. Partial sendmmsg results are resumed; a hard error on one
-// datagram (e.g. EHOSTUNREACH) skips that one; EAGAIN/ENOBUFS drops the rest of the group instead of
-// spinning on a full queue. Returns the number sent.
-int SendGroup(Ring *r, int fd, int m) {
-  for (int j = 0; j < m; j++) {
-    int32_t *d = r->desc + t_idx[j] * kDescWords;
-    struct sockaddr_in &a = t_addr[j];
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(d[D_PORT]));
-    a.sin_addr.s_addr = htonl(static_cast<uint32_t>(d[D_ADDR]));
-    t_iov[j].iov_base = r->arena + d[D_OFF];
-    t_iov[j].iov_len = static_cast<size_t>(d[D_LEN]);
-    struct msghdr &h = t_msgs[j].msg_hdr;
-    h.msg_name = &a;
-    h.msg_namelen = sizeof a;
-    h.msg_iov = &t_iov[j];
-    h.msg_iovlen = 1;
-    h.msg_control = nullptr;
-    h.msg_controllen = 0;
-    h.msg_flags = 0;
-  }
+// Sends msgs[0..n) with sendmmsg (MSG_DONTWAIT), resuming after partial sends and EINTR. When message k
+// fails with errno e, onError(k, e) decides: true = skip that message and go on, false = stop (the rest is
+// not sent). The one retry loop of every send path. Returns the messages sent.
+template <class F>
+int SendAll(int fd, struct mmsghdr *msgs, int n, F &&onError) {
   int sent = 0, k = 0;
-  while (k < m) {
-    int got = sendmmsg(fd, t_msgs + k, static_cast<unsigned>(m - k), MSG_DONTWAIT);
+  while (k < n) {
+    const int got = sendmmsg(fd, msgs + k, static_cast<unsigned>(n - k), MSG_DONTWAIT);
     if (got > 0) {
-      for (int j = k; j < k + got; j++) r->desc[t_idx[j] * kDescWords + D_STATUS] = 0;
-      k += got;
       sent += got;
+      k += got;
       continue;
     }
-    int e = got == 0 ? EAGAIN : errno;
+    const int e = got == 0 ? EAGAIN : errno;
     if (e == EINTR) continue;
-    if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) {
-      for (int j = k; j < m; j++) r->desc[t_idx[j] * kDescWords + D_STATUS] = e;
-      break;
-    }
-    r->desc[t_idx[k] * kDescWords + D_STATUS] = e;
+    if (!onError(k, e)) break;
     k++;
   }
   return sent;
 }
 
-// ---- offload send path ---------------------------------------------------------------------------
+inline bool QueueFull(int e) { return e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS; }
+
+// ---- send path (every rung) -----------------------------------------------------------------------
 
 // Message-building scratch, one per thread, allocated on first use (never per packet or batch).
 struct SendScratch {
@@ -188,15 +169,17 @@ class OffloadSender {
     const int32_t len = d[D_LEN];
     const uint8_t *tmpl = r_->arena + d[D_OFF];
     SplitPlan p;
-    if (len < kVxlanEthLen || !PlanSplit(tmpl + kVxlanEthLen, static_cast<size_t>(len - kVxlanEthLen),
-                                         d[D_GSO_TYPE], d[D_GSO_SIZE], &p)) {
+    const int32_t encap = static_cast<int32_t>(r_->encapLen);
+    if (len < encap ||
+        !PlanSplit(tmpl + encap, static_cast<size_t>(len - encap), d[D_GSO_TYPE], d[D_GSO_SIZE], &p)) {
       d[D_STATUS] = EINVAL;
       return;
     }
     for (uint32_t i = 0; i < p.segs; i++) {
       EnsureRoom(1, 2, 1);
       struct iovec *iov = s_->iov + nIov_;
-      BuildSplitIov(p, tmpl, kVxlanEthLen, i, 1, s_->hdrs + static_cast<size_t>(nHdr_) * kMaxSegHdr, iov);
+      BuildSplitIov(p, tmpl, static_cast<size_t>(encap), i, 1,
+                    s_->hdrs + static_cast<size_t>(nHdr_) * kMaxSegHdr, iov);
       nHdr_++;
       AddSegment(pos, 2, static_cast<int32_t>(iov[0].iov_len + iov[1].iov_len));
     }
@@ -218,19 +201,10 @@ class OffloadSender {
         memcpy(CMSG_DATA(c), &g, sizeof g);
       }
     }
-    int k = 0;
-    while (k < nMsg_) {
-      int got = sendmmsg(fd_, s_->msgs + k, static_cast<unsigned>(nMsg_ - k), MSG_DONTWAIT);
-      if (got > 0) {
-        sent_ += got;
-        k += got;
-        continue;
-      }
-      const int e = got == 0 ? EAGAIN : errno;
-      if (e == EINTR) continue;
-      if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) {
+    sent_ += SendAll(fd_, s_->msgs, nMsg_, [this](int k, int e) {
+      if (QueueFull(e)) {
         for (int j = k; j < nMsg_; j++) Mark(j, e);  // queue full: drop instead of spinning
-        break;
+        return false;
       }
       if (s_->segs[k] > 1 && (e == EIO || e == EINVAL || e == EMSGSIZE)) {
         // The route cannot take this GSO send (EIO: no checksum offload there); the datagrams can go alone.
@@ -238,8 +212,8 @@ class OffloadSender {
       } else {
         Mark(k, e);
       }
-      k++;
-    }
+      return true;
+    });
     nMsg_ = nIov_ = nHdr_ = 0;
     run_ = -1;
   }
@@ -327,20 +301,11 @@ class OffloadSender {
       h.msg_control = nullptr;
       h.msg_controllen = 0;
     }
-    int k = 0, err = 0;
-    while (k < n) {
-      int got = sendmmsg(fd_, s_->single + k, static_cast<unsigned>(n - k), MSG_DONTWAIT);
-      if (got > 0) {
-        sent_ += got;
-        k += got;
-        continue;
-      }
-      const int e = got == 0 ? EAGAIN : errno;
-      if (e == EINTR) continue;
+    int err = 0;
+    sent_ += SendAll(fd_, s_->single, n, [&err](int, int e) {
       if (err == 0) err = e;
-      if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) break;
-      k++;
-    }
+      return !QueueFull(e);
+    });
     if (err != 0) Mark(m, err);
     if (eio) {
       for (int32_t j = s_->first[m]; j < s_->first[m] + s_->count[m]; j++) Desc(j)[D_FLAGS] |= F_GSO_EIO;
@@ -358,8 +323,9 @@ class OffloadSender {
   int sent_ = 0;
 };
 
-// The offload-mode udpSend: same per-socket grouping as the per-packet path, messages built by OffloadSender.
-int SendOffload(Ring *r, int32_t n, int32_t mode) {
+// udpSend's work: descriptors grouped per socket (order kept within a socket, i.e. within a flow),
+// messages built by OffloadSender.
+int SendRing(Ring *r, int32_t n, int32_t mode) {
   if (t_send == nullptr) t_send = new SendScratch();
   const bool split = (mode & S_SPLIT) != 0, gso = (mode & S_GSO) != 0;
   int first = -1;
@@ -407,10 +373,10 @@ int SendOffload(Ring *r, int32_t n, int32_t mode) {
 }
 
 // udpSend(ring, n, mode?) → messages sent. Each descriptor with LEN > 0 is one datagram (OFF/LEN,
-// ADDR:PORT, FD); STATUS gets 0 or errno. Datagrams are grouped per socket (one sendmmsg per socket and
-// ≤ 256), keeping the order within a socket, i.e. within a flow. mode S_SPLIT/S_GSO: the offload path
-// (SendOffload): super-packets are split, SEGS/HDR_LEN report what was sent, FLAGS F_GSO_EIO flags a
-// GSO send the route refused with EIO.
+// ADDR:PORT, FD), or with S_SPLIT possibly a super-packet that is split; STATUS gets 0 or errno, SEGS the
+// datagrams it became and HDR_LEN the header length it was split with. Datagrams are grouped per socket,
+// keeping the order within a socket, i.e. within a flow. S_GSO: equal-size runs go out as UDP_SEGMENT
+// sends; FLAGS F_GSO_EIO flags one the route refused with EIO (its datagrams were resent one by one).
 napi_value UdpSend(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -424,37 +390,7 @@ napi_value UdpSend(napi_env env, napi_callback_info info) {
   Ring *r = GetRing(env, ringId);
   if (r == nullptr) return nullptr;
   if (n > static_cast<int32_t>(r->nSlots)) n = static_cast<int32_t>(r->nSlots);
-  if ((mode & (S_SPLIT | S_GSO)) != 0) return MakeInt32(env, SendOffload(r, n, mode));
-  int first = -1;
-  for (int32_t i = 0; i < n; i++) {
-    int32_t *d = r->desc + i * kDescWords;
-    int32_t off = d[D_OFF], len = d[D_LEN];
-    t_done[i] = 1;
-    if (len <= 0) continue;
-    if (off < 0 || static_cast<size_t>(off) + static_cast<size_t>(len) > r->arenaLen || d[D_FD] < 0) {
-      d[D_STATUS] = EINVAL;
-      continue;
-    }
-    t_done[i] = 0;
-    if (first < 0) first = i;
-  }
-  int sent = 0;
-  while (first >= 0) {
-    int fd = r->desc[first * kDescWords + D_FD];
-    int m = 0, next = -1;
-    for (int32_t i = first; i < n; i++) {
-      if (t_done[i]) continue;
-      if (r->desc[i * kDescWords + D_FD] == fd && m < kMaxBatch) {
-        t_idx[m++] = i;
-        t_done[i] = 1;
-      } else if (next < 0) {
-        next = i;
-      }
-    }
-    sent += SendGroup(r, fd, m);
-    first = next;
-  }
-  return MakeInt32(env, sent);
+  return MakeInt32(env, SendRing(r, n, mode));
 }
 
 // udpRecv(ring, fd, max) → n ≥ 0 datagrams in slots 0..n-1, or -errno. Each datagram lands at
@@ -476,7 +412,7 @@ napi_value UdpRecv(napi_env env, napi_callback_info info) {
   if (max > static_cast<int32_t>(r->nSlots)) max = static_cast<int32_t>(r->nSlots);
   if (max > kMaxBatch) max = kMaxBatch;
   if (max <= 0) return MakeInt32(env, 0);
-  const size_t start = r->headroom - kVxlanEthLen;
+  const size_t start = r->headroom - r->encapLen;
   const size_t cap = r->slotSize - start;
   for (int32_t i = 0; i < max; i++) {
     t_iov[i].iov_base = r->arena + static_cast<size_t>(i) * r->slotSize + start;

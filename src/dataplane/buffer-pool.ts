@@ -11,6 +11,11 @@ export interface RingOptions {
   readonly slotSize: number;
   /** Bytes in front of the inner IP packet in every slot; ≥ 32 (VXLAN+Ethernet 22 + vnet header 10). */
   readonly headroom: number;
+  /**
+   * Encapsulation bytes in front of the inner packet on the wire (native strips/places/copies that many);
+   * 0..22, default 22 (VXLAN 8 + Ethernet 14).
+   */
+  readonly encapLen?: number;
 }
 
 /** TUN reads without offloads: packets ≤ MTU. */
@@ -33,6 +38,7 @@ export class Ring {
   readonly slots: number;
   readonly slotSize: number;
   readonly headroom: number;
+  readonly encapLen: number;
   /** Native ring id once registered, else -1. */
   id = -1;
 
@@ -50,6 +56,11 @@ export class Ring {
     this.slots = slots;
     this.slotSize = slotSize;
     this.headroom = headroom;
+    const encapLen = options.encapLen ?? Frame.ENCAP_LEN;
+    if (!Number.isInteger(encapLen) || encapLen < 0 || encapLen > Frame.ENCAP_LEN) {
+      throw new RingConfigError(`ring encapsulation length ${encapLen} out of range 0..${Frame.ENCAP_LEN}`);
+    }
+    this.encapLen = encapLen;
     this.arena = new ArrayBuffer(slots * slotSize);
     this.bytes = new Uint8Array(this.arena);
     this.words = new Uint16Array(this.arena);
@@ -57,7 +68,7 @@ export class Ring {
   }
 
   register(native: DataplaneNative): void {
-    if (this.id < 0) this.id = native.ringRegister(this.arena, this.desc, this.slotSize, this.headroom);
+    if (this.id < 0) this.id = native.ringRegister(this.arena, this.desc, this.slotSize, this.headroom, this.encapLen);
   }
 
   release(native: DataplaneNative): void {

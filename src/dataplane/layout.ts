@@ -4,7 +4,7 @@
 
 /** Descriptor words (int32 each), descriptor i at desc[i * Desc.WORDS]. */
 export const enum Desc {
-  WORDS = 16,
+  WORDS = 18,
   OFF = 0,
   LEN = 1,
   ADDR = 2,
@@ -21,6 +21,10 @@ export const enum Desc {
   CSUM_OFF = 13,
   SEGS = 14,
   AUX = 15,
+  /** tunWrite input: bit k = segment k (0..31) of the train was rejected by decap. */
+  REJECT_LO = 16,
+  /** Segments 32..63. */
+  REJECT_HI = 17,
 }
 
 /** FLAGS bits written by native code. */
@@ -43,7 +47,7 @@ export const enum TunMode {
   VNET = 1,
   /** tunWrite completes inner TCP/UDP checksums left partial by an offloading sender. */
   CSUM_REPAIR = 2,
-  /** tunWrite: offload format (datagram trains, TS-marked segments), coalesced into GSO writes; needs VNET. */
+  /** tunWrite: merge segments into GSO writes (coalescing, like kernel GRO); needs VNET. */
   COALESCE = 4,
   /** tunWrite (COALESCE): UDP may be merged into GSO_UDP_L4 writes (TUN USO, kernel ≥ 6.2). */
   USO = 8,
@@ -106,6 +110,8 @@ export function checkLayout(native: Record<string, number>): void {
     D_CSUM_OFF: Desc.CSUM_OFF,
     D_SEGS: Desc.SEGS,
     D_AUX: Desc.AUX,
+    D_REJECT_LO: Desc.REJECT_LO,
+    D_REJECT_HI: Desc.REJECT_HI,
     F_TRUNC: DescFlag.TRUNC,
     F_NOT_IPV4: DescFlag.NOT_IPV4,
     F_CSUM_FIXED: DescFlag.CSUM_FIXED,

@@ -35,14 +35,15 @@ export interface DataplaneNative {
   closeFd(fd: number): void;
   /** Binds 0.0.0.0:port (0 = ephemeral), DF clear, bufBytes SO_{RCV,SND}BUF(FORCE); flags: UdpFlag bits. */
   udpOpen(port: number, bufBytes: number, flags?: number): UdpHandle;
-  ringRegister(arena: ArrayBuffer, desc: Int32Array, slotSize: number, headroom: number): number;
+  /** → ring id. encapLen: encapsulation bytes in front of the inner packet (default 22, VXLAN + Ethernet). */
+  ringRegister(arena: ArrayBuffer, desc: Int32Array, slotSize: number, headroom: number, encapLen?: number): number;
   ringRelease(ring: number): void;
   /** → packets read into slots 0..n-1, or -errno. mode: TunMode bits. */
   tunRead(ring: number, fd: number, max: number, mode: number): number;
   /**
-   * → packets written (TunMode.COALESCE: TUN writes made); STATUS per descriptor. mode: TunMode bits.
-   * TCP packets longer than maxPacket (> 0; the TUN MTU) are written as TSO-style segments (with the vnet
-   * header and COALESCE: as one GSO write the kernel segments).
+   * Descriptors in udpRecv's datagram form (REJECT bits skip segments) → TUN writes made; STATUS per
+   * descriptor. mode: TunMode bits. Packets longer than maxPacket (> 0; the TUN MTU) are split (with the
+   * vnet header and COALESCE: written as one GSO write the kernel segments).
    */
   tunWrite(ring: number, fd: number, n: number, mode: number, maxPacket: number): number;
   /** → messages sent (with SendMode.GSO one message carries several datagrams); STATUS per descriptor. */

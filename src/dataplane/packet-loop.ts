@@ -4,7 +4,7 @@ import { constants as osConstants } from 'node:os';
 import type { Ring } from './buffer-pool';
 import { Counters, Ctr, PeerCtr } from './counters';
 import type { ForwardingTable } from './forwarding-table';
-import { Desc, DescFlag, Frame, SendMode, TunMode } from './layout';
+import { Desc, DescFlag, SendMode, TunMode } from './layout';
 import type { DataplaneNative } from './native';
 import type { OffloadFeatures } from './offload';
 import { decodeVxlanFrame, Drop, macHi, macLo } from './vxlan-codec';
@@ -35,9 +35,9 @@ export interface PacketLoopConfig {
   /** Packets per readiness callback per direction before yielding to the event loop (level-triggered poll resumes). */
   readonly budget: number;
   /**
-   * Offloads in force (VxlanDataplane probes them). With `vnet` the loop runs the offload format:
-   * super-packets split by udpSend, datagram trains validated per segment and coalesced by tunWrite.
-   * Absent or without vnet: the per-packet path (vnetHdr/repairChecksums above apply).
+   * Offloads in force (VxlanDataplane probes them); they only switch I/O modes on, the loop is the same:
+   * with `vnet`, super-packets are split by udpSend and datagram trains coalesced by tunWrite.
+   * Absent or without vnet: no offloads (vnetHdr/repairChecksums above apply).
    */
   readonly offload?: OffloadFeatures;
   /** Called once when a UDP GSO send was refused with EIO; the loop has switched GSO off by then. */
@@ -62,7 +62,10 @@ const ENOBUFS = osConstants.errno.ENOBUFS;
  *   every line below only reads/writes typed arrays and numbers, so the GC has nothing to do.
  * - In place: tunRead leaves headroom in front of each IP packet, so encap is an 11-word copy of the
  *   peer's prebuilt VXLAN+Ethernet header and sendmmsg sends straight from the arena; decap only
- *   moves the descriptor's offset past the 22 bytes before tunWrite.
+ *   validates and flags, tunWrite strips the encapsulation.
+ * - One path for every offload rung: a descriptor always carries a segment count (1 without
+ *   offloads), rejected segments of a train are flagged explicitly, and the offloads themselves
+ *   (TSO split, UDP GSO, UDP GRO trains, GSO coalescing) live in the native I/O calls.
  * - Lookups are typed-array hash probes (ForwardingTable), counters are typed-array increments.
  * - Level-triggered uv_poll, no timers: an idle tunnel forwards a lone packet immediately; a busy
  *   one yields after `budget` packets and the loop calls back on the next turn.
@@ -86,8 +89,8 @@ export class PacketLoop {
   private writeMode: number;
   /** SendMode bits for udpSend; GSO is dropped at runtime if a route refuses it. */
   private sendMode: number;
-  /** Offload format on ingress (decapSegments + coalescing tunWrite). */
-  private readonly coalesce: boolean;
+  /** Encapsulation bytes in front of the inner packet (the rings' encapLen). */
+  private readonly encap: number;
   private readonly onGsoRefused: (() => void) | undefined;
   private readonly onTunGsoRefused: (() => void) | undefined;
   private readonly budget: number;
@@ -114,13 +117,13 @@ export class PacketLoop {
       this.readMode = TunMode.VNET;
       this.writeMode = TunMode.VNET | TunMode.COALESCE | (off.uso ? TunMode.USO : 0);
       this.sendMode = SendMode.SPLIT | (off.gso ? SendMode.GSO : 0);
-      this.coalesce = true;
     } else {
       this.readMode = config.vnetHdr ? TunMode.VNET : 0;
       this.writeMode = this.readMode | (config.repairChecksums ? TunMode.CSUM_REPAIR : 0);
       this.sendMode = 0;
-      this.coalesce = false;
     }
+    if (config.tx.encapLen !== config.rx.encapLen) throw new RangeError('packet loop rings must share one encapsulation length');
+    this.encap = config.tx.encapLen;
     this.onGsoRefused = config.onGsoRefused;
     this.onTunGsoRefused = config.onTunGsoRefused;
     this.budget = config.budget;
@@ -166,15 +169,14 @@ export class PacketLoop {
       totals[Ctr.txBatches]++;
       if (this.encapBatch(n) > 0) {
         totals[Ctr.txSends] += io.udpSend(ring.id, n, this.sendMode);
-        if (this.sendMode === 0) this.countSent(n);
-        else this.countSentSegments(n);
+        this.countSent(n);
       }
       if (n < want) return;
       budget -= n;
     }
   }
 
-  /** Drains the VXLAN socket: receive a batch, validate + strip headers, write to the TUN. */
+  /** Drains the VXLAN socket: receive a batch, validate every segment, write the accepted ones to the TUN. */
   ingress(): void {
     const io = this.io;
     const ring = this.rx;
@@ -192,12 +194,7 @@ export class PacketLoop {
         return;
       }
       totals[Ctr.rxBatches]++;
-      if (this.coalesce) {
-        if (this.decapSegments(n) > 0) {
-          totals[Ctr.rxTunWrites] += io.tunWrite(ring.id, this.tunFd, n, this.writeMode, this.maxPacket);
-          this.countWrittenSegments(n);
-        }
-      } else if (this.decapBatch(n) > 0) {
+      if (this.decap(n) > 0) {
         totals[Ctr.rxTunWrites] += io.tunWrite(ring.id, this.tunFd, n, this.writeMode, this.maxPacket);
         this.countWritten(n);
       }
@@ -220,6 +217,7 @@ export class PacketLoop {
     const sendFds = this.sendFds;
     const nFds = sendFds.length;
     const port = this.port;
+    const encap = this.encap;
     let ready = 0;
     for (let i = 0; i < n; i++) {
       const b = i * Desc.WORDS;
@@ -234,7 +232,7 @@ export class PacketLoop {
         d[b + Desc.LEN] = 0;
         continue;
       }
-      const off = d[b + Desc.OFF]! - Frame.ENCAP_LEN;
+      const off = d[b + Desc.OFF]! - encap;
       const w = off >> 1;
       const h = peer * 11;
       words[w] = hdr[h]!;
@@ -249,7 +247,7 @@ export class PacketLoop {
       words[w + 9] = hdr[h + 9]!;
       words[w + 10] = hdr[h + 10]!;
       d[b + Desc.OFF] = off;
-      d[b + Desc.LEN] += Frame.ENCAP_LEN;
+      d[b + Desc.LEN] += encap;
       d[b + Desc.ADDR] = peerIp[peer]!;
       d[b + Desc.PORT] = port;
       d[b + Desc.FD] = sendFds[(d[b + Desc.FLOW]! >>> 0) % nFds]!;
@@ -259,41 +257,17 @@ export class PacketLoop {
     return ready;
   }
 
-  /** Counts udpSend results of descriptors 0..n-1 (totals, per peer, send drops). */
+  /**
+   * Counts udpSend results of descriptors 0..n-1 (totals, per peer, send drops). A descriptor stands for
+   * SEGS datagrams on the wire (1, or the segments of a split super-packet), whose inner bytes are the
+   * payload plus one header (HDR_LEN) per segment. Switches UDP GSO off if a send was refused with EIO.
+   */
   countSent(n: number): void {
     const d = this.tx.desc;
     const totals = this.counters.totals;
     const drops = this.counters.drops;
     const peers = this.counters.peer;
-    for (let i = 0; i < n; i++) {
-      const b = i * Desc.WORDS;
-      const len = d[b + Desc.LEN]!;
-      if (len === 0) continue;
-      const status = d[b + Desc.STATUS]!;
-      if (status === 0) {
-        const inner = len - Frame.ENCAP_LEN;
-        const p = d[b + Desc.PEER]! * PeerCtr.WORDS;
-        totals[Ctr.txPackets]++;
-        totals[Ctr.txBytes] += inner;
-        peers[p + PeerCtr.outPackets]++;
-        peers[p + PeerCtr.outBytes] += inner;
-      } else if (status === EAGAIN || status === EWOULDBLOCK || status === ENOBUFS) {
-        drops[Drop.sendBusy]++;
-      } else {
-        drops[Drop.sendError]++;
-      }
-    }
-  }
-
-  /**
-   * countSent for the offload path: a descriptor stands for SEGS datagrams on the wire (a split
-   * super-packet), whose inner bytes are the payload plus one header (HDR_LEN) per segment.
-   */
-  countSentSegments(n: number): void {
-    const d = this.tx.desc;
-    const totals = this.counters.totals;
-    const drops = this.counters.drops;
-    const peers = this.counters.peer;
+    const encap = this.encap;
     let refused = false;
     for (let i = 0; i < n; i++) {
       const b = i * Desc.WORDS;
@@ -303,7 +277,7 @@ export class PacketLoop {
       const status = d[b + Desc.STATUS]!;
       if ((d[b + Desc.FLAGS]! & DescFlag.GSO_EIO) !== 0) refused = true;
       if (status === 0) {
-        const inner = len - Frame.ENCAP_LEN + (segs - 1) * d[b + Desc.HDR_LEN]!;
+        const inner = len - encap + (segs - 1) * d[b + Desc.HDR_LEN]!;
         const p = d[b + Desc.PEER]! * PeerCtr.WORDS;
         if (d[b + Desc.GSO_TYPE] !== 0) totals[Ctr.txSuperPackets]++;
         totals[Ctr.txPackets] += segs;
@@ -323,12 +297,14 @@ export class PacketLoop {
   }
 
   /**
-   * Offload-format ingress: udpRecv descriptors 0..n-1 are datagrams or UDP_GRO trains of GSO_SIZE-byte
-   * datagrams from one sender. The sender must be a current peer; every datagram's VXLAN/Ethernet/IPv4
-   * framing is checked, and rejected ones are counted and marked for tunWrite by zeroing their VXLAN
-   * flags byte. Descriptors stay in datagram form (tunWrite strips the headers). → descriptors to write.
+   * Validates udpRecv descriptors 0..n-1: datagrams, or UDP_GRO trains of GSO_SIZE-byte datagrams from
+   * one sender (SEGS of them). The sender must be a current peer; every datagram's VXLAN/Ethernet/IPv4
+   * framing is checked, and each rejected one is counted and flagged in REJECT_LO/HI (bit k = segment
+   * k) for tunWrite. A descriptor with nothing accepted gets LEN 0. Descriptors stay in datagram form
+   * (tunWrite strips the encapsulation); SEGS becomes the accepted count and AUX their inner bytes.
+   * → descriptors to write.
    */
-  decapSegments(n: number): number {
+  decap(n: number): number {
     const d = this.rx.desc;
     const bytes = this.rx.bytes;
     const table = this.table;
@@ -342,37 +318,47 @@ export class PacketLoop {
       const len = d[b + Desc.LEN]!;
       const gso = d[b + Desc.GSO_SIZE]!;
       const seg = gso > 0 ? gso : len;
-      if ((d[b + Desc.FLAGS]! & DescFlag.TRUNC) !== 0) {
-        drops[Drop.truncated] += d[b + Desc.SEGS]! > 0 ? d[b + Desc.SEGS]! : 1;
+      const segs = d[b + Desc.SEGS]! > 0 ? d[b + Desc.SEGS]! : 1;
+      d[b + Desc.REJECT_LO] = 0;
+      d[b + Desc.REJECT_HI] = 0;
+      if ((d[b + Desc.FLAGS]! & DescFlag.TRUNC) !== 0 || segs > 64) {
+        drops[Drop.truncated] += segs;
         d[b + Desc.LEN] = 0;
         continue;
       }
       const peer = table.peerBySource(d[b + Desc.ADDR]!);
       if (peer < 0) {
-        drops[Drop.unknownSource] += d[b + Desc.SEGS]! > 0 ? d[b + Desc.SEGS]! : 1;
+        drops[Drop.unknownSource] += segs;
         d[b + Desc.LEN] = 0;
         continue;
       }
       const off = d[b + Desc.OFF]!;
       let accepted = 0;
       let innerBytes = 0;
+      let rejectLo = 0;
+      let rejectHi = 0;
       // At least one pass, so an empty datagram is counted (short) like any other.
       let o = 0;
+      let k = 0;
       do {
         const inner = decodeVxlanFrame(bytes, off + o, len - o < seg ? len - o : seg, vni, ownHi, ownLo);
         if (inner < 0) {
           drops[-inner]++;
-          bytes[off + o] = 0;
+          if (k < 32) rejectLo |= 1 << k;
+          else rejectHi |= 1 << (k - 32);
         } else {
           accepted++;
           innerBytes += inner;
         }
         o += seg;
+        k++;
       } while (o < len);
       if (accepted === 0) {
         d[b + Desc.LEN] = 0;
         continue;
       }
+      d[b + Desc.REJECT_LO] = rejectLo;
+      d[b + Desc.REJECT_HI] = rejectHi;
       d[b + Desc.PEER] = peer;
       d[b + Desc.SEGS] = accepted;
       d[b + Desc.AUX] = innerBytes;
@@ -381,8 +367,11 @@ export class PacketLoop {
     return ready;
   }
 
-  /** countWritten for the offload path: SEGS accepted segments / AUX inner bytes per descriptor. */
-  countWrittenSegments(n: number): void {
+  /**
+   * Counts tunWrite results of descriptors 0..n-1: SEGS accepted segments / AUX inner bytes each.
+   * Stops asking for GSO writes if the TUN refused one.
+   */
+  countWritten(n: number): void {
     const d = this.rx.desc;
     const totals = this.counters.totals;
     const drops = this.counters.drops;
@@ -392,11 +381,11 @@ export class PacketLoop {
       const b = i * Desc.WORDS;
       if (d[b + Desc.LEN] === 0) continue;
       const segs = d[b + Desc.SEGS]!;
-      if ((d[b + Desc.FLAGS]! & DescFlag.TUN_GSO_REFUSED) !== 0) refused = true;
+      const flags = d[b + Desc.FLAGS]!;
+      if ((flags & DescFlag.TUN_GSO_REFUSED) !== 0) refused = true;
       if (d[b + Desc.STATUS] === 0) {
         const bytes = d[b + Desc.AUX]!;
         const p = d[b + Desc.PEER]! * PeerCtr.WORDS;
-        const flags = d[b + Desc.FLAGS]!;
         if ((flags & DescFlag.CSUM_FIXED) !== 0) totals[Ctr.csumRepaired]++;
         if ((flags & DescFlag.SEGMENTED) !== 0) totals[Ctr.rxSegmented]++;
         totals[Ctr.rxPackets] += segs;
@@ -410,72 +399,6 @@ export class PacketLoop {
     if (refused && (this.writeMode & TunMode.NO_MERGE) === 0) {
       this.writeMode = (this.writeMode | TunMode.NO_MERGE) & ~TunMode.USO;
       this.onTunGsoRefused?.();
-    }
-  }
-
-  /**
-   * Validates udpRecv descriptors 0..n-1 and points them at the inner IPv4 packet for tunWrite.
-   * Only datagrams from the public IP of a current peer are accepted. → packets to write.
-   */
-  decapBatch(n: number): number {
-    const d = this.rx.desc;
-    const bytes = this.rx.bytes;
-    const table = this.table;
-    const drops = this.counters.drops;
-    const vni = this.vni;
-    const ownHi = this.ownHi;
-    const ownLo = this.ownLo;
-    let ready = 0;
-    for (let i = 0; i < n; i++) {
-      const b = i * Desc.WORDS;
-      if ((d[b + Desc.FLAGS]! & DescFlag.TRUNC) !== 0) {
-        drops[Drop.truncated]++;
-        d[b + Desc.LEN] = 0;
-        continue;
-      }
-      const peer = table.peerBySource(d[b + Desc.ADDR]!);
-      if (peer < 0) {
-        drops[Drop.unknownSource]++;
-        d[b + Desc.LEN] = 0;
-        continue;
-      }
-      const off = d[b + Desc.OFF]!;
-      const inner = decodeVxlanFrame(bytes, off, d[b + Desc.LEN]!, vni, ownHi, ownLo);
-      if (inner < 0) {
-        drops[-inner]++;
-        d[b + Desc.LEN] = 0;
-        continue;
-      }
-      d[b + Desc.OFF] = off + Frame.ENCAP_LEN;
-      d[b + Desc.LEN] = inner;
-      d[b + Desc.PEER] = peer;
-      ready++;
-    }
-    return ready;
-  }
-
-  /** Counts tunWrite results of descriptors 0..n-1. */
-  countWritten(n: number): void {
-    const d = this.rx.desc;
-    const totals = this.counters.totals;
-    const drops = this.counters.drops;
-    const peers = this.counters.peer;
-    for (let i = 0; i < n; i++) {
-      const b = i * Desc.WORDS;
-      const len = d[b + Desc.LEN]!;
-      if (len === 0) continue;
-      if (d[b + Desc.STATUS] === 0) {
-        const p = d[b + Desc.PEER]! * PeerCtr.WORDS;
-        const flags = d[b + Desc.FLAGS]!;
-        if ((flags & DescFlag.CSUM_FIXED) !== 0) totals[Ctr.csumRepaired]++;
-        if ((flags & DescFlag.SEGMENTED) !== 0) totals[Ctr.rxSegmented]++;
-        totals[Ctr.rxPackets]++;
-        totals[Ctr.rxBytes] += len;
-        peers[p + PeerCtr.inPackets]++;
-        peers[p + PeerCtr.inBytes] += len;
-      } else {
-        drops[Drop.tunWriteError]++;
-      }
     }
   }
 }

@@ -106,7 +106,8 @@ function harness(opts: { sendStatus?: number; sendFlags?: number; writeFlags?: n
         const len = rx.desc[b + Desc.LEN]!;
         if (len === 0) continue;
         const seg = rx.desc[b + Desc.GSO_SIZE]! > 0 ? rx.desc[b + Desc.GSO_SIZE]! : len;
-        for (let o = 0, k = 0; o < len; o += seg, k++) if (rx.bytes[rx.desc[b + Desc.OFF]! + o] === 0x08) written.push([i, k]);
+        const reject = [rx.desc[b + Desc.REJECT_LO]!, rx.desc[b + Desc.REJECT_HI]!];
+        for (let o = 0, k = 0; o < len; o += seg, k++) if (((reject[k >> 5]! >>> (k & 31)) & 1) === 0) written.push([i, k]);
         rx.desc[b + Desc.STATUS] = 0;
         rx.desc[b + Desc.FLAGS] |= opts.writeFlags ?? 0;
       }

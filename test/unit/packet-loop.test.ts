@@ -58,6 +58,7 @@ function harness(opts: { sendStatus?: (i: number) => number; budget?: number } =
         if (len === 0) continue;
         const status = opts.sendStatus?.(sent.length) ?? 0;
         tx.desc[b + Desc.STATUS] = status;
+        tx.desc[b + Desc.SEGS] = 1;
         const off = tx.desc[b + Desc.OFF]!;
         sent.push({
           bytes: tx.bytes.slice(off, off + len),
@@ -81,6 +82,8 @@ function harness(opts: { sendStatus?: (i: number) => number; budget?: number } =
         rx.desc[b + Desc.LEN] = frame.length;
         rx.desc[b + Desc.ADDR] = parseIp4(src) | 0;
         rx.desc[b + Desc.FLAGS] = 0;
+        rx.desc[b + Desc.GSO_SIZE] = 0;
+        rx.desc[b + Desc.SEGS] = 1;
         n++;
       }
       return n;
@@ -92,8 +95,9 @@ function harness(opts: { sendStatus?: (i: number) => number; budget?: number } =
         const len = rx.desc[b + Desc.LEN]!;
         if (len === 0) continue;
         rx.desc[b + Desc.STATUS] = 0;
-        const off = rx.desc[b + Desc.OFF]!;
-        written.push(rx.bytes.slice(off, off + len));
+        // Like the addon: the datagram's encapsulation is stripped, the IPv4 total length kept.
+        const ip = rx.desc[b + Desc.OFF]! + ENCAP_LEN;
+        written.push(rx.bytes.slice(ip, ip + ((rx.bytes[ip + 2]! << 8) | rx.bytes[ip + 3]!)));
       }
       return n;
     },
