@@ -117,7 +117,7 @@ export class BackendFields {
 export interface Peer {
   readonly subnet: import('../subnet/ip4').Ip4Net;
   readonly publicIp: number;
-  /** VtepMAC for vxlan (6 bytes); empty for backends without an inner Ethernet header. */
+  /** VtepMAC for vxlan; all zero for backends without an inner Ethernet header (udp). Always 6 bytes. */
   readonly vtepMac: Uint8Array;
   readonly vni: number;
 }

@@ -5,9 +5,10 @@ import type { BackendConfig } from '../subnet/config';
 import { allocPlugin } from './alloc';
 import { BackendConfigError, BackendFields, type BackendPlugin, type ResolvedBackend } from './backend';
 import { hostGwPlugin } from './host-gw';
+import { udpPlugin } from './udp';
 import { vxlanPlugin } from './vxlan';
 
-const PLUGINS: ReadonlyMap<string, BackendPlugin> = new Map([vxlanPlugin, hostGwPlugin, allocPlugin].map((p) => [p.type, p]));
+const PLUGINS: ReadonlyMap<string, BackendPlugin> = new Map([vxlanPlugin, udpPlugin, hostGwPlugin, allocPlugin].map((p) => [p.type, p]));
 
 /** Backend types flannel has that tsflanneld does not implement, with what to use instead. */
 const NOT_IMPLEMENTED: Readonly<Record<string, string>> = {

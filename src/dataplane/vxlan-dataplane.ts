@@ -7,7 +7,7 @@ import { formatIp4Net, type Ip4Net } from '../subnet/ip4';
 import { DEFAULT_RX_RING, DEFAULT_TX_RING, OFFLOAD_TX_RING, Ring, type RingOptions } from './buffer-pool';
 import { Counters, type CountersSnapshot } from './counters';
 import { ForwardingTable, type PeerEntry } from './forwarding-table';
-import { TunOffload, UdpFlag } from './layout';
+import { Frame, TunOffload, UdpFlag } from './layout';
 import { type DataplaneNative, loadDataplaneNative } from './native';
 import {
   describeFeatures,
@@ -29,14 +29,24 @@ export interface DataplaneLogger {
   debug(obj: object, msg: string): void;
 }
 
+/**
+ * What goes in front of the inner IPv4 packet in the UDP payload: `vxlan` = VXLAN + inner Ethernet
+ * (22 bytes, flannel's vxlan backend); `ip` = nothing, the bare packet (flannel's udp backend,
+ * flannel-compat §6). Everything else (loop, offloads, peers, counters) is the same.
+ */
+export type Encapsulation = 'vxlan' | 'ip';
+
 export interface VxlanDataplaneOptions {
-  /** TUN device name; default `flannel.<vni>`. */
+  /** Default `vxlan`. */
+  readonly encapsulation?: Encapsulation;
+  /** TUN device name; default `flannel.<vni>` (vxlan), `flannel0` (ip). */
   readonly tunName?: string;
-  readonly vni: number;
-  /** VXLAN UDP port, listened on and sent to (all nodes must agree); default 8472. */
+  /** VXLAN only (required there). */
+  readonly vni?: number;
+  /** UDP port, listened on and sent to (all nodes must agree); default 8472 (vxlan), 8285 (ip). */
   readonly port?: number;
-  /** Our VtepMAC (6 bytes): inner source MAC we send, inner destination MAC we accept. */
-  readonly localMac: Uint8Array;
+  /** VXLAN only (required there): our VtepMAC (6 bytes): inner source MAC we send, inner destination MAC we accept. */
+  readonly localMac?: Uint8Array;
   /** Keep the TUN (and the kernel routes on it) when the process dies, for fast restarts. Default false. */
   readonly persist?: boolean;
   readonly log: DataplaneLogger;
@@ -91,6 +101,8 @@ export class DataplaneConfigError extends Error {
 }
 
 const DEFAULT_PORT = 8472;
+/** flannel's udp backend port (pkg/backend/udp defaultPort). */
+const DEFAULT_UDP_BACKEND_PORT = 8285;
 const DEFAULT_SOCKET_BUFFER = 7 * 1024 * 1024;
 const DEFAULT_TX_QUEUE_LEN = 1000;
 // Transient errnos from a read that are worth a log line but not a stop (ENOMEM under pressure, etc.).
@@ -101,6 +113,8 @@ export class VxlanDataplane {
   readonly tunIfindex: number;
   readonly vni: number;
   readonly port: number;
+  /** "VXLAN" or "UDP" (flannel's udp format), for log lines. */
+  readonly label: string;
   /** Local ports of the send sockets (the outer UDP source ports in use). */
   readonly sourcePorts: readonly number[];
 
@@ -124,17 +138,20 @@ export class VxlanDataplane {
 
   static open(options: VxlanDataplaneOptions): VxlanDataplane {
     const native = loadDataplaneNative();
-    const vni = options.vni;
+    const ip = options.encapsulation === 'ip';
+    const vni = ip ? 0 : (options.vni ?? -1);
     if (!Number.isInteger(vni) || vni < 0 || vni > 0xffffff) throw new DataplaneConfigError(`VNI ${vni} out of range 0..16777215`);
-    const port = options.port ?? DEFAULT_PORT;
-    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new DataplaneConfigError(`VXLAN port ${port} out of range 1..65535`);
-    if (options.localMac.length !== 6) throw new DataplaneConfigError(`local VtepMAC must be 6 bytes, got ${options.localMac.length}`);
+    const port = options.port ?? (ip ? DEFAULT_UDP_BACKEND_PORT : DEFAULT_PORT);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new DataplaneConfigError(`UDP port ${port} out of range 1..65535`);
+    const localMac = ip ? new Uint8Array(6) : options.localMac;
+    if (localMac?.length !== 6) throw new DataplaneConfigError(`local VtepMAC must be 6 bytes, got ${localMac?.length ?? 'none'}`);
     const nSend = options.sendSockets ?? 8;
     if (!Number.isInteger(nSend) || nSend < 1 || nSend > 64) throw new DataplaneConfigError(`sendSockets ${nSend} out of range 1..64`);
     const request = parseOffloadRequest(options.offload ?? 'auto');
     const want = requestedFeatures(request);
-    const tx = new Ring(options.txRing ?? (want.vnet ? OFFLOAD_TX_RING : DEFAULT_TX_RING));
-    const rx = new Ring(options.rxRing ?? DEFAULT_RX_RING);
+    const encapLen = ip ? 0 : Frame.ENCAP_LEN;
+    const tx = new Ring({ ...(options.txRing ?? (want.vnet ? OFFLOAD_TX_RING : DEFAULT_TX_RING)), encapLen });
+    const rx = new Ring({ ...(options.rxRing ?? DEFAULT_RX_RING), encapLen });
     const tunOffloads = want.tso
       ? TunOffload.CSUM | TunOffload.TSO4 | TunOffload.TSO6 | (want.uso ? TunOffload.USO4 | TunOffload.USO6 : 0)
       : 0;
@@ -143,7 +160,7 @@ export class VxlanDataplane {
     const fds: number[] = [];
     try {
       const tun = native.tunOpen(
-        options.tunName ?? `flannel.${vni}`,
+        options.tunName ?? (ip ? 'flannel0' : `flannel.${vni}`),
         want.vnet || (options.vnetHdr ?? false),
         options.persist ?? false,
         options.txQueueLen ?? DEFAULT_TX_QUEUE_LEN,
@@ -171,7 +188,20 @@ export class VxlanDataplane {
       });
       tx.register(native);
       rx.register(native);
-      return new VxlanDataplane(native, options, request, features, tun.name, tun.ifindex, tun.fd, recv.fd, sendFds, sourcePorts, tx, rx);
+      return new VxlanDataplane(
+        native,
+        { ...options, vni, port, localMac },
+        request,
+        features,
+        tun.name,
+        tun.ifindex,
+        tun.fd,
+        recv.fd,
+        sendFds,
+        sourcePorts,
+        tx,
+        rx,
+      );
     } catch (err) {
       tx.release(native);
       rx.release(native);
@@ -198,8 +228,9 @@ export class VxlanDataplane {
     this.log = options.log;
     this.tunName = tunName;
     this.tunIfindex = tunIfindex;
-    this.vni = options.vni;
+    this.vni = options.vni ?? 0;
     this.port = options.port ?? DEFAULT_PORT;
+    this.label = tx.encapLen === 0 ? 'UDP' : 'VXLAN';
     this.sourcePorts = sourcePorts;
     this.tunFd = tunFd;
     this.recvFd = recvFd;
@@ -209,7 +240,9 @@ export class VxlanDataplane {
     this.onFatal = options.onFatal;
     this.features = features;
     this.mtuFixed = options.mtu !== undefined;
-    this.table = new ForwardingTable({ vni: options.vni, localMac: Uint8Array.from(options.localMac) });
+    const localMac = options.localMac ?? new Uint8Array(6);
+    // Prebuilt per-peer headers only where there is a header to send.
+    this.table = tx.encapLen === 0 ? new ForwardingTable() : new ForwardingTable({ vni: this.vni, localMac: Uint8Array.from(localMac) });
     this.counterSet = new Counters(this.table.slotCapacity);
     this.loop = new PacketLoop({
       io: native,
@@ -221,8 +254,8 @@ export class VxlanDataplane {
       recvFd,
       sendFds,
       port: this.port,
-      vni: options.vni,
-      localMac: options.localMac,
+      vni: this.vni,
+      localMac,
       vnetHdr: options.vnetHdr ?? false,
       repairChecksums: options.repairChecksums ?? true,
       budget: options.budget ?? (features.vnet ? 64 : 256),
@@ -237,11 +270,11 @@ export class VxlanDataplane {
         tun: tunName,
         ifindex: tunIfindex,
         port: this.port,
-        vni: this.vni,
+        ...(tx.encapLen === 0 ? {} : { vni: this.vni }),
         sourcePorts,
         offload: { requested: request, rung: rungOf(features), features: describeFeatures(features) },
       },
-      `VXLAN data plane opened, offload rung ${rungOf(features)}`,
+      `${this.label} data plane opened, offload rung ${rungOf(features)}`,
     );
   }
 
@@ -329,7 +362,7 @@ export class VxlanDataplane {
       }
     }
     if (errors.length > 0) this.log.warn({ tun: this.tunName, errors }, 'closing data-plane fds failed');
-    this.log.info({ tun: this.tunName }, 'VXLAN data plane closed');
+    this.log.info({ tun: this.tunName }, `${this.label} data plane closed`);
   }
 
   private assertOpen(): void {
