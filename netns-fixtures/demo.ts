@@ -264,7 +264,7 @@ async function demo(backend: DemoBackend, opts: DemoOptions, setBed: (bed: Testb
   }
 
   say('');
-  const header = `${pad('pair', 44)} ${pad('loss', 6)} ${pad('avg RTT', 11)} Gbit/s`;
+  const header = `${pad('pair', 50)} ${pad('loss', 6)} ${pad('avg RTT', 11)} Gbit/s`;
   say(header);
   say('-'.repeat(header.length + 4));
   for (const r of results) {
@@ -274,7 +274,7 @@ async function demo(backend: DemoBackend, opts: DemoOptions, setBed: (bed: Testb
     let gbit = '';
     if (typeof r.iperf === 'string') gbit = r.iperf;
     else if (r.iperf) gbit = `${(r.iperf.bitsPerSecond / 1e9).toFixed(2)} (retr ${r.iperf.retransmits ?? 0})`;
-    say(`${pad(pair, 44)} ${pad(loss, 6)} ${pad(rtt, 11)} ${gbit}`);
+    say(`${pad(pair, 50)} ${pad(loss, 6)} ${pad(rtt, 11)} ${gbit}`);
     if (r.error) say(`    ${r.error}`);
   }
   const failed = results.filter((r) => !pairOk(r));
