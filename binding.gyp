@@ -10,7 +10,8 @@
         "native/src/netlink.cc",
         "native/src/ring.cc",
         "native/src/offload.cc",
-        "native/src/bytes.cc"
+        "native/src/bytes.cc",
+        "native/src/rlimit.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

@@ -205,10 +205,10 @@ export class IperfServerHandle {
 async function iperf3(ep: Endpoints, server: IperfServerHandle, args: string[], seconds: number): Promise<IperfJson> {
   await server.ensure();
   const cmd = ['iperf3', '-J', '-c', ep.serverIp, '-p', String(SERVER_PORT), '-t', String(seconds), '--connect-timeout', '5000', ...args];
-  const res = await ep.client.exec(cmd, { allowFail: true, timeoutMs: seconds * 1000 + 30000 }).catch((e: Error) => {
-    return { code: -1, stdout: '', stderr: e.message };
+  const res = await ep.client.exec(cmd, { allowFail: true, timeoutMs: seconds * 1000 + 30000 }).catch((e: unknown) => {
+    return { code: -1, stdout: '', stderr: e instanceof Error ? e.message : String(e) };
   });
-  let json: IperfJson | null = null;
+  let json: IperfJson | null;
   try {
     json = JSON.parse(res.stdout) as IperfJson;
   } catch {
@@ -216,7 +216,7 @@ async function iperf3(ep: Endpoints, server: IperfServerHandle, args: string[], 
   }
   if (!json || json.error || res.code !== 0) {
     await server.restart().catch(() => undefined);
-    const why = json?.error ?? (res.stderr || res.stdout).trim().slice(0, 300) ?? `exit ${res.code}`;
+    const why = json?.error ?? (res.stderr || res.stdout).trim().slice(0, 300);
     throw new Error(`iperf3 ${args.join(' ')}: ${why || `exit ${res.code}`}`);
   }
   return json;
@@ -227,7 +227,7 @@ export async function measureTcp(ep: Endpoints, server: IperfServerHandle, strea
   const run = iperf3(ep, server, ['-P', String(streams)], seconds);
   // Sample the daemons in steady state: skip connection setup and the last half second.
   let daemons: DaemonUsage[] = [];
-  let sampleErr: Error | null = null;
+  let sampleErr = null as Error | null; // set by the sampler below
   const sampling = (async () => {
     if (ep.daemons.length === 0) return;
     await sleep(500);
@@ -243,7 +243,7 @@ export async function measureTcp(ep: Endpoints, server: IperfServerHandle, strea
     }
   })();
   const [json] = await Promise.all([run, sampling]);
-  if (sampleErr) throw new Error(`sampling daemon CPU: ${(sampleErr as Error).message}`);
+  if (sampleErr) throw new Error(`sampling daemon CPU: ${sampleErr.message}`);
   const sent = json.end?.sum_sent;
   const recv = json.end?.sum_received;
   if (!sent || !recv) throw new Error('iperf3 TCP result without end sums');

@@ -56,7 +56,7 @@ let rungControl: RungControl | null = null;
  * OFFLOAD variable its code mentions (the static runner's own reading doesn't count). Null: it can't.
  */
 export function detectRungControl(envNames: readonly string[]): RungControl | null {
-  let help = '';
+  let help: string;
   try {
     help = execFileSync(process.execPath, [path.join(codeRoot, 'bin', 'tsflanneld'), '--help'], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -167,7 +167,7 @@ export async function openPath(spec: PathSpec, ctx: PathContext): Promise<PathSe
     if (spec.kind === 'dataplane') return await dataplane(bed, spec, ctx, closeBed);
     return await tsflanneld(bed, spec, ctx, closeBed);
   } catch (e) {
-    await closeBed().catch((te: Error) => ctx.log(`  teardown: ${te.message}`));
+    await closeBed().catch((te: unknown) => ctx.log(`  teardown: ${te instanceof Error ? te.message : String(te)}`));
     throw e;
   }
 }
@@ -309,7 +309,7 @@ async function startRunner(host: TestHost, cfg: object, ctx: PathContext, spec: 
   };
   let ready: { pid?: number; offloadRung?: string };
   try {
-    ready = (await nextEvent('ready', 15000)) as { pid?: number; offloadRung?: string };
+    ready = await nextEvent('ready', 15000);
   } catch (e) {
     await stop();
     throw e;
@@ -492,7 +492,7 @@ function readSubnetEnv(file: string): Record<string, string> | null {
 
 /** The daemon's log lines (pino JSON or plain) as "level: msg {fields}" text. */
 export function readDaemonLog(file: string): string[] {
-  let text = '';
+  let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch {
@@ -507,7 +507,7 @@ export function readDaemonLog(file: string): string[] {
         const j = JSON.parse(line) as Record<string, unknown>;
         const { level, msg, time: _t, pid: _p, hostname: _h, ...rest } = j;
         const extra = Object.keys(rest).length > 0 ? ` ${JSON.stringify(rest)}` : '';
-        return `${levels[level as number] ?? String(level)}: ${String(msg ?? '')}${extra}`;
+        return `${levels[level as number] ?? String(level)}: ${typeof msg === 'string' ? msg : JSON.stringify(msg ?? '')}${extra}`;
       } catch {
         return line;
       }
@@ -604,7 +604,7 @@ async function tsflanneld(bed: Testbed, spec: PathSpec, ctx: PathContext, closeB
     if (dead) return fail(`tsflanneld on ${dead.host.name} ${dead.exited} before it was ready`);
     const got = daemons.map((d) => readSubnetEnv(d.subnetFile));
     if (got.every((e) => e !== null)) {
-      envs = got as Array<Record<string, string>>;
+      envs = got;
       break;
     }
     if (Date.now() > deadline) {
@@ -700,7 +700,7 @@ export function perfRecord(pids: number[], seconds: number, out: string): Promis
     const args = ['record', '-F', '499', '-g', '-o', out, '-p', pids.join(','), '--', 'sleep', String(Math.max(1, Math.round(seconds)))];
     const child = cpSpawn('perf', args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
-    child.stderr!.on('data', (b: Buffer) => (err = (err + b.toString()).slice(-2000)));
+    child.stderr.on('data', (b: Buffer) => (err = (err + b.toString()).slice(-2000)));
     child.on('error', (e) => resolve(`perf: ${e.message}`));
     child.on('exit', (code) => resolve(code === 0 ? '' : `perf record exit ${code}: ${err.trim()}`));
   });

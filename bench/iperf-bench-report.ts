@@ -372,7 +372,7 @@ export function machineInfo(underlayMtu: number): MachineInfo {
 
 function gitState(): MachineInfo['git'] {
   const commit = sh('git', ['-C', REPO, 'rev-parse', '--short=12', 'HEAD']);
-  let dirty: string[] = [];
+  let dirty: string[];
   try {
     // Porcelain lines are "XY path"; no trimming, the status columns may be blank.
     const status = execFileSync('git', ['-C', REPO, 'status', '--porcelain', '--', 'src', 'native', 'bin', 'binding.gyp'], {
@@ -407,7 +407,9 @@ function historyLine(doc: RunDocument, jsonName: string): string {
 }
 
 function loadLine(doc: RunDocument): string[] {
-  const loads = doc.paths.map((r) => r.loadAvg?.[0]).filter((x): x is number => typeof x === 'number');
+  const loads = doc.paths
+    .map((r) => (r.loadAvg as number[] | undefined)?.[0]) // absent in documents of older runs
+    .filter((x): x is number => typeof x === 'number');
   if (loads.length === 0) return [];
   const busy = Math.max(...loads) > 1.5 ? ' — other work was running: expect more noise than usual' : '';
   return [`- 1-minute load average when the paths started: ${Math.min(...loads)}–${Math.max(...loads)}${busy}`];

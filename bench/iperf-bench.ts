@@ -223,14 +223,16 @@ async function main(): Promise<number> {
 
   // Signals: tear down whatever testbed is up, then exit.
   let currentBed: Testbed | null = null;
-  let interrupted = false;
+  let interrupted = false as boolean; // set by the signal handler
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.on(sig, () => {
       if (interrupted) return;
       interrupted = true;
       say(`\niperf-bench: ${sig}, tearing down`);
       const bed = currentBed;
-      const down = bed ? bed.teardown().catch((e: Error) => void process.stderr.write(`teardown: ${e.message}\n`)) : Promise.resolve();
+      const down = bed
+        ? bed.teardown().catch((e: unknown) => void process.stderr.write(`teardown: ${e instanceof Error ? e.message : String(e)}\n`))
+        : Promise.resolve();
       void down.then(() => {
         dropCode();
         process.exit(sig === 'SIGINT' ? 130 : 143);
@@ -297,13 +299,14 @@ async function main(): Promise<number> {
           : {}),
       };
       try {
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the signal handler sets it during the awaits
         for (let i = 0; i < args.reps && !interrupted; i++) {
           say(`  repetition ${i + 1}/${args.reps}`);
           result.reps.push(await measureRepetition(ep, server, mopts));
         }
       } finally {
         await server.stop().catch(() => undefined);
-        await session.close().catch((e: Error) => say(`  teardown: ${e.message}`));
+        await session.close().catch((e: unknown) => say(`  teardown: ${e instanceof Error ? e.message : String(e)}`));
         result.notes.push(...session.notes); // close() may add some (a daemon that died meanwhile)
       }
     } catch (e) {
@@ -372,8 +375,8 @@ async function main(): Promise<number> {
 
 main().then(
   (code) => process.exit(code),
-  (e: Error) => {
-    process.stderr.write(`iperf-bench: ${e.stack ?? String(e)}\n`);
+  (e: unknown) => {
+    process.stderr.write(`iperf-bench: ${(e instanceof Error ? e.stack : undefined) ?? String(e)}\n`);
     process.exit(1);
   },
 );

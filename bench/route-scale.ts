@@ -52,7 +52,8 @@ async function outer(args: Args): Promise<void> {
   const prefix = newPrefix();
   const ns = `${prefix}-rt`;
   const tun = `tsf${prefix.slice(-6)}`;
-  const cleanup = () => cleanupPrefix(prefix).catch((e: Error) => process.stderr.write(`cleanup: ${e.message}\n`));
+  const cleanup = () =>
+    cleanupPrefix(prefix).catch((e: unknown) => process.stderr.write(`cleanup: ${e instanceof Error ? e.message : String(e)}\n`));
   process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
   try {
     await run(['ip', 'netns', 'add', ns]);
@@ -271,8 +272,8 @@ async function main(): Promise<void> {
 
 main().then(
   () => process.exit(0),
-  (err: Error) => {
-    process.stderr.write(`route-scale: ${err.message}\n`);
+  (err: unknown) => {
+    process.stderr.write(`route-scale: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);
   },
 );

@@ -92,7 +92,9 @@ interface ChurnCounts {
  */
 function churner(): void {
   const [etcd3Path, endpoint, prefix, slotsJson, intervalMs] = process.argv.slice(1) as [string, string, string, string, string];
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- runs in a child process from its source text: no imports there
   const { Etcd3 } = require(etcd3Path) as typeof import('etcd3');
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- runs in a child process from its source text: no imports there
   const readline = require('node:readline') as typeof import('node:readline');
   const client = new Etcd3({ hosts: endpoint });
   const slots = JSON.parse(slotsJson) as Slot[];
@@ -101,7 +103,7 @@ function churner(): void {
   const mac = (): string =>
     [0, 1, 2, 3, 4, 5].map((i) => (i === 0 ? 0x02 : Math.floor(Math.random() * 256)).toString(16).padStart(2, '0')).join(':');
   const keyOf = (s: Slot): string => `${prefix}/subnets/${s.subnet.replace('/', '-')}`;
-  let stopped = false;
+  let stopped = false as boolean; // set when stdin closes
   const report = (): void => {
     c.active = active.size;
     process.stdout.write(`${JSON.stringify(c)}\n`);
@@ -262,7 +264,7 @@ interface Summary {
 }
 
 function summarize(name: string, samples: Sample[]): Omit<Summary, 'exited' | 'routesMatchEtcd' | 'routes'> {
-  const ds = samples.map((s) => s.daemons[name]!).filter((d) => d !== undefined);
+  const ds = samples.map((s) => s.daemons[name]).filter((d) => d !== undefined);
   const rss = ds.map((d) => d.rssMiB);
   const cpu = ds.map((d) => d.cpuCores);
   return {
@@ -405,7 +407,7 @@ async function main(argv: string[]): Promise<number> {
 
     const iperfRun = iperf3Client(c1, c2.ip, { seconds, port: server.port, ...(args.bitrate ? { bitrate: args.bitrate } : {}) }).then(
       (r) => ({ ok: r }),
-      (e: Error) => ({ err: e.message }),
+      (e: unknown) => ({ err: e instanceof Error ? e.message : String(e) }),
     );
 
     const names = ['h1', 'h2'];
@@ -497,8 +499,8 @@ async function main(argv: string[]): Promise<number> {
 if (require.main === module) {
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
-    (err: Error) => {
-      process.stderr.write(`soak: ${err.message}\n`);
+    (err: unknown) => {
+      process.stderr.write(`soak: ${err instanceof Error ? err.message : String(err)}\n`);
       process.exit(1);
     },
   );

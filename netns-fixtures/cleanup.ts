@@ -33,8 +33,8 @@ async function main(argv: string[]): Promise<number> {
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
-  (err: Error) => {
-    process.stderr.write(`cleanup: ${err.message}\n`);
+  (err: unknown) => {
+    process.stderr.write(`cleanup: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);
   },
 );

@@ -227,9 +227,9 @@ class EtcdProcess implements EtcdServer {
       this.output.push(chunk.toString());
       if (this.output.length > 200) this.output.shift();
     };
-    child.stdout!.on('data', keep);
-    child.stderr!.on('data', keep);
-    let exitInfo: string | null = null;
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    let exitInfo = null as string | null; // set by the handlers below
     this.exited = new Promise((resolve) => {
       child.on('exit', (code, signal) => {
         exitInfo = `code ${code} signal ${signal}`;

@@ -117,8 +117,8 @@ export function run(cmd: string[], opts: ExecOptions = {}): Promise<ExecResult> 
       timedOut = true;
       child.kill('SIGKILL');
     }, timeoutMs);
-    child.stdout!.on('data', (b: Buffer) => out.push(b));
-    child.stderr!.on('data', (b: Buffer) => err.push(b));
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
     child.on('error', (e) => {
       clearTimeout(timer);
       reject(new TestbedError(`${describe(cmd)}: ${e.message}`));
@@ -135,8 +135,8 @@ export function run(cmd: string[], opts: ExecOptions = {}): Promise<ExecResult> 
         resolve(res);
       }
     });
-    child.stdin!.on('error', () => undefined); // command may exit without reading its input
-    child.stdin!.end(opts.input ?? '');
+    child.stdin.on('error', () => undefined); // command may exit without reading its input
+    child.stdin.end(opts.input ?? '');
   });
 }
 
@@ -304,8 +304,8 @@ class NsNodeImpl implements NsNode {
   ) {}
 
   exec(cmd: string[], opts?: ExecOptions): Promise<ExecResult> {
-    return run(nsCmd(this.ns, cmd), opts).catch((e: Error) => {
-      throw new TestbedError(`[${this.name}] ${e.message}`);
+    return run(nsCmd(this.ns, cmd), opts).catch((e: unknown) => {
+      throw new TestbedError(`[${this.name}] ${e instanceof Error ? e.message : String(e)}`);
     });
   }
 
@@ -559,7 +559,7 @@ export async function addContainer(host: TestHost, opts: ContainerOptions): Prom
   await run(['ip', '-n', ns, 'link', 'set', 'eth0', 'up']);
   await run(['ip', '-n', ns, 'route', 'add', 'default', 'via', gateway]);
   const node = new NsNodeImpl(name, ns, bed);
-  return Object.assign(node, { host, ip, subnet: `${formatIp4(net.ip)}/${net.prefixLen}`, gateway }) as NsNodeImpl & Container;
+  return Object.assign(node, { host, ip, subnet: `${formatIp4(net.ip)}/${net.prefixLen}`, gateway });
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -712,7 +712,7 @@ export async function startCapture(node: NsNode, dev: string, bpfFilter: string,
   if (bpfFilter.trim()) cmd.push(bpfFilter);
   const child = node.spawn(cmd);
   let stderr = '';
-  let exited: string | null = null;
+  let exited = null as string | null; // set by the exit handler
   const done = new Promise<void>((resolve) => {
     child.on('exit', (code, signal) => {
       exited = `code ${code} signal ${signal}`;

@@ -24,6 +24,8 @@ export interface DaemonNodeOptions {
   etcdEndpoint: string;
   /** Extra flags, appended after the ones this helper sets. */
   args?: string[];
+  /** -iface value; default the host's underlay device; null passes no -iface (the daemon picks one). */
+  iface?: string | null;
   /** Extra environment (the runner's FLANNELD_* and TSFLANNELD_TEST_* variables are not passed on). */
   env?: Record<string, string>;
   /** Default <bed tmp>/<host.name>/subnet.env. */
@@ -89,8 +91,7 @@ export class DaemonNode {
       this.bin,
       '-etcd-endpoints',
       o.etcdEndpoint,
-      '-iface',
-      o.host.underlayDev,
+      ...(o.iface === null ? [] : ['-iface', o.iface ?? o.host.underlayDev]),
       '-subnet-file',
       this.subnetFile,
     ];

@@ -29,5 +29,6 @@ NAPI_MODULE_INIT() {
   tsf::InitUdp(env, exports);
   tsf::InitPoll(env, exports);
   tsf::InitNetlink(env, exports);
+  tsf::InitRlimit(env, exports);
   return exports;
 }

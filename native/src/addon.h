@@ -9,6 +9,7 @@ void InitTun(napi_env env, napi_value exports);
 void InitUdp(napi_env env, napi_value exports);
 void InitPoll(napi_env env, napi_value exports);
 void InitNetlink(napi_env env, napi_value exports);
+void InitRlimit(napi_env env, napi_value exports);
 
 // Throws a JS Error whose message is "<what>: <strerror(err)>" and whose `code` is the errno name
 // (e.g. "EPERM") and `errno` the number. Returns nullptr for convenient `return ThrowErrno(...)`.

@@ -131,8 +131,9 @@ class NlSocket {
 
   // Sends one request and reads its replies until the ACK (or NLMSG_DONE of a dump), handing
   // every data message to onMsg. Returns 0 or the errno the kernel reported.
+  // stopAfterData: the request gets no ACK (a plain RTM_GETROUTE), so the first data message ends it.
   template <class F>
-  int Transact(const MsgBuilder &m, uint32_t seq, F &&onMsg) {
+  int Transact(const MsgBuilder &m, uint32_t seq, F &&onMsg, bool stopAfterData = false) {
     if (int err = Send(m)) return err;
     std::unique_ptr<char[]> buf(new char[kRecvBufSize]);
     for (;;) {
@@ -158,6 +159,7 @@ class NlSocket {
           return 0;
         }
         onMsg(h);
+        if (stopAfterData) return 0;
       }
     }
   }
@@ -241,7 +243,8 @@ std::string LinkName(uint32_t ifindex) { return "link " + std::to_string(ifindex
 
 // ---- links ----
 
-// nlGetLink(name) -> { index, name, mtu, flags, up, mac: Buffer | null }
+// nlGetLink(name) -> { index, name, kind, mtu, flags, up, mac: Buffer | null }; kind is IFLA_INFO_KIND
+// ("tun", "vxlan", ...; "" for devices without one, e.g. a physical NIC)
 napi_value GetLink(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!GetArgs(env, info, 1, argv)) return nullptr;
@@ -267,7 +270,7 @@ napi_value GetLink(napi_env env, napi_callback_info info) {
 
   bool found = false;
   uint32_t index = 0, flags = 0, mtu = 0;
-  std::string gotName;
+  std::string gotName, kind;
   std::vector<uint8_t> mac;
   int err = s.Transact(m, 1, [&](nlmsghdr *h) {
     if (h->nlmsg_type != RTM_NEWLINK || h->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg))) return;
@@ -289,6 +292,13 @@ napi_value GetLink(napi_env env, napi_callback_info info) {
           mac.assign(p, p + RTA_PAYLOAD(a));
           break;
         }
+        case IFLA_LINKINFO:
+          ForEachAttr(static_cast<rtattr *>(RTA_DATA(a)), static_cast<int>(RTA_PAYLOAD(a)), [&](rtattr *li) {
+            if (li->rta_type != IFLA_INFO_KIND) return;
+            kind.assign(static_cast<const char *>(RTA_DATA(li)),
+                        strnlen(static_cast<const char *>(RTA_DATA(li)), RTA_PAYLOAD(li)));
+          });
+          break;
       }
     });
   });
@@ -300,6 +310,9 @@ napi_value GetLink(napi_env env, napi_callback_info info) {
   SetU32(env, obj, "index", index);
   napi_create_string_utf8(env, gotName.c_str(), gotName.size(), &nameValue);
   napi_set_named_property(env, obj, "name", nameValue);
+  napi_value kindValue;
+  napi_create_string_utf8(env, kind.c_str(), kind.size(), &kindValue);
+  napi_set_named_property(env, obj, "kind", kindValue);
   SetU32(env, obj, "mtu", mtu);
   SetU32(env, obj, "flags", flags);
   SetBool(env, obj, "up", (flags & IFF_UP) != 0);
@@ -358,6 +371,66 @@ napi_value SetLinkUp(napi_env env, napi_callback_info info) {
     return ThrowErrno(env, ("set " + LinkName(ifindex) + (up ? " up" : " down")).c_str(), err);
   }
   return nullptr;
+}
+
+// nlDelLink(ifindex): RTM_DELLINK.
+napi_value DelLink(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  uint32_t ifindex;
+  if (!GetArgs(env, info, 1, argv) || !GetU32(env, argv[0], &ifindex, "ifindex")) return nullptr;
+  NlSocket s;
+  if (int err = s.Open()) return ThrowErrno(env, "open rtnetlink socket", err);
+  MsgBuilder m;
+  m.Begin(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, 1);
+  ifinfomsg ifi{};
+  ifi.ifi_family = AF_UNSPEC;
+  ifi.ifi_index = static_cast<int>(ifindex);
+  m.Fixed(ifi);
+  m.End();
+  if (int err = s.Transact(m, 1, [](nlmsghdr *) {})) {
+    return ThrowErrno(env, ("delete " + LinkName(ifindex)).c_str(), err);
+  }
+  return nullptr;
+}
+
+// nlRouteGet(dst) -> { ifindex, src } (host-order u32; src 0 when the kernel names none): the answer
+// of `ip route get <dst>` (RTM_GETROUTE), which is what flannel's -iface-can-reach uses.
+napi_value RouteGet(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  uint32_t dst;
+  if (!GetArgs(env, info, 1, argv) || !GetU32(env, argv[0], &dst, "dst")) return nullptr;
+  NlSocket s;
+  if (int err = s.Open()) return ThrowErrno(env, "open rtnetlink socket", err);
+  MsgBuilder m;
+  m.Begin(RTM_GETROUTE, NLM_F_REQUEST, 1);
+  rtmsg rt{};
+  rt.rtm_family = AF_INET;
+  rt.rtm_dst_len = 32;
+  m.Fixed(rt);
+  m.AttrIp4(RTA_DST, dst);
+  m.End();
+  bool found = false;
+  uint32_t oif = 0, src = 0;
+  // A get without NLM_F_ACK is answered by the route or by an error message; Transact returns on either.
+  int err = s.Transact(
+      m, 1,
+      [&](nlmsghdr *h) {
+        if (h->nlmsg_type != RTM_NEWROUTE || h->nlmsg_len < NLMSG_LENGTH(sizeof(rtmsg))) return;
+        found = true;
+        auto *r = static_cast<rtmsg *>(NLMSG_DATA(h));
+        ForEachAttr(RTM_RTA(r), static_cast<int>(RTM_PAYLOAD(h)), [&](rtattr *a) {
+          if (a->rta_type == RTA_OIF) oif = AttrU32(a);
+          if (a->rta_type == RTA_PREFSRC) src = AttrIp4(a);
+        });
+      },
+      /*stopAfterData=*/true);
+  if (err == 0 && !found) err = ENETUNREACH;
+  if (err) return ThrowErrno(env, ("route get " + FormatIp4(dst)).c_str(), err);
+  napi_value obj;
+  napi_create_object(env, &obj);
+  SetU32(env, obj, "ifindex", oif);
+  SetU32(env, obj, "src", src);
+  return obj;
 }
 
 // ---- IPv4 addresses ----
@@ -701,6 +774,8 @@ void InitNetlink(napi_env env, napi_value exports) {
   Export(env, exports, "nlGetLink", GetLink);
   Export(env, exports, "nlSetLinkMtu", SetLinkMtu);
   Export(env, exports, "nlSetLinkUp", SetLinkUp);
+  Export(env, exports, "nlDelLink", DelLink);
+  Export(env, exports, "nlRouteGet", RouteGet);
   Export(env, exports, "nlListAddrs", ListAddrs);
   Export(env, exports, "nlChangeAddr", ChangeAddr);
   Export(env, exports, "nlListRoutes", ListRoutes);

@@ -40,22 +40,31 @@ bool SetBuf(int fd, int forceOpt, int opt, int bytes) {
   return setsockopt(fd, SOL_SOCKET, opt, &bytes, sizeof bytes) == 0;
 }
 
-// udpOpen(port, bufBytes, flags?) → { fd, port, gro, gso }: port 0 = ephemeral (send sockets), else the
-// VXLAN listen port. flags U_GRO asks for UDP_GRO (gro: whether the kernel took it, ≥ 5.0; wireguard-go
-// trusts it from 5.12). gso: whether the kernel knows UDP_SEGMENT (≥ 4.18); probed by setting the socket
-// default and clearing it again, so plain sends stay unsegmented.
+// udpOpen(port, bufBytes, flags?, bindIp?) → { fd, port, gro, gso }: port 0 = ephemeral (send sockets), else
+// the VXLAN listen port. bindIp: IPv4 address as a host-order uint32 (0 = any); the send sockets are bound
+// to the published PublicIP so the outer source is the address peers know us by. flags U_GRO asks for UDP_GRO
+// (gro: whether the kernel took it, ≥ 5.0; wireguard-go trusts it from 5.12). gso: whether the kernel knows
+// UDP_SEGMENT (≥ 4.18); probed by setting the socket default and clearing it again, so plain sends stay
+// unsegmented.
 napi_value UdpOpen(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   int32_t port, buf, flags = 0;
+  uint32_t bindIp = 0;
   if (argc < 2 || !ArgInt32(env, argv[0], "udpOpen", "port", &port) ||
       !ArgInt32(env, argv[1], "udpOpen", "bufBytes", &buf)) {
     return nullptr;
   }
   if (argc >= 3 && !ArgInt32(env, argv[2], "udpOpen", "flags", &flags)) return nullptr;
+  if (argc >= 4 && napi_get_value_uint32(env, argv[3], &bindIp) != napi_ok) {
+    return ThrowType(env, "udpOpen: bindIp must be a uint32");
+  }
   if (port < 0 || port > 65535) return ThrowType(env, "udpOpen: port must be 0..65535");
-  std::string where = "UDP 0.0.0.0:" + std::to_string(port);
+  char ipText[INET_ADDRSTRLEN];
+  in_addr bindAddr{htonl(bindIp)};
+  inet_ntop(AF_INET, &bindAddr, ipText, sizeof ipText);
+  std::string where = std::string("UDP ") + ipText + ":" + std::to_string(port);
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return ThrowErrno(env, ("socket " + where).c_str(), errno);
   auto fail = [&](const char *op) {
@@ -74,7 +83,7 @@ napi_value UdpOpen(napi_env env, napi_callback_info info) {
   memset(&sa, 0, sizeof sa);
   sa.sin_family = AF_INET;
   sa.sin_port = htons(static_cast<uint16_t>(port));
-  sa.sin_addr.s_addr = htonl(INADDR_ANY);
+  sa.sin_addr.s_addr = htonl(bindIp);
   if (bind(fd, reinterpret_cast<struct sockaddr *>(&sa), sizeof sa) < 0) return fail("bind");
   socklen_t sl = sizeof sa;
   if (getsockname(fd, reinterpret_cast<struct sockaddr *>(&sa), &sl) < 0) return fail("getsockname");

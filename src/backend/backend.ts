@@ -19,6 +19,24 @@ export class BackendConfigError extends Error {
   override name = 'BackendConfigError';
 }
 
+/** What the data plane needs to hold its device and sockets before any lease is written. */
+export interface PrepareContext {
+  config: NetworkConfig;
+  /** Overlay MTU: (Backend.MTU where honoured, else the external interface's MTU) − the backend's overhead. */
+  mtu: number;
+  /** The VTEP MAC loaded from (or just created in) the MAC file; "" for backends without one. */
+  vtepMac: string;
+  publicIp: string;
+  iface: ExternalInterface;
+  /** Local address the send sockets bind to: PublicIP when it is on this host, else the interface address. */
+  sendSource: string;
+}
+
+export interface Prepared {
+  /** The VTEP MAC to publish: ctx.vtepMac, or the MAC of a kernel flannel.N device taken over. */
+  vtepMac: string;
+}
+
 export interface DataPlaneContext {
   lease: Lease;
   config: NetworkConfig;
@@ -41,9 +59,19 @@ export interface DataPlaneContext {
  * promise is fatal for the daemon (exit 1).
  */
 export interface DataPlaneHooks {
+  /**
+   * Takes the device and the UDP port (everything that can fail on a busy host) before the lease is
+   * written, so a start that cannot serve never changes etcd. Optional; called once before start().
+   */
+  prepare?(ctx: PrepareContext): Promise<Prepared>;
   start(ctx: DataPlaneContext): Promise<void>;
   applyEvents(events: LeaseEvent[]): Promise<void>;
   stop(): Promise<void>;
+  /**
+   * Whether this data plane carries IPv6 (EnableIPv6). Without it the daemon refuses an IPv6
+   * network config instead of publishing IPv6 subnets that nothing forwards.
+   */
+  readonly ipv6?: boolean;
   /** Packet counters for /metrics; null before start(). */
   stats?(): DataplaneSnapshot | null;
 }
@@ -158,8 +186,11 @@ export interface ResolvedBackend {
   readonly underlayMtu: number | null;
   /** Whether the lease carries a VTEP MAC (vxlan): only then is the MAC file created. */
   readonly needsVtepMac: boolean;
-  /** BackendType/BackendData of our lease, exactly as flanneld writes them for this backend. */
-  leaseAttrs(vtepMac: string): Pick<LeaseAttrs, 'BackendType' | 'BackendData'>;
+  /**
+   * BackendType/BackendData(/BackendV6Data) of our lease, exactly as flanneld writes them for this
+   * backend. `vtepMacs`: the VTEP MAC per enabled family (null = family disabled), for backends with one.
+   */
+  leaseAttrs(vtepMacs: { ipv4: string | null; ipv6: string | null }): Pick<LeaseAttrs, 'BackendType' | 'BackendData' | 'BackendV6Data'>;
   /** The data plane and route manager; null for backends without one (alloc). */
   createHooks(deps: BackendDeps): DataPlaneHooks | null;
 }

@@ -7,15 +7,16 @@
 // The TUN is persistent on purpose: after kill -9 the device and its routes stay, so the kernel keeps
 // routing overlay traffic to it and a restarted daemon only has to reattach and refill its peer table.
 import type { Logger } from 'pino';
-import { NativeRtnetlink, type Ip4Addr, type Rtnetlink } from '../netlink/rtnetlink';
+import { NativeRtnetlink, NetlinkError, type Ip4Addr, type LinkInfo, type Rtnetlink } from '../netlink/rtnetlink';
 import { setupDevice } from '../routes/device-setup';
+import { decideTakeover } from '../routes/device-takeover';
 import { RouteManager } from '../routes/route-manager';
 import type { LeaseMapper } from '../routes/route-diff';
-import { formatIp4Net } from '../subnet/ip4';
+import { formatIp4Net, parseIp4 } from '../subnet/ip4';
 import type { DataplaneSnapshot } from '../ops/metrics';
 import type { Lease, LeaseEvent } from '../subnet/lease';
-import type { VxlanDataplane } from '../dataplane/vxlan-dataplane';
-import type { DataPlaneContext, DataPlaneHooks } from './backend';
+import { DataplaneIoError, type VxlanDataplane } from '../dataplane/vxlan-dataplane';
+import type { DataPlaneContext, DataPlaneHooks, PrepareContext, Prepared } from './backend';
 import { dataplaneStats } from './stats';
 
 /** What the external interface looks like to a mapper (for same-L2 decisions). */
@@ -35,8 +36,13 @@ export interface TunFlavor {
   readonly usesExtAddrs: boolean;
   /** Extra fields of the "device up" log line (port, VNI, …). */
   readonly logFields: Readonly<Record<string, unknown>>;
+  /**
+   * Whether a kernel VXLAN device of flanneld with the TUN's name is taken over (deleted, its MAC kept
+   * as our VTEP MAC): vxlan yes (flannel.<VNI>); udp no (flanneld's flannel0 is a TUN that goes with it).
+   */
+  readonly takesOverKernelVxlan: boolean;
   /** Opens the data plane on the TUN (the device is configured afterwards). */
-  open(tunName: string, ctx: DataPlaneContext, onFatal: (err: Error) => void): VxlanDataplane;
+  open(tunName: string, opts: { vtepMac: string; sourceIp: number }, onFatal: (err: DataplaneIoError) => void): VxlanDataplane;
   mapper(tunIfindex: number, ext: ExtLink): LeaseMapper;
 }
 
@@ -46,13 +52,39 @@ export interface TunBackendOptions {
   log: Logger;
   /** Called when the data plane stops on a persistent I/O error; the daemon treats it as fatal. */
   onFatal(err: Error): void;
-  netlink?: Rtnetlink;
+  netlink?: Rtnetlink & { deleteLink?(ifindex: number): Promise<void> };
+}
+
+export class DeviceTakeoverError extends Error {
+  override name = 'DeviceTakeoverError';
+}
+
+export class DataplaneOpenError extends Error {
+  override name = 'DataplaneOpenError';
+}
+
+/** One line for the operator: what is busy or missing, and the likely reason. */
+export function explainOpenError(err: Error, tunName: string, port: number, sendSource: string): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'EBUSY' && /TUN/.test(err.message)) {
+    return `device ${tunName} is in use by another process: is another tsflanneld running on this host? (${err.message})`;
+  }
+  if (code === 'EADDRINUSE') {
+    return (
+      `UDP port ${port} is in use: another tsflanneld, flanneld, or a kernel VXLAN device with dstport ${port} ` +
+      `(see ip -d link show type vxlan), holds it (${err.message})`
+    );
+  }
+  if (code === 'EADDRNOTAVAIL') return `cannot send from ${sendSource}: it is not an address of this host (${err.message})`;
+  if (code === 'EPERM' || code === 'EACCES')
+    return `not allowed to open ${tunName} or its sockets: run as root or with CAP_NET_ADMIN (${err.message})`;
+  return `cannot open the data plane on ${tunName}, UDP port ${port}: ${err.message}`;
 }
 
 export class TunBackend implements DataPlaneHooks {
   private dataplane: VxlanDataplane | null = null;
   private routes: RouteManager | null = null;
-  private netlink: Rtnetlink | null = null;
+  private netlinkCache: NonNullable<TunBackendOptions['netlink']> | null = null;
   private extIfindex = 0;
   private extAddrs: Ip4Addr[] = [];
   /** Current peer leases by key: the first batch (the watcher's snapshot) is applied as a reconcile. */
@@ -68,18 +100,83 @@ export class TunBackend implements DataPlaneHooks {
     return this.dataplane;
   }
 
+  private netlink(): NonNullable<TunBackendOptions['netlink']> {
+    this.netlinkCache ??= this.options.netlink ?? new NativeRtnetlink();
+    return this.netlinkCache;
+  }
+
+  /**
+   * Holds the device and the UDP port before the daemon writes its lease: takes over flanneld's
+   * kernel flannel.N where the flavour does (keeping its MAC), then opens the TUN and binds the
+   * sockets (sending from ctx.sendSource). Any failure here leaves etcd untouched.
+   */
+  async prepare(ctx: PrepareContext): Promise<Prepared> {
+    const { log } = this.options;
+    const flavor = this.flavor;
+    const netlink = this.netlink();
+    const tunName = this.options.tunName !== '' ? this.options.tunName : flavor.defaultTunName;
+    let vtepMac = ctx.vtepMac;
+
+    let existing: LinkInfo | null = null;
+    try {
+      existing = await netlink.getLink(tunName);
+    } catch (err) {
+      if (!(err instanceof NetlinkError && err.code === 'ENODEV')) throw err;
+    }
+    const decision = decideTakeover(tunName, existing);
+    if (decision.action === 'refuse') throw new DeviceTakeoverError(decision.reason);
+    if (decision.action === 'take-over') {
+      if (!flavor.takesOverKernelVxlan) {
+        throw new DeviceTakeoverError(
+          `a kernel VXLAN device named ${tunName} exists; delete it (ip link del ${tunName}) or choose another -tun-name`,
+        );
+      }
+      if (!netlink.deleteLink) throw new DeviceTakeoverError(`cannot delete ${tunName}: this netlink has no link deletion`);
+      await netlink.deleteLink(existing!.index);
+      vtepMac = decision.mac;
+      log.warn(
+        { dev: tunName, vtepMac },
+        `took over flanneld's kernel VXLAN device ${tunName}: deleted it and keep its MAC ${vtepMac} as our VTEP MAC, so peers need no update`,
+      );
+    }
+
+    const sourceIp = ctx.sendSource !== '' ? parseIp4(ctx.sendSource) : 0;
+    try {
+      this.dataplane = flavor.open(tunName, { vtepMac, sourceIp }, (err) => void this.ioFailed(tunName, err));
+    } catch (err) {
+      const port = typeof flavor.logFields.port === 'number' ? flavor.logFields.port : 0;
+      throw new DataplaneOpenError(explainOpenError(err as Error, tunName, port, ctx.sendSource), { cause: err });
+    }
+    return { vtepMac };
+  }
+
+  /** A persistent I/O error: say plainly when the cause is the device having been deleted. */
+  private async ioFailed(tunName: string, err: DataplaneIoError): Promise<void> {
+    let gone = false;
+    try {
+      await this.netlink().getLink(tunName);
+    } catch (e) {
+      gone = e instanceof NetlinkError && e.code === 'ENODEV';
+    }
+    if (!gone) return this.options.onFatal(err);
+    this.options.onFatal(
+      new DataplaneIoError(
+        `device ${tunName} was deleted while tsflanneld was running (ip link del?), taking its routes with it; ` +
+          `exiting so that a restart (systemd Restart=, a DaemonSet) recreates it with its address and routes (${err.message})`,
+        err.errno,
+      ),
+    );
+  }
+
   async start(ctx: DataPlaneContext): Promise<void> {
     const { log } = this.options;
     const flavor = this.flavor;
     const network = ctx.config.network;
     if (!network) throw new Error(`${flavor.label} backend needs an IPv4 Network`);
-    const netlink = this.options.netlink ?? new NativeRtnetlink();
-    this.netlink = netlink;
+    const netlink = this.netlink();
     this.extIfindex = ctx.iface.index;
-    const tunName = this.options.tunName !== '' ? this.options.tunName : flavor.defaultTunName;
-
-    const dataplane = flavor.open(tunName, ctx, (err) => this.options.onFatal(err));
-    this.dataplane = dataplane;
+    const dataplane = this.dataplane;
+    if (!dataplane) throw new Error(`${flavor.label} backend: start() before prepare()`);
 
     const device = await setupDevice({ netlink, ifname: dataplane.tunName, subnet: ctx.lease.subnet, network, mtu: ctx.mtu, log });
     await this.refreshExtAddrs();
@@ -105,8 +202,8 @@ export class TunBackend implements DataPlaneHooks {
   }
 
   private async refreshExtAddrs(): Promise<void> {
-    if (this.netlink === null || !this.flavor.usesExtAddrs) return;
-    this.extAddrs = await this.netlink.listAddrs(this.extIfindex);
+    if (!this.flavor.usesExtAddrs) return;
+    this.extAddrs = await this.netlink().listAddrs(this.extIfindex);
   }
 
   async applyEvents(events: LeaseEvent[]): Promise<void> {

@@ -3,7 +3,9 @@
 // unchanged. The flag table is data: adding a flag is one entry in FLAGS plus its Options field.
 import { isIP } from 'node:net';
 import { isOffloadRequest, OFFLOAD_REQUESTS } from '../dataplane/offload';
+import { RE2JS } from 're2js';
 import { isIp4 } from '../subnet/ip4';
+import { isAddr6 } from '../subnet/cidr6';
 
 export interface Options {
   etcdEndpoints: string[];
@@ -15,7 +17,9 @@ export interface Options {
   etcdPassword: string;
   iface: string[];
   ifaceRegex: string[];
+  ifaceCanReach: string;
   publicIp: string;
+  publicIpv6: string;
   subnetFile: string;
   subnetLeaseRenewMargin: number;
   ipMasq: boolean;
@@ -62,14 +66,16 @@ const ifaceName: Check<string> = (v) =>
     ? null
     : 'not a valid Linux interface name (at most 15 characters, no "/", ":" or spaces)';
 const ipv4OrEmpty: Check<string> = (v) => (v === '' || isIp4(v) ? null : 'not an IPv4 address');
+const ipv6OrEmpty: Check<string> = (v) => (v === '' || isAddr6(v) ? null : 'not an IPv6 address');
 const ipOrEmpty: Check<string> = (v) => (v === '' || isIP(v) !== 0 ? null : 'not an IP address');
 const nonEmpty: Check<string> = (v) => (v.trim() !== '' ? null : 'must not be empty');
+// Go RE2 syntax, as flannel compiles it (regexp.Compile).
 const regex: Check<string> = (v) => {
   try {
-    new RegExp(v);
+    RE2JS.compile(v);
     return null;
   } catch (e) {
-    return `not a valid regular expression: ${(e as Error).message}`;
+    return `not a valid Go (RE2) regular expression: ${(e as Error).message}`;
   }
 };
 
@@ -141,17 +147,34 @@ export const FLAGS: readonly FlagDef[] = [
     kind: 'list',
     name: 'iface-regex',
     key: 'ifaceRegex',
-    usage: 'regex matched against interface IPs, then names, to pick the inter-host interface; repeatable',
+    usage: 'Go (RE2) regex matched against interface IPs, then names, to pick the inter-host interface; repeatable',
     check: regex,
     splitEnv: splitRegexList,
+  },
+  {
+    kind: 'string',
+    name: 'iface-can-reach',
+    key: 'ifaceCanReach',
+    def: '',
+    usage: 'use the interface and source address of the route to this IPv4 address (as "ip route get"), after -iface and -iface-regex',
+    check: ipv4OrEmpty,
   },
   {
     kind: 'string',
     name: 'public-ip',
     key: 'publicIp',
     def: '',
-    usage: 'IPv4 address other nodes use to reach this one (default: the interface address)',
+    usage:
+      'IPv4 address other nodes use to reach this one (default: the interface address); without -iface* the interface holding it is used',
     check: ipv4OrEmpty,
+  },
+  {
+    kind: 'string',
+    name: 'public-ipv6',
+    key: 'publicIpv6',
+    def: '',
+    usage: 'IPv6 address other nodes use to reach this one with EnableIPv6 (default: the interface IPv6 address)',
+    check: ipv6OrEmpty,
   },
   {
     kind: 'string',

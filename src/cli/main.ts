@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createLogger, runDaemon } from '../daemon/daemon';
 import { FlagError, helpText, parseFlags, type Options } from './flags';
+import { raiseNofileLimit } from '../ops/rlimit';
 
 /**
  * Test-only: TSFLANNELD_TEST_CONTROL_PLANE_ONLY=1 runs leases, watch and subnet.env without the data
@@ -37,6 +38,12 @@ export async function main(argv: string[]): Promise<never> {
   }
 
   const log = createLogger(options.v);
+  try {
+    const lim = raiseNofileLimit();
+    log.debug(lim, `open-file limit ${lim.soft} (was ${lim.before})`);
+  } catch (err) {
+    log.warn(`cannot raise the open-file limit: ${(err as Error).message}; running with the inherited one`);
+  }
   const stop = new AbortController();
   const onSignal = (sig: NodeJS.Signals): void => {
     log.info(`received ${sig}, stopping`);

@@ -8,25 +8,26 @@
 import type { Logger } from 'pino';
 import pino from 'pino';
 import type { Options } from '../cli/flags';
-import { findExternalInterface } from '../netlink/interfaces';
+import { findExternalInterface, sendSourceAddress, type ExternalInterface } from '../netlink/interfaces';
+import { UnderlayWatch } from '../netlink/underlay-watch';
 import { BackendConfigError, type DataPlaneHooks, type ResolvedBackend } from '../backend/backend';
 import { resolveBackend } from '../backend/registry';
 import { ConfigError, type NetworkConfig } from '../subnet/config';
-import { formatIp4Net, isIp4, type Ip4Net } from '../subnet/ip4';
+import { isIp4 } from '../subnet/ip4';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease';
-import { LeaseManager, leaseTimingFromEnv, type RevokeReason } from '../subnet/lease-manager';
+import { LeaseManager, describeSubnets, leaseTimingFromEnv, type RevokeReason } from '../subnet/lease-manager';
 import { LeaseWatcher } from '../subnet/lease-watcher';
 import { ConfigNotFoundError, EtcdError, EtcdRegistry, type Registry } from '../subnet/registry';
 import { readPreviousLease, writeSubnetEnv } from '../subnet/subnet-env';
-import { loadOrCreateVtepMac, vtepMacPath } from '../subnet/vtep-mac';
+import { loadOrCreateVtepMac, storeVtepMac, vtepMacPath, vtepMacV6Path } from '../subnet/vtep-mac';
+import { findExternalInterface6, ipv6AddressOf } from '../netlink/interfaces6';
+import { parseAddr6 } from '../subnet/cidr6';
+import { formatIp6 } from '../subnet/ip6';
 import { IptablesManager } from '../iptables/iptables-manager';
 import { startHealthServer, type HealthServer } from '../ops/health-server';
 import { createMetrics, type DaemonMetrics, type DataplaneSnapshot } from '../ops/metrics';
-import { parseIp4Net as parseNet } from '../subnet/ip4';
-import { parseSubnetEnv } from '../subnet/subnet-env';
-import fs from 'node:fs';
 
-export type { DataPlaneContext, DataPlaneHooks } from '../backend/backend';
+export type { DataPlaneContext, DataPlaneHooks, PrepareContext, Prepared } from '../backend/backend';
 
 export interface DaemonExtras {
   /** Data plane hooks to use instead of the backend's own (tests that record the calls). */
@@ -92,6 +93,7 @@ class Daemon {
   private healthz: HealthServer | null = null;
   private metrics: DaemonMetrics | null = null;
   private iptables: IptablesManager | null = null;
+  private underlay: UnderlayWatch | null = null;
   private hooks: DataPlaneHooks | null = null;
   private hooksStarted = false;
   private applyChain: Promise<void> = Promise.resolve();
@@ -174,11 +176,6 @@ class Daemon {
       log.info(`healthz listening on ${o.healthzIp}:${this.healthz.address.port} (/healthz, /readyz, /metrics)`);
     }
 
-    const iface = findExternalInterface({ iface: o.iface, ifaceRegex: o.ifaceRegex });
-    const publicIp = o.publicIp !== '' ? o.publicIp : iface.ip;
-    if (!isIp4(publicIp)) throw new DaemonError(`public IP "${publicIp}" is not an IPv4 address`);
-    log.info({ iface: iface.name, ifaceIp: iface.ip, publicIp }, `using interface ${iface.name} with public IP ${publicIp}`);
-
     this.registry = this.extras.createRegistry
       ? this.extras.createRegistry(o)
       : new EtcdRegistry({
@@ -202,21 +199,50 @@ class Daemon {
       if (!(err instanceof BackendConfigError)) throw err;
       throw new BackendConfigError(`${registry.prefix}/config: ${err.message}`);
     }
-    if (!config.enableIPv4 || !config.network || config.enableIPv6) {
-      throw new DaemonError(`${registry.prefix}/config: tsflanneld supports IPv4-only networks (EnableIPv4 true, EnableIPv6 false)`);
-    }
     log.info({ backend: backend.type, ...backend.summary }, `backend ${backend.type}`);
-
-    let vtepMac = '';
-    if (backend.needsVtepMac) {
-      const macFile = vtepMacPath(o.subnetFile);
-      const mac = await loadOrCreateVtepMac(macFile);
-      if (mac.warning) log.warn(mac.warning);
-      log.info({ file: macFile, created: mac.created }, `VTEP MAC ${mac.mac}`);
-      vtepMac = mac.mac;
+    const hooks =
+      this.extras.hooks ??
+      (this.extras.dataPlane === true
+        ? backend.createHooks({ tunName: o.tunName, offload: o.offload, log, fatal: (err) => this.dataPlaneFatal(err) })
+        : null);
+    this.hooks = hooks;
+    if (!config.enableIPv4 && !config.enableIPv6) {
+      // flannel: ipmatch.GetIPFamily fails, exit 1.
+      throw new DaemonError(`none defined stack: ${registry.prefix}/config disables both EnableIPv4 and EnableIPv6; enable at least one`);
+    }
+    if (config.enableIPv6 && hooks && hooks.ipv6 !== true) {
+      throw new DaemonError(
+        `${registry.prefix}/config has EnableIPv6 true, but this tsflanneld data plane forwards IPv4 only; set EnableIPv6 false`,
+      );
     }
 
-    const attrs: LeaseAttrs = { PublicIP: publicIp, PublicIPv6: null, ...backend.leaseAttrs(vtepMac) };
+    const { iface, publicIp, publicIpv6, sendSource } = this.chooseUnderlay(config);
+    // Only backends that publish a VTEP MAC (vxlan) have a MAC file.
+    const macFile = vtepMacPath(o.subnetFile);
+    let vtepMac = backend.needsVtepMac ? await this.vtepMac(macFile, 'VTEP MAC') : '';
+    const mac6 = backend.needsVtepMac && config.enableIPv6 ? await this.vtepMac(vtepMacV6Path(o.subnetFile), 'IPv6 VTEP MAC') : null;
+
+    // Device and port first: a start that cannot serve must not touch etcd (see DataPlaneHooks.prepare).
+    const mtu = (backend.underlayMtu ?? iface.mtu) - backend.overhead;
+    if (hooks?.prepare) {
+      if (this.stopping) return;
+      this.hooksStarted = true;
+      const prepared = await hooks.prepare({ config, mtu, vtepMac, publicIp, iface, sendSource });
+      if (prepared.vtepMac !== vtepMac) {
+        await storeVtepMac(macFile, prepared.vtepMac);
+        log.info({ file: macFile, previous: vtepMac }, `VTEP MAC is now ${prepared.vtepMac} (kept from the device taken over)`);
+        vtepMac = prepared.vtepMac;
+      }
+    }
+    if (this.stopping) return;
+
+    // PublicIP stays "0.0.0.0" (Go's zero IP4) on an IPv6-only network; the backend adds its type and data.
+    const attrs: LeaseAttrs = {
+      PublicIP: config.enableIPv4 ? publicIp : '0.0.0.0',
+      PublicIPv6: config.enableIPv6 ? publicIpv6 : null,
+      ...backend.leaseAttrs({ ipv4: config.enableIPv4 ? vtepMac : null, ipv6: mac6 }),
+    };
+    // Read once: the same values serve lease reuse and the removal of old iptables rules.
     const previous = await readPreviousLease(o.subnetFile);
     if (previous.warning) log.warn(previous.warning);
     const timing = leaseTimingFromEnv(this.env);
@@ -235,18 +261,12 @@ class Daemon {
     if (!lease) return;
     manager.on('revoked', (l: Lease, reason: RevokeReason, by: LeaseAttrs | null) => {
       const key = `${registry.prefix}/subnets/${l.key}`;
-      const what = reason === 'deleted' ? 'was deleted from etcd' : `was taken over by ${by?.PublicIP ?? 'another node'}`;
-      this.end({ kind: 'fatal', err: new LeaseLostError(`lease for ${formatIp4Net(l.subnet)} ${what} (key ${key}); shutting down`) });
+      const taker = config.enableIPv4 ? by?.PublicIP : by?.PublicIPv6;
+      const what = reason === 'deleted' ? 'was deleted from etcd' : `was taken over by ${taker ?? 'another node'}`;
+      this.end({ kind: 'fatal', err: new LeaseLostError(`lease for ${describeSubnets(l)} ${what} (key ${key}); shutting down`) });
     });
     manager.start();
 
-    const mtu = (backend.underlayMtu ?? iface.mtu) - backend.overhead;
-    const hooks =
-      this.extras.hooks ??
-      (this.extras.dataPlane === true
-        ? backend.createHooks({ tunName: o.tunName, offload: o.offload, log, fatal: (err) => this.dataPlaneFatal(err) })
-        : null);
-    this.hooks = hooks;
     if (hooks) {
       if (this.stopping) return;
       this.hooksStarted = true;
@@ -256,6 +276,11 @@ class Daemon {
 
     // Like flanneld: traffic rules are in place before subnet.env tells the container runtime to go.
     if ((o.ipMasq || o.iptablesForwardRules) && this.extras.iptables === true) {
+      if (config.enableIPv6 || config.network === null) {
+        throw new DaemonError(
+          '-ip-masq and -iptables-forward-rules are implemented for IPv4-only networks; set EnableIPv6 false or turn both flags off',
+        );
+      }
       this.iptables = new IptablesManager({
         network: config.network,
         subnet: lease.subnet,
@@ -263,53 +288,113 @@ class Daemon {
         forwardRules: o.iptablesForwardRules,
         resyncSeconds: o.iptablesResync,
         ...(o.ipMasqFullyRandomDisable ? { randomFully: false } : {}),
-        previous: this.previousNetworkAndSubnet(o.subnetFile),
+        previous: { network: previous.network, subnet: previous.subnet },
         log,
       });
       await this.iptables.start();
       log.info({ masq: o.ipMasq, forwardRules: o.iptablesForwardRules }, 'iptables rules in place');
     }
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
     if (this.stopping) return;
 
     await writeSubnetEnv(o.subnetFile, {
-      network: config.network,
-      subnet: lease.subnet,
-      ipv6Network: null,
-      ipv6Subnet: null,
+      network: config.enableIPv4 ? config.network : null,
+      subnet: config.enableIPv4 ? lease.subnet : null,
+      ipv6Network: config.ipv6Network,
+      ipv6Subnet: config.enableIPv6 ? lease.ipv6Subnet : null,
       mtu,
       ipMasq: o.ipMasq,
     });
-    log.info({ file: o.subnetFile }, `wrote ${o.subnetFile} (subnet ${formatIp4Net(lease.subnet)}, MTU ${mtu})`);
+    log.info({ file: o.subnetFile }, `wrote ${o.subnetFile} (subnet ${describeSubnets(lease)}, MTU ${mtu})`);
     this.healthz?.setReady(true);
     this.extras.onReady?.({ lease, mtu, vtepMac });
+    if (sendSource !== '') this.watchUnderlay(iface, sendSource);
 
     this.watcher = new LeaseWatcher({
       registry,
       log,
       ownSubnet: lease.subnet,
+      ownIpv6Subnet: lease.ipv6Subnet,
       onEvents: (events) => this.deliver(events),
     });
     this.watcher.start();
   }
 
-  /** FLANNEL_NETWORK/FLANNEL_SUBNET of the previous run, so rules for an old subnet can be removed. */
-  private previousNetworkAndSubnet(file: string): { network: Ip4Net | null; subnet: Ip4Net | null } {
-    let text: string;
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch {
-      return { network: null, subnet: null }; // no previous run; readPreviousLease already warned if unreadable
+  /**
+   * Reports an underlay that lost the address we send from (DHCP change, operator): logged once per
+   * change, /readyz 503 until it is back. tsflanneld does not follow a new address by itself: peers
+   * know us by the published PublicIP, so a restart (which re-selects and re-publishes) is the way
+   * to move (README "Underlay address changes").
+   */
+  private watchUnderlay(iface: ExternalInterface, sendSource: string): void {
+    this.underlay = new UnderlayWatch({
+      expect: { name: iface.name, index: iface.index, ip: iface.ip, sendSource },
+      onChange: (state) => {
+        if (!state.ok) {
+          this.log.error(
+            { iface: iface.name, ifaceIp: iface.ip, sendSource },
+            `underlay changed: ${state.reason}; overlay traffic to and from this node fails, /readyz reports not ready ` +
+              'until the address is back (restart tsflanneld to move to a new address)',
+          );
+          this.healthz?.setReady(false);
+        } else {
+          this.log.info(
+            { iface: iface.name, ifaceIp: iface.ip, sendSource },
+            `underlay address ${sendSource} on ${iface.name} is back; ready`,
+          );
+          this.healthz?.setReady(true);
+        }
+      },
+      onError: (err) => this.log.warn({ err: err.message }, `checking the underlay interface ${iface.name} failed: ${err.message}`),
+    });
+    this.underlay.start();
+  }
+
+  /**
+   * The underlay interface and the public addresses to publish (flannel-compat.md §7): IPv4 (and
+   * dual-stack) networks pick the interface by its IPv4 address and take its first usable IPv6
+   * address; IPv6-only networks pick it by IPv6 (interfaces6.ts). -public-ip / -public-ipv6 override.
+   */
+  private chooseUnderlay(config: NetworkConfig): {
+    iface: ExternalInterface;
+    publicIp: string;
+    publicIpv6: string | null;
+    sendSource: string;
+  } {
+    const o = this.options;
+    const log = this.log;
+    let iface: ExternalInterface;
+    let publicIp = '';
+    let publicIpv6: string | null = null;
+    let sendSource = '';
+    if (config.enableIPv4) {
+      iface = findExternalInterface({ iface: o.iface, ifaceRegex: o.ifaceRegex, ifaceCanReach: o.ifaceCanReach, publicIp: o.publicIp });
+      publicIp = o.publicIp !== '' ? o.publicIp : iface.ip;
+      if (!isIp4(publicIp)) throw new DaemonError(`public IP "${publicIp}" is not an IPv4 address`);
+      sendSource = sendSourceAddress(publicIp, iface);
+      if (config.enableIPv6) publicIpv6 = o.publicIpv6 !== '' ? o.publicIpv6 : ipv6AddressOf(iface.name);
+    } else {
+      const i6 = findExternalInterface6({ iface: o.iface, ifaceRegex: o.ifaceRegex });
+      // No IPv4 address is used on an IPv6-only network.
+      iface = { name: i6.name, index: i6.index, ip: '', mtu: i6.mtu };
+      publicIpv6 = o.publicIpv6 !== '' ? o.publicIpv6 : i6.ip6;
     }
-    const env = parseSubnetEnv(text);
-    const net = (key: string): Ip4Net | null => {
-      const v = env.get(key);
-      try {
-        return v ? parseNet(v) : null;
-      } catch {
-        return null;
-      }
-    };
-    return { network: net('FLANNEL_NETWORK'), subnet: net('FLANNEL_SUBNET') };
+    if (publicIpv6 !== null) publicIpv6 = formatIp6(parseAddr6(publicIpv6));
+    if (o.publicIpv6 !== '' && !config.enableIPv6)
+      log.warn(`-public-ipv6 ${o.publicIpv6} is unused: EnableIPv6 is false in the network config`);
+    log.info(
+      { iface: iface.name, ifaceIp: iface.ip, publicIp, publicIpv6, sendSource },
+      `using interface ${iface.name} with public IP ${[publicIp, publicIpv6].filter((x) => x).join(' and ')}` +
+        (sendSource !== '' ? `; VXLAN leaves from ${sendSource}` : ''),
+    );
+    return { iface, publicIp, publicIpv6, sendSource };
+  }
+
+  private async vtepMac(file: string, what: string): Promise<string> {
+    const mac = await loadOrCreateVtepMac(file);
+    if (mac.warning) this.log.warn(mac.warning);
+    this.log.info({ file, created: mac.created }, `${what} ${mac.mac}`);
+    return mac.mac;
   }
 
   private dataplaneStats(): { snapshot(): DataplaneSnapshot } {
@@ -321,7 +406,7 @@ class Daemon {
     return {
       leaseExpiry: () => this.manager?.expiry() ?? null,
       etcdConnected: () => (this.watcher ? this.watcher.connected : this.manager?.acquired === true),
-      subnet: () => (this.manager?.acquired ? formatIp4Net(this.manager.current().subnet) : ''),
+      subnet: () => (this.manager?.acquired ? describeSubnets(this.manager.current()) : ''),
     };
   }
 
@@ -376,7 +461,7 @@ class Daemon {
       const l = ev.lease;
       this.log.info(
         { key: l.key, publicIp: l.attrs.PublicIP, backendType: l.attrs.BackendType, backendData: l.attrs.BackendData },
-        `peer lease ${ev.type}: ${formatIp4Net(l.subnet)} at ${l.attrs.PublicIP}`,
+        `peer lease ${ev.type}: ${describeSubnets(l)} at ${[l.attrs.PublicIP, l.attrs.PublicIPv6].filter((x) => x !== null && x !== '0.0.0.0').join(' and ')}`,
       );
     }
     const hooks = this.hooks;
@@ -398,6 +483,7 @@ class Daemon {
     this.end({ kind: 'signal' }); // no-op if already ended; makes pending pauses return
     this.watcher?.stop();
     this.manager?.stop();
+    this.underlay?.stop();
     let failure: Error | null = null;
     await this.applyChain;
     if (this.hooksStarted && this.hooks) {

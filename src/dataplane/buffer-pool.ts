@@ -47,7 +47,7 @@ export class Ring {
     if (!Number.isInteger(slots) || slots < 1 || slots > 4096) {
       throw new RingConfigError(`ring slots ${slots} out of range 1..4096`);
     }
-    if (!Number.isInteger(headroom) || headroom < Frame.MIN_HEADROOM || headroom % 2 !== 0) {
+    if (!Number.isInteger(headroom) || headroom < (Frame.MIN_HEADROOM as number) || headroom % 2 !== 0) {
       throw new RingConfigError(`ring headroom ${headroom} must be even and ≥ ${Frame.MIN_HEADROOM}`);
     }
     if (!Number.isInteger(slotSize) || slotSize < headroom + 128 || slotSize % 2 !== 0 || slotSize > 1 << 20) {

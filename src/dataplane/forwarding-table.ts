@@ -198,7 +198,7 @@ export class ForwardingTable {
 
   private grow(capacity: number): void {
     const copy = <T extends Int32Array | Int8Array | Uint8Array | Float64Array>(old: T, fresh: T): T => {
-      fresh.set(old as never);
+      fresh.set(old);
       return fresh;
     };
     this.publicIp = copy(this.publicIp, new Int32Array(capacity));

@@ -33,8 +33,11 @@ export interface DataplaneNative {
   /** MTU of an interface in this network namespace (SIOCGIFMTU). */
   ifMtu(name: string): number;
   closeFd(fd: number): void;
-  /** Binds 0.0.0.0:port (0 = ephemeral), DF clear, bufBytes SO_{RCV,SND}BUF(FORCE); flags: UdpFlag bits. */
-  udpOpen(port: number, bufBytes: number, flags?: number): UdpHandle;
+  /**
+   * Binds bindIp:port (bindIp: IPv4 as u32, the published PublicIP so the outer source is what peers expect;
+   * 0/absent = 0.0.0.0; port 0 = ephemeral), DF clear, bufBytes SO_{RCV,SND}BUF(FORCE); flags: UdpFlag bits.
+   */
+  udpOpen(port: number, bufBytes: number, flags?: number, bindIp?: number): UdpHandle;
   /** → ring id. encapLen: encapsulation bytes in front of the inner packet (default 22, VXLAN + Ethernet). */
   ringRegister(arena: ArrayBuffer, desc: Int32Array, slotSize: number, headroom: number, encapLen?: number): number;
   ringRelease(ring: number): void;

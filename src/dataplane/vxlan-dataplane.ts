@@ -45,6 +45,8 @@ export interface VxlanDataplaneOptions {
   readonly vni?: number;
   /** UDP port, listened on and sent to (all nodes must agree); default 8472 (vxlan), 8285 (ip). */
   readonly port?: number;
+  /** Local IPv4 address (host order) the send sockets bind to, i.e. the outer source peers see. Default 0 = any. */
+  readonly sourceIp?: number;
   /** VXLAN only (required there): our VtepMAC (6 bytes): inner source MAC we send, inner destination MAC we accept. */
   readonly localMac?: Uint8Array;
   /** Keep the TUN (and the kernel routes on it) when the process dies, for fast restarts. Default false. */
@@ -174,7 +176,7 @@ export class VxlanDataplane {
       const sourcePorts: number[] = [];
       let gso = true;
       for (let i = 0; i < nSend; i++) {
-        const s = native.udpOpen(0, buf);
+        const s = native.udpOpen(0, buf, 0, options.sourceIp ?? 0);
         fds.push(s.fd);
         sendFds[i] = s.fd;
         sourcePorts.push(s.port);

@@ -83,12 +83,23 @@ export interface SyncResult {
 export function spawnRunner(timeoutMs: number): CommandRunner {
   return (file, args, input) =>
     new Promise((resolve, reject) => {
-      const child = spawn(file, [...args], { stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
+      let child: ReturnType<typeof spawn>;
+      try {
+        child = spawn(file, [...args], { stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
+      } catch (err) {
+        reject(err as Error);
+        return;
+      }
+      // First, before anything else can throw: a spawn that fails for want of resources (EMFILE,
+      // ENFILE, EAGAIN) reports it as an 'error' event on the next tick, and then has no stdio.
+      child.on('error', reject);
+      if (!child.stdin || !child.stdout || !child.stderr) return; // the 'error' event follows
       let stdout = '';
       let stderr = '';
       child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
       child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      child.on('error', reject);
+      child.stdout.on('error', reject);
+      child.stderr.on('error', reject);
       child.on('close', (code) => resolve({ code, stdout, stderr }));
       // EPIPE when the program exits without reading stdin is reported via its exit status instead.
       child.stdin.on('error', () => undefined);

@@ -147,9 +147,9 @@ export function tokenizeRuleLine(line: string): string[] {
       i++;
       let closed = false;
       while (i < line.length) {
-        const d = line[i];
+        const d = line[i]!;
         if (d === '\\' && i + 1 < line.length) {
-          token += line[i + 1];
+          token += line[i + 1]!;
           i += 2;
         } else if (d === '"') {
           i++;
@@ -162,7 +162,7 @@ export function tokenizeRuleLine(line: string): string[] {
       }
       if (!closed) throw new IptablesParseError(`unterminated quote in iptables rule: ${line}`);
     } else {
-      while (i < line.length && line[i] !== ' ' && line[i] !== '\t') token += line[i++];
+      while (i < line.length && line[i] !== ' ' && line[i] !== '\t') token += line[i++]!;
     }
     out.push(token);
   }

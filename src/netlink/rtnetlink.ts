@@ -18,6 +18,8 @@ export const RT_SCOPE_LINK = 253;
 export interface LinkInfo {
   readonly index: number;
   readonly name: string;
+  /** IFLA_INFO_KIND: "tun", "vxlan", ...; "" for devices without one. Absent where the source cannot tell. */
+  readonly kind?: string;
   readonly mtu: number;
   /** IFF_* flags as reported by the kernel. */
   readonly flags: number;
@@ -97,6 +99,7 @@ export class NetlinkError extends Error {
 interface NativeLink {
   index: number;
   name: string;
+  kind: string;
   mtu: number;
   flags: number;
   up: boolean;
@@ -124,6 +127,7 @@ interface NetlinkAddon {
   nlGetLink(name: string): NativeLink;
   nlSetLinkMtu(ifindex: number, mtu: number): void;
   nlSetLinkUp(ifindex: number, up: boolean): void;
+  nlDelLink(ifindex: number): void;
   nlListAddrs(ifindex: number): NativeAddr[];
   nlChangeAddr(op: number, ifindex: number, ip: number, prefixLen: number, peer: number): void;
   nlListRoutes(ifindex: number): NativeRoute[];
@@ -162,7 +166,20 @@ export class NativeRtnetlink implements Rtnetlink {
   async getLink(name: string): Promise<LinkInfo> {
     const l = this.call('get link', name, () => this.addon.nlGetLink(name));
     this.names.set(l.index, l.name);
-    return { index: l.index, name: l.name, mtu: l.mtu, flags: l.flags, up: l.up, mac: l.mac === null ? null : new Uint8Array(l.mac) };
+    return {
+      index: l.index,
+      name: l.name,
+      kind: l.kind,
+      mtu: l.mtu,
+      flags: l.flags,
+      up: l.up,
+      mac: l.mac === null ? null : new Uint8Array(l.mac),
+    };
+  }
+
+  /** Deletes a link (RTM_DELLINK), e.g. a kernel flannel.N being taken over. */
+  async deleteLink(ifindex: number): Promise<void> {
+    this.call('delete link', `dev ${this.dev(ifindex)}`, () => this.addon.nlDelLink(ifindex));
   }
 
   async setLinkMtu(ifindex: number, mtu: number): Promise<void> {

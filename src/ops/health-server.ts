@@ -31,7 +31,18 @@ export interface HealthServerOptions {
   port: number;
   registry: Registry;
   log: Logger;
+  /** Open connections accepted at once; more are closed on accept. Default MAX_CONNECTIONS. */
+  maxConnections?: number;
+  /** A connection that sends nothing (or no complete request) this long is closed, ms. Default IDLE_TIMEOUT_MS. */
+  idleTimeoutMs?: number;
 }
+
+/**
+ * Limits that keep abusive or broken clients from exhausting the daemon's file descriptors: probes
+ * and scrapes need a handful of connections, each answered in milliseconds.
+ */
+export const MAX_CONNECTIONS = 64;
+export const IDLE_TIMEOUT_MS = 10_000;
 
 export interface HealthServer {
   /** /readyz answers 200 once set (after subnet.env is written), 503 before or after clearing it. */
@@ -57,36 +68,69 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Heal
     res.end(req.method === 'HEAD' ? undefined : buf);
   };
 
-  const server = http.createServer((req, res) => {
-    // Path only: "/healthz?x" is /healthz, like Go's ServeMux.
-    const url = req.url ?? '/';
-    const q = url.indexOf('?');
-    const path = q >= 0 ? url.slice(0, q) : url;
-    switch (path) {
-      case '/healthz':
-        reply(req, res, 200, HEALTHZ_BODY);
-        return;
-      case '/readyz':
-        reply(req, res, ready ? 200 : 503, ready ? READY_BODY : NOT_READY_BODY);
-        return;
-      case '/metrics':
-        opts.registry.metrics().then(
-          (text) => {
-            if (metricsFailing) opts.log.info('metrics collection works again');
-            metricsFailing = false;
-            reply(req, res, 200, text, opts.registry.contentType);
-          },
-          (err: unknown) => {
-            // Scrapes repeat every few seconds; log a persisting failure once.
-            if (!metricsFailing) opts.log.error({ err }, 'metrics collection failed');
-            metricsFailing = true;
-            reply(req, res, 500, `metrics collection failed: ${err instanceof Error ? err.message : String(err)}\n`);
-          },
-        );
-        return;
-      default:
-        reply(req, res, 404, NOT_FOUND_BODY);
-    }
+  const idle = opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
+  const server = http.createServer(
+    {
+      // Whole request (headers + body) within `idle`, headers too; checked every second, not every 30 s.
+      requestTimeout: idle,
+      headersTimeout: idle,
+      keepAliveTimeout: Math.min(5000, idle),
+      connectionsCheckingInterval: Math.min(1000, idle),
+    },
+    (req, res) => {
+      // Path only: "/healthz?x" is /healthz, like Go's ServeMux.
+      const url = req.url ?? '/';
+      const q = url.indexOf('?');
+      const path = q >= 0 ? url.slice(0, q) : url;
+      switch (path) {
+        case '/healthz':
+          reply(req, res, 200, HEALTHZ_BODY);
+          return;
+        case '/readyz':
+          reply(req, res, ready ? 200 : 503, ready ? READY_BODY : NOT_READY_BODY);
+          return;
+        case '/metrics':
+          opts.registry.metrics().then(
+            (text) => {
+              if (metricsFailing) opts.log.info('metrics collection works again');
+              metricsFailing = false;
+              reply(req, res, 200, text, opts.registry.contentType);
+            },
+            (err: unknown) => {
+              // Scrapes repeat every few seconds; log a persisting failure once.
+              if (!metricsFailing) opts.log.error({ err }, 'metrics collection failed');
+              metricsFailing = true;
+              reply(req, res, 500, `metrics collection failed: ${err instanceof Error ? err.message : String(err)}\n`);
+            },
+          );
+          return;
+        default:
+          reply(req, res, 404, NOT_FOUND_BODY);
+      }
+    },
+  );
+  server.maxConnections = opts.maxConnections ?? MAX_CONNECTIONS;
+  // Socket inactivity (a client that connects and sends nothing): destroy it.
+  server.setTimeout(idle, (socket) => socket.destroy());
+  let refusedLogged = false;
+  server.on('drop', () => {
+    // Logged once per burst: the first refusal after the server had room again.
+    if (refusedLogged) return;
+    refusedLogged = true;
+    opts.log.warn(`healthz server on ${where}: ${server.maxConnections} connections open, refusing more until some close`);
+  });
+  let open = 0;
+  server.on('connection', (socket: import('node:net').Socket) => {
+    open++;
+    socket.once('close', () => {
+      open--;
+      if (open < server.maxConnections) refusedLogged = false;
+    });
+  });
+  // A malformed request or a reset connection: answer 400 if still possible, never crash.
+  server.on('clientError', (_err, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    else socket.destroy();
   });
 
   await new Promise<void>((resolve, reject) => {

@@ -2,7 +2,8 @@
 // flanneld does it (flannel-compat.md §2) so that every node of a mixed cluster derives the same
 // SubnetLen/SubnetMin/SubnetMax from the same document.
 import { Ip4, Ip4Net, Ip4ParseError, formatIp4, maskOf, netContains, parseIp4, parseIp4Net, sizeOf } from './ip4';
-import { Ip6, Ip6Net, Ip6ParseError, formatIp6, formatIp6Net, maskOf6, net6Contains, parseIp6, parseIp6Net, sizeOf6 } from './ip6';
+import { formatIp6, type Ip6 } from './ip6';
+import { Cidr6Error, cidr6Contains, formatCidr6, parseAddr6, parseCidr6, size6, type Cidr6 } from './cidr6';
 import { GoFields, isJsonObject, jsonTypeName } from './gojson';
 
 export class ConfigError extends Error {
@@ -87,42 +88,51 @@ function readIp6(f: GoFields, field: string): Ip6 | null {
   const s = readString(f, field, '');
   if (s === undefined) return null;
   try {
-    return parseIp6(s);
+    return parseAddr6(s);
   } catch (e) {
-    if (e instanceof Ip6ParseError) throw new ConfigError(`${field} must be an IPv6 address: "${s}"`);
+    if (e instanceof Cidr6Error) throw new ConfigError(`${field} must be an IPv6 address: "${s}"`);
     throw e;
   }
 }
 
-function readIp6Net(f: GoFields, field: string): Ip6Net | null {
+function readIp6Net(f: GoFields, field: string): Cidr6 | null {
   const s = readString(f, field, '');
   if (s === undefined) return null;
   try {
-    return parseIp6Net(s);
+    return parseCidr6(s);
   } catch (e) {
-    if (e instanceof Ip6ParseError) throw new ConfigError(`${field} must be an IPv6 CIDR like "fc00::/48": "${s}"`);
+    if (e instanceof Cidr6Error) throw new ConfigError(`${field} must be an IPv6 CIDR like "fc00::/48": "${s}"`);
     throw e;
   }
 }
 
 // ---- validation (order and meaning follow flannel's ParseConfig) ----
 
-/** flannel's default subnet length: /24 (v6 /64) if the network is big enough, else network + 2. */
+/**
+ * flannel's default subnet length: /24 (v6 /64) if the network is big enough, else network + 2.
+ * Error texts are flannel's (pkg/subnet/config.go CheckNetworkConfig), then what to change.
+ */
 function defaultSubnetLen(prefixLen: number, bits: 32 | 128, netField: string): number {
   const tooSmall = bits - 4; // /28 (v6 /124): four subnets of four addresses
   const roomy = bits === 32 ? 22 : 62;
   if (prefixLen > tooSmall) {
-    throw new ConfigError(`${netField} is too small. Minimum useful network prefix is /${tooSmall}`);
+    // flannel says "network" for IPv4 and "IPv6Network" for IPv6.
+    const name = bits === 32 ? 'network' : netField;
+    throw new ConfigError(`${name} is too small. Minimum useful network prefix is /${tooSmall} (${netField} is a /${prefixLen})`);
   }
   return prefixLen <= roomy ? (bits === 32 ? 24 : 64) : prefixLen + 2;
 }
 
 function checkGivenSubnetLen(subnetLen: number, prefixLen: number, bits: 32 | 128, lenField: string, netField: string): void {
   // Each host needs room for at least the .0 device address plus a usable address.
-  if (subnetLen > bits - 2) throw new ConfigError(`${lenField} must be less than /${bits - 1}`);
+  // flannel names the field "SubnetLen" for both families.
+  if (subnetLen > bits - 2) throw new ConfigError(`SubnetLen must be less than /${bits - 1} (${lenField} is ${subnetLen})`);
   // The first subnet is never handed out, so fewer than four subnets is nearly useless.
   if (subnetLen < prefixLen + 2) {
-    throw new ConfigError(`${netField} must be able to accommodate at least four subnets (${lenField} ${subnetLen} with a /${prefixLen})`);
+    throw new ConfigError(
+      `network must be able to accommodate at least four subnets (${lenField} ${subnetLen} with a /${prefixLen} ${netField}; ` +
+        `use at least /${prefixLen + 2})`,
+    );
   }
 }
 
@@ -134,7 +144,7 @@ interface RawV4 {
 }
 
 interface RawV6 {
-  network: Ip6Net | null;
+  network: Cidr6 | null;
   subnetLen: number;
   subnetMin: Ip6 | null;
   subnetMax: Ip6 | null;
@@ -202,27 +212,32 @@ function validateIPv6(raw: RawV6): Pick<NetworkConfig, 'ipv6Network' | 'ipv6Subn
   if (subnetLen > 0) checkGivenSubnetLen(subnetLen, network.prefixLen, 128, 'IPv6SubnetLen', 'IPv6Network');
   else subnetLen = defaultSubnetLen(network.prefixLen, 128, 'IPv6Network');
 
-  const size = sizeOf6(subnetLen);
-  // Unlike IPv4, flannel's IPv6 fields are pointers: only an absent value means "default".
-  if (subnetMin === null) {
+  const size = size6(subnetLen);
+  // Unlike IPv4, flannel's IPv6 bounds are pointers, but it also treats "::" as unset (ip.IsEmpty).
+  if (subnetMin === null || subnetMin === 0n) {
+    // The first subnet is skipped, as for IPv4.
     subnetMin = network.ip + size;
-  } else if (!net6Contains(network, subnetMin)) {
-    throw new ConfigError(`IPv6SubnetMin is not in the range of the IPv6Network: ${formatIp6(subnetMin)}`);
+  } else if (!cidr6Contains(network, subnetMin)) {
+    throw new ConfigError(
+      `IPv6SubnetMin is not in the range of the IPv6Network: ${formatIp6(subnetMin)} is outside ${formatCidr6(network)}`,
+    );
   }
-  if (subnetMax === null) {
-    subnetMax = network.ip + sizeOf6(network.prefixLen) - size;
-  } else if (!net6Contains(network, subnetMax)) {
-    throw new ConfigError(`IPv6SubnetMax is not in the range of the IPv6Network: ${formatIp6(subnetMax)}`);
+  if (subnetMax === null || subnetMax === 0n) {
+    subnetMax = network.last + 1n - size;
+  } else if (!cidr6Contains(network, subnetMax)) {
+    throw new ConfigError(
+      `IPv6SubnetMax is not in the range of the IPv6Network: ${formatIp6(subnetMax)} is outside ${formatCidr6(network)}`,
+    );
   }
-  const mask = maskOf6(subnetLen);
-  if ((subnetMin & mask) !== subnetMin) {
-    throw new ConfigError(`IPv6SubnetMin is not on an IPv6SubnetLen boundary: ${formatIp6(subnetMin)}`);
+  // Aligned means: the address is the first of its /IPv6SubnetLen network.
+  if (subnetMin % size !== 0n) {
+    throw new ConfigError(`IPv6SubnetMin is not on a SubnetLen boundary: ${formatIp6(subnetMin)} (IPv6SubnetLen is /${subnetLen})`);
   }
-  if ((subnetMax & mask) !== subnetMax) {
-    throw new ConfigError(`IPv6SubnetMax is not on an IPv6SubnetLen boundary: ${formatIp6(subnetMax)}`);
+  if (subnetMax % size !== 0n) {
+    throw new ConfigError(`IPv6SubnetMax is not on a SubnetLen boundary: ${formatIp6(subnetMax)} (IPv6SubnetLen is /${subnetLen})`);
   }
   return {
-    ipv6Network: formatIp6Net(network),
+    ipv6Network: formatCidr6(network),
     ipv6SubnetLen: subnetLen,
     ipv6SubnetMin: formatIp6(subnetMin),
     ipv6SubnetMax: formatIp6(subnetMax),

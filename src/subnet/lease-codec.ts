@@ -70,7 +70,8 @@ export function parseSubnetKey(key: string): { subnet: Ip4Net; ipv6Subnet: strin
  * (Go's default HTML-safe escaping, which also applies to embedded RawMessage values).
  */
 export function goJsonStringify(value: unknown): string {
-  const text = JSON.stringify(value);
+  // undefined for undefined, functions and symbols, whatever lib.d.ts says.
+  const text = JSON.stringify(value) as string | undefined;
   if (text === undefined) throw new LeaseEncodeError(`value of type ${typeof value} cannot be encoded as JSON`);
   return text.replace(/[<>&\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
@@ -100,7 +101,7 @@ export function encodeLeaseAttrs(attrs: LeaseAttrs): string {
   const ip = toIp4Text(attrs.PublicIP);
   if (ip === null) throw new LeaseEncodeError(`PublicIP is not a valid IPv4 address: "${attrs.PublicIP}"`);
   let out = `{"PublicIP":"${ip}","PublicIPv6":`;
-  if (attrs.PublicIPv6 === null || attrs.PublicIPv6 === undefined) {
+  if (attrs.PublicIPv6 == null) {
     out += 'null';
   } else {
     const ip6 = toIp6Text(attrs.PublicIPv6);

@@ -4,14 +4,23 @@
 // - a reservation (key without etcd lease) for our PublicIP stays a reservation: no TTL, no renewal
 //   (flanneld attaches a 24 h lease to it by accident, issue #1329);
 // - renewals are guarded on the key's mod revision (see registry.updateLease);
+// - a foreign write to our lease is answered at once: our attrs are re-published (same PublicIP) or
+//   the takeover is confirmed (other PublicIP), instead of waiting for the next renewal;
 // - losing the key (deleted, expired, taken over) emits 'revoked' and the daemon exits non-zero,
-//   where flanneld exits 0 — a supervisor must notice that this node lost its subnet.
+//   where flanneld exits 0 — a supervisor must notice that this node lost its subnet;
+// - IPv6-only (EnableIPv4 false): flannel HEAD publishes PublicIP "0.0.0.0" and key
+//   "0.0.0.0-0&<v6>-<len>" for every node and finds "its" lease by that PublicIP, so a second node
+//   takes over the first one's lease. We write the same key and value layout but recognise our
+//   lease by PublicIPv6 and allocate only the IPv6 part.
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { NetworkConfig } from './config';
 import { formatIp4, formatIp4Net, netsOverlap, type Ip4Net } from './ip4';
 import type { Lease, LeaseAttrs } from './lease';
 import { pickSubnet, subnetFitsConfig, type SubnetRange } from './allocator';
+import { pickSubnet6, subnet6FitsConfig, subnet6Range, type Subnet6Range } from './allocator6';
+import { cidr6Overlap, formatCidr6, parseCidr6 } from './cidr6';
+import type { Ip6Net } from './ip6';
 import { parseSubnetKey } from './lease-codec';
 import type { Registry, RegistryWatchEvent } from './registry';
 import { ResilientWatch, attrsEqual, type BackoffOptions } from './lease-watcher';
@@ -49,13 +58,16 @@ export function leaseTimingFromEnv(env: NodeJS.ProcessEnv): { ttlSec: number; re
 
 export type RevokeReason = 'deleted' | 'taken-over';
 
+/** Least time between two re-publications of our lease after foreign writes. */
+export const REPUBLISH_MIN_INTERVAL_MS = 2000;
+
 export interface LeaseManagerOptions {
   registry: Registry;
   log: Logger;
   config: NetworkConfig;
-  /** What we publish; attrs.PublicIP identifies our own leases. */
+  /** What we publish; attrs.PublicIP (IPv6-only: attrs.PublicIPv6) identifies our own leases. */
   attrs: LeaseAttrs;
-  /** Subnet from an earlier subnet.env, tried before allocating. */
+  /** Subnets from an earlier subnet.env (FLANNEL_SUBNET, FLANNEL_IPV6_SUBNET), tried before allocating. */
   previous: { subnet: Ip4Net | null; ipv6Subnet: string | null };
   renewMarginMinutes: number;
   ttlSec?: number;
@@ -79,6 +91,7 @@ export class LeaseManager extends EventEmitter {
   private watch: ResilientWatch | null = null;
   private stopped = false;
   private revoked = false;
+  private lastRepublishMs = -Infinity;
 
   constructor(private readonly opts: LeaseManagerOptions) {
     super();
@@ -115,13 +128,29 @@ export class LeaseManager extends EventEmitter {
     return { subnetMin: c.subnetMin, subnetMax: c.subnetMax, subnetLen: c.subnetLen };
   }
 
-  private get publicIp(): string {
-    return this.opts.attrs.PublicIP;
+  private get range6(): Subnet6Range | null {
+    return this.opts.config.enableIPv6 ? subnet6Range(this.opts.config) : null;
   }
 
-  /** Our IPv6 part must match the config: we only run IPv4, so only leases without an IPv6 subnet fit. */
+  /** The address that identifies our leases: PublicIP, or PublicIPv6 on an IPv6-only network. */
+  private get publicIp(): string {
+    return this.opts.config.enableIPv4 ? this.opts.attrs.PublicIP : (this.opts.attrs.PublicIPv6 ?? '');
+  }
+
+  private isOurs(attrs: LeaseAttrs): boolean {
+    return this.opts.config.enableIPv4 ? attrs.PublicIP === this.publicIp : attrs.PublicIPv6 === this.publicIp;
+  }
+
+  /**
+   * flannel's isSubnetConfigCompat && isIPv6SubnetConfigCompat: each enabled family's part lies in
+   * its configured range with its SubnetLen; a disabled family's part is absent (IPv4: 0.0.0.0/0).
+   */
   private fits(lease: { subnet: Ip4Net; ipv6Subnet: string | null }): boolean {
-    return subnetFitsConfig(lease.subnet, this.range) && lease.ipv6Subnet === null && !this.opts.config.enableIPv6;
+    const c = this.opts.config;
+    const v4 = c.enableIPv4 ? subnetFitsConfig(lease.subnet, this.range) : isNoIp4(lease.subnet);
+    if (!v4) return false;
+    if (!c.enableIPv6) return lease.ipv6Subnet === null;
+    return lease.ipv6Subnet !== null && subnet6FitsConfig(parseCidr6(lease.ipv6Subnet), this.range6!);
   }
 
   async acquire(): Promise<Lease> {
@@ -129,16 +158,17 @@ export class LeaseManager extends EventEmitter {
     const maxAttempts = this.opts.maxAttempts ?? MAX_ACQUIRE_ATTEMPTS;
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       const list = await registry.listLeases();
-      const taken: Ip4Net[] = list.leases.map((l) => l.subnet);
+      const keys: Array<{ subnet: Ip4Net; ipv6Subnet: string | null }> = [...list.leases];
       // A key with an unreadable value still occupies its subnet.
       for (const s of list.skipped) {
         const rel = s.key.slice(`${registry.prefix}/subnets/`.length);
         const parsed = s.key.startsWith(`${registry.prefix}/subnets/`) ? parseSubnetKey(rel) : null;
-        if (parsed) taken.push(parsed.subnet);
+        if (parsed) keys.push(parsed);
       }
+      const { taken, taken6 } = takenSubnets(keys);
 
       // 1. A lease that already carries our PublicIP.
-      const mine = list.leases.filter((l) => l.attrs.PublicIP === this.publicIp);
+      const mine = list.leases.filter((l) => this.isOurs(l.attrs));
       const usable = mine.filter((l) => this.fits(l));
       const chosen = usable.find((l) => l.etcdLeaseId === '0') ?? usable[0];
       for (const l of mine) {
@@ -156,7 +186,7 @@ export class LeaseManager extends EventEmitter {
         if (res.updated) {
           log.info(
             { key: chosen.key, reservation },
-            `found ${reservation ? 'reservation' : 'lease'} ${formatIp4Net(chosen.subnet)} for ${this.publicIp}, reusing`,
+            `found ${reservation ? 'reservation' : 'lease'} ${describeSubnets(chosen)} for ${this.publicIp}, reusing`,
           );
           if (!reservation) await this.revokeOld(chosen.etcdLeaseId, res.lease.etcdLeaseId);
           return (this.lease = res.lease);
@@ -165,37 +195,68 @@ export class LeaseManager extends EventEmitter {
         continue;
       }
 
-      // 2. The subnet from the previous subnet.env, if still free and fitting.
-      const prev = this.opts.previous.subnet;
-      if (prev && this.opts.previous.ipv6Subnet === null && this.fits({ subnet: prev, ipv6Subnet: null })) {
-        if (!taken.some((t) => netsOverlap(t, prev))) {
-          const res = await registry.createLease(prev, null, this.opts.attrs, this.ttlSec);
+      // 2. The subnets from the previous subnet.env, if still free and fitting (both families).
+      const prev = this.previousSubnets();
+      if (prev && this.fits(prev)) {
+        const prev6 = prev.ipv6Subnet === null ? null : parseCidr6(prev.ipv6Subnet);
+        const free4 = !this.opts.config.enableIPv4 || !taken.some((t) => netsOverlap(t, prev.subnet));
+        const free6 = prev6 === null || !taken6.some((t) => cidr6Overlap(t, prev6));
+        if (free4 && free6) {
+          const res = await registry.createLease(prev.subnet, prev.ipv6Subnet, this.opts.attrs, this.ttlSec);
           if (res.created) {
-            log.info({ key: res.lease.key }, `reacquired previous subnet ${formatIp4Net(prev)}`);
+            log.info({ key: res.lease.key }, `reacquired previous subnet ${describeSubnets(prev)}`);
             return (this.lease = res.lease);
           }
-          log.info({ attempt }, `previous subnet ${formatIp4Net(prev)} was taken concurrently; retrying`);
+          log.info({ attempt }, `previous subnet ${describeSubnets(prev)} was taken concurrently; retrying`);
           continue;
         }
       }
 
-      // 3. Allocate.
-      const subnet = pickSubnet(this.range, taken, this.opts.random);
-      if (!subnet) {
-        const c = this.opts.config;
-        throw new OutOfSubnetsError(
-          `out of subnets in ${c.network ? formatIp4Net(c.network) : '(no IPv4 network)'} ` +
-            `[${formatIp4(c.subnetMin)}..${formatIp4(c.subnetMax)}] /${c.subnetLen} (${list.leases.length} leases)`,
-        );
-      }
-      const res = await registry.createLease(subnet, null, this.opts.attrs, this.ttlSec);
+      // 3. Allocate each enabled family independently, as flannel does.
+      const picked = this.allocate(taken, taken6, list.leases.length);
+      const res = await registry.createLease(picked.subnet, picked.ipv6Subnet, this.opts.attrs, this.ttlSec);
       if (res.created) {
-        log.info({ key: res.lease.key }, `allocated subnet ${formatIp4Net(subnet)}`);
+        log.info({ key: res.lease.key }, `allocated subnet ${describeSubnets(picked)}`);
         return (this.lease = res.lease);
       }
-      log.info({ attempt, subnet: formatIp4Net(subnet) }, 'lost the race for a subnet to another node; retrying');
+      log.info({ attempt, subnet: describeSubnets(picked) }, 'lost the race for a subnet to another node; retrying');
     }
     throw new LeaseAcquireError(`failed to acquire a lease after ${maxAttempts} attempts: other nodes kept taking the chosen subnets`);
+  }
+
+  /** FLANNEL_SUBNET / FLANNEL_IPV6_SUBNET of the last run as one lease shape, or null if a needed part is missing. */
+  private previousSubnets(): { subnet: Ip4Net; ipv6Subnet: string | null } | null {
+    const c = this.opts.config;
+    const { subnet, ipv6Subnet } = this.opts.previous;
+    if (c.enableIPv4 && subnet === null) return null;
+    if (c.enableIPv6 && ipv6Subnet === null) return null;
+    return { subnet: c.enableIPv4 ? subnet! : NO_IP4, ipv6Subnet: c.enableIPv6 ? ipv6Subnet : null };
+  }
+
+  private allocate(taken: Ip4Net[], taken6: Ip6Net[], leaseCount: number): { subnet: Ip4Net; ipv6Subnet: string | null } {
+    const c = this.opts.config;
+    let subnet = NO_IP4;
+    if (c.enableIPv4) {
+      const s = pickSubnet(this.range, taken, this.opts.random);
+      if (!s) {
+        throw new OutOfSubnetsError(
+          `out of subnets in ${c.network ? formatIp4Net(c.network) : '(no IPv4 network)'} ` +
+            `[${formatIp4(c.subnetMin)}..${formatIp4(c.subnetMax)}] /${c.subnetLen} (${leaseCount} leases)`,
+        );
+      }
+      subnet = s;
+    }
+    let ipv6Subnet: string | null = null;
+    if (c.enableIPv6) {
+      const s6 = pickSubnet6(this.range6!, taken6, this.opts.random);
+      if (!s6) {
+        throw new OutOfSubnetsError(
+          `out of subnets in ${c.ipv6Network} [${c.ipv6SubnetMin}..${c.ipv6SubnetMax}] /${c.ipv6SubnetLen} (${leaseCount} leases)`,
+        );
+      }
+      ipv6Subnet = formatCidr6(s6);
+    }
+    return { subnet, ipv6Subnet };
   }
 
   /** The previous etcd lease no longer holds any key after a re-put; revoke it instead of letting it linger 24 h. */
@@ -260,16 +321,23 @@ export class LeaseManager extends EventEmitter {
     } catch (err) {
       log.warn(
         { err: (err as Error).message, key: lease.key },
-        `renewing lease ${formatIp4Net(lease.subnet)} failed; retrying in ${this.renewRetrySec} s`,
+        `renewing lease ${describeSubnets(lease)} failed; retrying in ${this.renewRetrySec} s`,
       );
       this.scheduleRenewal(this.renewRetrySec * 1000);
       return;
     }
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
     if (this.stopped || this.revoked) return;
     if (!res.updated) {
       const cur = res.current;
-      if (!cur) return this.revoke('deleted', null);
-      if (cur.attrs.PublicIP !== this.publicIp) return this.revoke('taken-over', cur.attrs);
+      if (!cur) {
+        this.revoke('deleted', null);
+        return;
+      }
+      if (!this.isOurs(cur.attrs)) {
+        this.revoke('taken-over', cur.attrs);
+        return;
+      }
       // Someone (an operator, or a watch event we haven't processed yet) re-put our key: adopt it.
       this.lease = cur;
       if (cur.etcdLeaseId === '0') {
@@ -280,7 +348,7 @@ export class LeaseManager extends EventEmitter {
       return;
     }
     this.lease = res.lease;
-    log.info({ key: lease.key, etcdLease: res.lease.etcdLeaseId }, `renewed lease ${formatIp4Net(lease.subnet)}`);
+    log.info({ key: lease.key, etcdLease: res.lease.etcdLeaseId }, `renewed lease ${describeSubnets(lease)}`);
     await this.revokeOld(lease.etcdLeaseId, res.lease.etcdLeaseId);
     this.emit('renewed', res.lease);
     this.scheduleRenewal(this.renewDelayMs());
@@ -300,24 +368,38 @@ export class LeaseManager extends EventEmitter {
       }
       const now = ev.lease;
       if (now.modRevision === lease.modRevision) continue;
-      if (now.attrs.PublicIP !== this.publicIp) {
-        // Don't adopt: the next guarded renewal fails and reports the takeover.
+      if (!this.isOurs(now.attrs)) {
+        // Don't adopt: the guarded renewal, run now instead of in ~23 h, fails and reports the takeover.
         this.opts.log.warn(
           { key: now.key, theirs: now.attrs, ours: this.opts.attrs },
-          `own lease ${now.key} was overwritten in etcd by ${now.attrs.PublicIP}`,
+          `own lease ${now.key} was overwritten in etcd by ${this.opts.config.enableIPv4 ? now.attrs.PublicIP : now.attrs.PublicIPv6}; checking it now`,
         );
+        this.republishSoon();
         continue;
       }
       if (!attrsEqual(now.attrs, this.opts.attrs)) {
-        const next =
-          now.etcdLeaseId === '0' ? 'it is now a reservation, so they are not re-published' : 'ours are re-published at the next renewal';
+        const reservation = now.etcdLeaseId === '0';
         this.opts.log.warn(
           { key: now.key, theirs: now.attrs, ours: this.opts.attrs },
-          `own lease ${now.key} was changed in etcd by someone else; ${next}`,
+          `own lease ${now.key} was changed in etcd by someone else; ` +
+            (reservation ? 'it is now a reservation, so ours are not re-published' : 're-publishing ours now'),
         );
+        this.lease = now;
+        if (!reservation) this.republishSoon();
+        continue;
       }
       this.lease = now;
     }
+  }
+
+  /**
+   * Runs the guarded renewal now (peers must see our attrs again at once, not at the next renewal),
+   * at most once per REPUBLISH_MIN_INTERVAL_MS so two writers cannot make us spin.
+   */
+  private republishSoon(): void {
+    const wait = Math.max(0, this.lastRepublishMs + REPUBLISH_MIN_INTERVAL_MS - Date.now());
+    this.lastRepublishMs = Date.now() + wait;
+    this.scheduleRenewal(wait);
   }
 
   private revoke(reason: RevokeReason, by: LeaseAttrs | null): void {
@@ -328,4 +410,31 @@ export class LeaseManager extends EventEmitter {
     this.watch?.stop();
     this.emit('revoked', this.current(), reason, by);
   }
+}
+
+/** The IPv4 part of an IPv6-only lease key ("0.0.0.0-0&fc00:0:0:48::-64"), as flannel writes it. */
+export const NO_IP4: Ip4Net = { ip: 0, prefixLen: 0 };
+
+function isNoIp4(subnet: Ip4Net): boolean {
+  return subnet.ip === 0 && subnet.prefixLen === 0;
+}
+
+/** "10.5.72.0/24", "10.5.72.0/24 + fc00:0:0:48::/64" or "fc00:0:0:48::/64" (IPv6-only) for logs. */
+export function describeSubnets(l: { subnet: Ip4Net; ipv6Subnet: string | null }): string {
+  if (l.ipv6Subnet === null) return formatIp4Net(l.subnet);
+  return isNoIp4(l.subnet) ? l.ipv6Subnet : `${formatIp4Net(l.subnet)} + ${l.ipv6Subnet}`;
+}
+
+/**
+ * The subnets existing keys occupy, per family. The 0.0.0.0/0 IPv4 part of IPv6-only keys occupies
+ * nothing (flannel HEAD counts it as overlapping every candidate and then finds no subnet).
+ */
+function takenSubnets(keys: ReadonlyArray<{ subnet: Ip4Net; ipv6Subnet: string | null }>): { taken: Ip4Net[]; taken6: Ip6Net[] } {
+  const taken: Ip4Net[] = [];
+  const taken6: Ip6Net[] = [];
+  for (const k of keys) {
+    if (k.ipv6Subnet !== null) taken6.push(parseCidr6(k.ipv6Subnet));
+    if (!(k.ipv6Subnet !== null && isNoIp4(k.subnet))) taken.push(k.subnet);
+  }
+  return { taken, taken6 };
 }

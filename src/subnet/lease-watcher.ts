@@ -84,6 +84,7 @@ export class ResilientWatch {
     if (this.needResync) {
       try {
         const rev = await this.opts.resync();
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
         if (this.stopped) return;
         this.needResync = false;
         this.since = nextRevision(rev);
@@ -142,6 +143,11 @@ export interface LeaseWatcherOptions {
   log: Logger;
   /** Our own subnet: never reported (the lease manager watches it). */
   ownSubnet: Ip4Net | null;
+  /**
+   * The IPv6 part of our own lease key, if it has one: then a lease is ours only if both parts
+   * match (every IPv6-only key has the IPv4 part 0.0.0.0/0).
+   */
+  ownIpv6Subnet?: string | null;
   onEvents(events: LeaseEvent[]): void;
   backoff?: BackoffOptions;
 }
@@ -188,6 +194,7 @@ export class LeaseWatcher {
       try {
         rev = await this.resync(true);
       } catch (err) {
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
         if (this.stopped) return;
         if (!reported) {
           reported = true;
@@ -197,6 +204,7 @@ export class LeaseWatcher {
         delay = Math.min(delay * 2, backoff.maxMs);
         return;
       }
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
       if (this.stopped) return;
       if (reported) this.opts.log.info('listing leases succeeded');
       this.resolveReady();
@@ -217,7 +225,9 @@ export class LeaseWatcher {
   }
 
   private isOwn(lease: Lease): boolean {
-    return this.opts.ownSubnet !== null && netsEqual(lease.subnet, this.opts.ownSubnet);
+    if (this.opts.ownSubnet === null || !netsEqual(lease.subnet, this.opts.ownSubnet)) return false;
+    const own6 = this.opts.ownIpv6Subnet ?? null;
+    return own6 === null || lease.ipv6Subnet === own6;
   }
 
   private fullKey(key: string): string {

@@ -58,7 +58,7 @@ export class EtcdError extends Error {
     const msg = cause instanceof Error ? cause.message : String(cause);
     const unreachable =
       /unavailable|deadline|connect|ECONNREFUSED|No connection|circuit|timed? ?out|stream ended|not confirmed|members? (is |are )?down/i.test(
-        `${(cause as Error)?.name ?? ''} ${msg}`,
+        `${cause instanceof Error ? cause.name : ''} ${msg}`,
       );
     super(`etcd at ${endpoints.join(',')} ${unreachable ? 'unreachable' : 'error'}: ${operation}: ${msg}`);
   }
@@ -123,6 +123,11 @@ export interface Registry {
 }
 
 /** Exclusive end of a prefix range: the prefix with its last byte incremented (etcd's "WithPrefix"). */
+/** The range result of a txn's first response; etcd sets only the oneof member of the op that ran. */
+function rangeResponse(res: RPC.ITxnResponse): RPC.IRangeResponse | undefined {
+  return res.responses[0]?.response_range;
+}
+
 function prefixEnd(prefix: Buffer): Buffer {
   const end = Buffer.from(prefix);
   for (let i = end.length - 1; i >= 0; i--) {
@@ -144,7 +149,6 @@ interface WatchServiceClient {
 
 /** Result of a member call whose success is only known later (a watch stream: once etcd confirms it). */
 const PENDING = Symbol('pending verdict');
-type Pending<T> = T & { [PENDING]: true };
 
 /** The member a failed call went to (set by MemberGate), to name it in error messages. */
 const failedOn = new WeakMap<object, string>();
@@ -395,8 +399,8 @@ export class EtcdRegistry implements Registry {
         subnet: parsed.subnet,
         ipv6Subnet: parsed.ipv6Subnet ?? null,
         attrs,
-        etcdLeaseId: String(kv.lease ?? '0'),
-        modRevision: String(kv.mod_revision),
+        etcdLeaseId: kv.lease,
+        modRevision: kv.mod_revision,
       },
     };
   }
@@ -411,14 +415,14 @@ export class EtcdRegistry implements Registry {
       if ('lease' in d) leases.push(d.lease);
       else skipped.push(d.skipped);
     }
-    return { leases, revision: String(res.header.revision), skipped };
+    return { leases, revision: res.header.revision, skipped };
   }
 
   /** The lease under `key` (null if absent) and the revision it was read at. */
   async getLease(key: string): Promise<{ lease: Lease | null; revision: string }> {
     const full = this.leaseKeyPath(key);
     const res = await this.call(`get ${full}`, (o) => this.client.kv.range({ key: Buffer.from(full) }, o));
-    const revision = String(res.header.revision);
+    const revision = res.header.revision;
     const kv = res.kvs[0];
     if (!kv) return { lease: null, revision };
     const d = this.decodeKv(kv);
@@ -429,7 +433,7 @@ export class EtcdRegistry implements Registry {
   private async grant(ttlSec: number, what: string): Promise<string> {
     const res = await this.call(`grant ${ttlSec}s lease for ${what}`, (o) => this.client.leaseClient.leaseGrant({ TTL: ttlSec }, o));
     if (res.error) throw new EtcdError(this.endpoints, `grant lease for ${what}`, new Error(res.error));
-    return String(res.ID);
+    return res.ID;
   }
 
   async revokeEtcdLease(id: string): Promise<void> {
@@ -449,9 +453,9 @@ export class EtcdRegistry implements Registry {
    * etcd lease was granted for this txn alone, so a key holding it and our value is ours.
    */
   private ownEarlierWrite(res: RPC.ITxnResponse, value: string, leaseId: string): RPC.IKeyValue | null {
-    const kv = res.responses[0]?.response_range?.kvs[0];
+    const kv = rangeResponse(res)?.kvs[0];
     if (!kv) return null;
-    return String(kv.lease ?? '0') === leaseId && kv.value.toString() === value ? kv : null;
+    return kv.lease === leaseId && kv.value.toString() === value ? kv : null;
   }
 
   /** Revokes a grant that ended up unused; the original error is the one that matters. */
@@ -489,14 +493,14 @@ export class EtcdRegistry implements Registry {
       await this.revokeUnused(leaseId, err);
       throw err;
     }
-    let modRevision = String(res.header.revision);
+    let modRevision = res.header.revision;
     if (!res.succeeded) {
       const own = this.ownEarlierWrite(res, value, leaseId);
       if (!own) {
         await this.revokeUnused(leaseId, 'subnet already exists');
         return { created: false };
       }
-      modRevision = String(own.mod_revision);
+      modRevision = own.mod_revision;
     }
     return {
       created: true,
@@ -530,16 +534,16 @@ export class EtcdRegistry implements Registry {
       if (leaseId !== '0') await this.revokeUnused(leaseId, err);
       throw err;
     }
-    let modRevision = String(res.header.revision);
+    let modRevision = res.header.revision;
     if (!res.succeeded) {
       const own = this.ownEarlierWrite(res, value, leaseId);
       if (!own) {
         if (leaseId !== '0') await this.revokeUnused(leaseId, 'lease changed concurrently');
-        const kv = res.responses[0]?.response_range?.kvs[0];
+        const kv = rangeResponse(res)?.kvs[0];
         const d = kv ? this.decodeKv(kv) : null;
         return { updated: false, current: d && 'lease' in d ? d.lease : null };
       }
-      modRevision = String(own.mod_revision);
+      modRevision = own.mod_revision;
     }
     return {
       updated: true,
@@ -623,7 +627,7 @@ export class EtcdRegistry implements Registry {
           const s = (client as unknown as WatchServiceClient).watch(metadata, {});
           // Never an unhandled 'error' event, also for a stream cancelled before the handlers below exist.
           s.on('error', () => undefined);
-          return { [PENDING]: true, stream: s, host: resource } as Pending<{ stream: typeof s; host: Host }>;
+          return { [PENDING]: true, stream: s, host: resource };
         })
         .then(({ stream: s, host: h }) => {
           if (done || createTimer === null) {
@@ -637,7 +641,7 @@ export class EtcdRegistry implements Registry {
           s.on('data', (res) => {
             if (done || s !== stream) return;
             if (res.compact_revision && res.compact_revision !== '0') {
-              const rev = String(res.compact_revision);
+              const rev = res.compact_revision;
               finish(() => handlers.onCompacted(rev));
               return;
             }
@@ -656,7 +660,7 @@ export class EtcdRegistry implements Registry {
             }
             handlers.onEvents(
               res.events.map((ev) => this.decodeEvent(ev)),
-              String(res.header.revision),
+              res.header.revision,
             );
           });
           s.on('error', (err) => {
@@ -699,7 +703,7 @@ export class EtcdRegistry implements Registry {
   }
 
   private decodeEvent(ev: RPC.IEvent): RegistryWatchEvent {
-    const modRevision = String(ev.kv.mod_revision);
+    const modRevision = ev.kv.mod_revision;
     if (ev.type === 'Delete') {
       const fullKey = ev.kv.key.toString();
       const key = this.relativeKey(fullKey);

@@ -124,6 +124,8 @@ export async function writeSubnetEnv(filePath: string, v: SubnetEnvValues): Prom
 }
 
 export interface PreviousLease {
+  /** FLANNEL_NETWORK, for removing the previous run's iptables rules. */
+  network: Ip4Net | null;
   subnet: Ip4Net | null;
   ipv6Subnet: string | null;
   warning: string | null;
@@ -134,7 +136,7 @@ export interface PreviousLease {
  * is normal (first start); anything unusable yields nulls plus a warning for the operator.
  */
 export async function readPreviousLease(filePath: string): Promise<PreviousLease> {
-  const none = { subnet: null, ipv6Subnet: null };
+  const none = { network: null, subnet: null, ipv6Subnet: null };
   let text: string;
   try {
     text = await fs.readFile(filePath, 'utf8');
@@ -150,6 +152,16 @@ export async function readPreviousLease(filePath: string): Promise<PreviousLease
   }
 
   const warnings: string[] = [];
+  let network: Ip4Net | null = null;
+  const net = env.get('FLANNEL_NETWORK');
+  if (net !== undefined) {
+    try {
+      network = parseIp4Net(net);
+    } catch (e) {
+      if (!(e instanceof Ip4ParseError)) throw e;
+      warnings.push(`FLANNEL_NETWORK "${net}" is not a valid IPv4 CIDR`);
+    }
+  }
   let subnet: Ip4Net | null = null;
   let ipv6Subnet: string | null = null;
   const v4 = env.get('FLANNEL_SUBNET');
@@ -172,5 +184,5 @@ export async function readPreviousLease(filePath: string): Promise<PreviousLease
   }
   if (v4 === undefined && v6 === undefined) warnings.push('it has neither FLANNEL_SUBNET nor FLANNEL_IPV6_SUBNET');
   const warning = warnings.length === 0 ? null : `previous subnet file ${filePath}: ${warnings.join('; ')}; ignoring those values`;
-  return { subnet, ipv6Subnet, warning };
+  return { network, subnet, ipv6Subnet, warning };
 }

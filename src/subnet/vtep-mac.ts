@@ -29,6 +29,15 @@ export function vtepMacPath(subnetFile: string): string {
   return path.join(path.dirname(subnetFile), `tsflanneld-vtep-mac-${base}`);
 }
 
+/**
+ * The IPv6 side's MAC (flannel's flannel-v6.<VNI> device has its own, published in BackendV6Data):
+ * "/run/flannel/subnet.env" -> "/run/flannel/tsflanneld-vtep-mac-v6-subnet".
+ */
+export function vtepMacV6Path(subnetFile: string): string {
+  const base = path.basename(subnetFile).replace(/\.env$/, '');
+  return path.join(path.dirname(subnetFile), `tsflanneld-vtep-mac-v6-${base}`);
+}
+
 function errText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
@@ -85,4 +94,14 @@ export async function loadOrCreateVtepMac(
   const mac = formatMac(generateVtepMac(randomBytes));
   await writeAtomically(file, `${mac}\n`);
   return { mac, created: true, warning };
+}
+
+/**
+ * Stores `mac` ("aa:bb:cc:dd:ee:ff") as the persisted VTEP MAC, e.g. the MAC of a kernel flannel.N
+ * device being taken over, so later restarts keep publishing it. Throws VtepMacError if unwritable.
+ */
+export async function storeVtepMac(file: string, mac: string): Promise<void> {
+  const stored = parseStoredMac(mac);
+  if (stored === null) throw new VtepMacError(`"${mac}" is not a usable VTEP MAC (unicast, not all-zero)`);
+  await writeAtomically(file, `${stored}\n`);
 }

@@ -79,13 +79,53 @@ t.test('network config in etcd', async (t) => {
       /invalid network config .*Network must be an IPv4 CIDR like "10\.5\.0\.0\/16": "banana"/,
     ],
     ['Network missing', '{"Backend":{"Type":"vxlan"}}', /invalid network config .*please define a correct Network parameter/],
-    ['Network too small', '{"Network":"10.5.0.0/29","Backend":{"Type":"vxlan"}}', /invalid network config .*Network is too small/],
+    [
+      'Network too small',
+      '{"Network":"10.5.0.0/29","Backend":{"Type":"vxlan"}}',
+      /invalid network config .*network is too small. Minimum useful network prefix is \/28/,
+    ],
     [
       'SubnetMin outside Network',
       '{"Network":"10.5.0.0/16","SubnetMin":"10.6.0.0","Backend":{"Type":"vxlan"}}',
       /invalid network config .*SubnetMin is not in the range of the Network: 10\.6\.0\.0/,
     ],
     ['Backend a string', '{"Network":"10.5.0.0/16","Backend":"vxlan"}', /invalid network config .*Backend must be an object, got string/],
+    // IPv6: flannel's texts (pkg/subnet/config.go), then what to change.
+    [
+      'IPv6Network missing',
+      '{"Network":"10.5.0.0/16","EnableIPv6":true,"Backend":{"Type":"vxlan"}}',
+      /invalid network config .*: please define a correct IPv6Network parameter in the flannel config; retrying$/,
+    ],
+    [
+      'IPv6SubnetLen 127',
+      '{"Network":"10.5.0.0/16","EnableIPv6":true,"Backend":{"Type":"vxlan"},"IPv6Network":"fc00::/48","IPv6SubnetLen":127}',
+      /invalid network config .*: SubnetLen must be less than \/127 \(IPv6SubnetLen is 127\); retrying$/,
+    ],
+    [
+      'IPv6SubnetLen 49 in a /48',
+      '{"Network":"10.5.0.0/16","EnableIPv6":true,"Backend":{"Type":"vxlan"},"IPv6Network":"fc00::/48","IPv6SubnetLen":49}',
+      /invalid network config .*: network must be able to accommodate at least four subnets \(IPv6SubnetLen 49 with a \/48 IPv6Network; use at least \/50\)/,
+    ],
+    [
+      'IPv6Network /125',
+      '{"Network":"10.5.0.0/16","EnableIPv6":true,"Backend":{"Type":"vxlan"},"IPv6Network":"fc00::/125"}',
+      /invalid network config .*: IPv6Network is too small\. Minimum useful network prefix is \/124 \(IPv6Network is a \/125\)/,
+    ],
+    [
+      'IPv6SubnetMin off a boundary',
+      '{"Network":"10.5.0.0/16","EnableIPv6":true,"Backend":{"Type":"vxlan"},"IPv6Network":"fc00::/48","IPv6SubnetMin":"fc00:0:0:1::1"}',
+      /invalid network config .*: IPv6SubnetMin is not on a SubnetLen boundary: fc00:0:0:1::1 \(IPv6SubnetLen is \/64\)/,
+    ],
+    [
+      'IPv6SubnetMax outside IPv6Network',
+      '{"Network":"10.5.0.0/16","EnableIPv6":true,"Backend":{"Type":"vxlan"},"IPv6Network":"fc00::/48","IPv6SubnetMax":"fd00::"}',
+      /invalid network config .*: IPv6SubnetMax is not in the range of the IPv6Network: fd00:: is outside fc00::\/48/,
+    ],
+    [
+      'IPv6Network an IPv4 CIDR',
+      '{"Network":"10.5.0.0/16","EnableIPv6":true,"Backend":{"Type":"vxlan"},"IPv6Network":"10.6.0.0/16"}',
+      /invalid network config .*: IPv6Network must be an IPv6 CIDR like "fc00::\/48": "10\.6\.0\.0\/16"/,
+    ],
     ['a JSON array', '[1,2,3]', /invalid network config .*must be a JSON object, got array/],
   ];
   for (const [name, value, re] of invalid) {
@@ -139,9 +179,14 @@ t.test('network config in etcd', async (t) => {
     ['udp Port 0', B({ Type: 'udp', Port: 0 }), /Backend\.Port must be between 1 and 65535, got 0/],
     ['host-gw with a vxlan field', B({ Type: 'host-gw', VNI: 1 }), /Backend\.VNI is not a setting of the "host-gw" backend/],
     [
-      'EnableIPv6',
+      'EnableIPv4 and EnableIPv6 both false',
+      '{"EnableIPv4":false,"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}',
+      /^none defined stack: \/coreos\.com\/network\/config disables both EnableIPv4 and EnableIPv6; enable at least one$/,
+    ],
+    [
+      'EnableIPv6 on an interface without an IPv6 address (lo)',
       '{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}',
-      /supports IPv4-only networks/,
+      /^failed to find IPv6 address for interface lo /,
     ],
   ];
   for (const [name, value, re] of unsupported) {

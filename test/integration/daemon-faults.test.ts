@@ -111,7 +111,7 @@ t.test('etcd outage: the data plane keeps forwarding, logs once per state change
     t.equal(res.lost, 0, 'zero loss while etcd was down');
 
     for (const [i, n] of nodes.entries()) {
-      const lines = n.daemon.logs.slice(marks[i]!);
+      const lines = n.daemon.logs.slice(marks[i]);
       const warns = lines.filter((l) => l.level === WARN);
       t.comment(`${n.host.name} warnings during the outage:\n${warns.map((l) => `  ${msg(l)}`).join('\n') || '  (none)'}`);
       t.ok(

@@ -415,7 +415,7 @@ t.test('userspace VXLAN data plane: top and bottom offload rungs, userspace and 
       await exchange(t, n2, n1, 4 * 1024 * 1024, `${r2.offloadRung}↔top`);
       await exchange(t, n2, n3, 4 * 1024 * 1024, `${r2.offloadRung}↔kernel`);
       const c = await r2.counters();
-      t.equal(c.drops.sendError + c.drops.tunWriteError, 0, `${cfg.offload}: no send or TUN write errors`);
+      t.equal(c.drops.sendError! + c.drops.tunWriteError!, 0, `${cfg.offload}: no send or TUN write errors`);
     }
   });
 

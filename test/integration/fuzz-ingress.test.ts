@@ -77,7 +77,9 @@ interface SenderReport {
  * the daemon's checks (truncation, source, then the codec's checks in order).
  */
 function fuzzSender(): void {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- runs in a child process from its source text: no imports there
   const dgram = require('node:dgram') as typeof import('node:dgram');
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- runs in a child process from its source text: no imports there
   const readline = require('node:readline') as typeof import('node:readline');
   const cfg = JSON.parse(process.argv[1]!) as SenderConfig;
   let state = cfg.seed >>> 0 || 1;

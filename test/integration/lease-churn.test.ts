@@ -33,6 +33,7 @@ interface ChurnReport {
  */
 function churner(): void {
   const [etcd3Path, endpoint, prefix, slotsJson, seconds] = process.argv.slice(1) as [string, string, string, string, string];
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- runs in a child process from its source text: no imports there
   const { Etcd3 } = require(etcd3Path) as typeof import('etcd3');
   const client = new Etcd3({ hosts: endpoint });
   const slots = JSON.parse(slotsJson) as Slot[];
@@ -48,7 +49,7 @@ function churner(): void {
   async function put(i: number): Promise<void> {
     const granted = await client.leaseClient.leaseGrant({ TTL: 86400 });
     await client.kv.put({ key: Buffer.from(keyOf(slots[i]!)), value: Buffer.from(value(slots[i]!)), lease: granted.ID });
-    active.set(i, String(granted.ID));
+    active.set(i, granted.ID);
   }
 
   async function step(): Promise<void> {

@@ -26,7 +26,7 @@ t.test('vxlan: defaults, fields, lease data, overhead 50', async (t) => {
   t.equal(b.overhead, 50);
   t.equal(b.underlayMtu, null);
   t.equal(b.needsVtepMac, true);
-  t.same(b.leaseAttrs('ae:12:34:56:78:9a'), { BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: 'ae:12:34:56:78:9a' } });
+  t.same(b.leaseAttrs({ ipv4: 'ae:12:34:56:78:9a', ipv6: null }), { BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: 'ae:12:34:56:78:9a' } });
   const c = resolve({ type: 'VXLAN', vni: 4096, port: 4789, mtu: 1400, gbp: false, learning: false, directrouting: true });
   t.same(c.summary, { VNI: 4096, Port: 4789, DirectRouting: true, MTU: 1400 });
   t.equal(c.underlayMtu, 1400);
@@ -54,7 +54,7 @@ t.test('udp: the default when Backend is absent; Port 8285; overhead 28; lease w
   t.same(b.summary, { Port: 8285 });
   t.equal(b.overhead, 28);
   t.equal(b.needsVtepMac, false);
-  t.same(b.leaseAttrs(''), {}, 'flanneld writes {"PublicIP":…,"PublicIPv6":null} only');
+  t.same(b.leaseAttrs({ ipv4: null, ipv6: null }), {}, 'flanneld writes {"PublicIP":…,"PublicIPv6":null} only');
   t.same(resolve({ Type: 'udp', Port: 9000 }).summary, { Port: 9000 });
   refuses(t, { Type: 'udp', Port: 0 }, /^Backend\.Port must be between 1 and 65535/);
   refuses(t, { Type: 'udp', VNI: 1 }, /^Backend\.VNI is not a setting of the "udp" backend/);
@@ -63,12 +63,12 @@ t.test('udp: the default when Backend is absent; Port 8285; overhead 28; lease w
 t.test('host-gw and alloc: no fields, no overhead', async (t) => {
   const h = resolve({ Type: 'host-gw' });
   t.equal(h.overhead, 0);
-  t.same(h.leaseAttrs(''), { BackendType: 'host-gw' });
+  t.same(h.leaseAttrs({ ipv4: null, ipv6: null }), { BackendType: 'host-gw' });
   t.equal(h.needsVtepMac, false);
   refuses(t, { Type: 'host-gw', DirectRouting: true }, /^Backend\.DirectRouting is not a setting of the "host-gw" backend/);
   const a = resolve({ Type: 'alloc' });
   t.equal(a.overhead, 0);
-  t.same(a.leaseAttrs(''), {});
+  t.same(a.leaseAttrs({ ipv4: null, ipv6: null }), {});
   t.equal(
     a.createHooks({ tunName: '', offload: 'auto', log: undefined as never, fatal: () => undefined }),
     null,

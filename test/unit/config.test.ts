@@ -94,12 +94,16 @@ t.test('IPv4 validation errors of flannel §2', async (t) => {
   rejects(t, 'null', msg);
   rejects(t, '{"Network":"0.0.0.0/0"}', msg);
   rejects(t, '{"Backend":{"Type":"vxlan"}}', msg);
-  rejects(t, '{"Network":"10.5.0.0/16","SubnetLen":31}', 'SubnetLen must be less than /31');
-  rejects(t, '{"Network":"10.5.0.0/16","SubnetLen":40}', 'SubnetLen must be less than /31');
-  rejects(t, '{"Network":"10.5.0.0/16","SubnetLen":17}', /^Network must be able to accommodate at least four subnets/);
-  rejects(t, '{"Network":"10.5.0.0/16","SubnetLen":8}', /^Network must be able to accommodate at least four subnets/);
-  rejects(t, '{"Network":"10.5.0.0/29"}', 'Network is too small. Minimum useful network prefix is /28');
-  rejects(t, '{"Network":"10.5.0.0/32"}', 'Network is too small. Minimum useful network prefix is /28');
+  rejects(t, '{"Network":"10.5.0.0/16","SubnetLen":31}', 'SubnetLen must be less than /31 (SubnetLen is 31)');
+  rejects(t, '{"Network":"10.5.0.0/16","SubnetLen":40}', 'SubnetLen must be less than /31 (SubnetLen is 40)');
+  rejects(
+    t,
+    '{"Network":"10.5.0.0/16","SubnetLen":17}',
+    /^network must be able to accommodate at least four subnets \(SubnetLen 17 with a \/16 Network; use at least \/18\)$/,
+  );
+  rejects(t, '{"Network":"10.5.0.0/16","SubnetLen":8}', /^network must be able to accommodate at least four subnets/);
+  rejects(t, '{"Network":"10.5.0.0/29"}', 'network is too small. Minimum useful network prefix is /28 (Network is a /29)');
+  rejects(t, '{"Network":"10.5.0.0/32"}', /^network is too small. Minimum useful network prefix is \/28 /);
   rejects(t, '{"Network":"10.5.0.0/16","SubnetMin":"10.6.0.0"}', /^SubnetMin is not in the range of the Network/);
   rejects(t, '{"Network":"10.5.0.0/16","SubnetMax":"10.4.255.0"}', /^SubnetMax is not in the range of the Network/);
   rejects(t, '{"Network":"10.5.0.0/16","SubnetMin":"10.5.1.5"}', 'SubnetMin is not on a SubnetLen boundary: 10.5.1.5');
@@ -160,23 +164,53 @@ t.test('IPv6 validation errors', async (t) => {
   const base = '"EnableIPv4":false,"EnableIPv6":true';
   rejects(t, `{${base}}`, 'please define a correct IPv6Network parameter in the flannel config');
   rejects(t, `{${base},"IPv6Network":"::/0"}`, 'please define a correct IPv6Network parameter in the flannel config');
-  rejects(t, `{${base},"IPv6Network":"fc00::/48","IPv6SubnetLen":127}`, 'IPv6SubnetLen must be less than /127');
-  rejects(t, `{${base},"IPv6Network":"fc00::/48","IPv6SubnetLen":49}`, /^IPv6Network must be able to accommodate at least four subnets/);
-  rejects(t, `{${base},"IPv6Network":"fc00::/125"}`, 'IPv6Network is too small. Minimum useful network prefix is /124');
+  rejects(t, `{${base},"IPv6Network":"fc00::/48","IPv6SubnetLen":127}`, 'SubnetLen must be less than /127 (IPv6SubnetLen is 127)');
+  rejects(
+    t,
+    `{${base},"IPv6Network":"fc00::/48","IPv6SubnetLen":49}`,
+    'network must be able to accommodate at least four subnets (IPv6SubnetLen 49 with a /48 IPv6Network; use at least /50)',
+  );
+  rejects(
+    t,
+    `{${base},"IPv6Network":"fc00::/125"}`,
+    'IPv6Network is too small. Minimum useful network prefix is /124 (IPv6Network is a /125)',
+  );
   rejects(t, `{${base},"IPv6Network":"fc00::/48","IPv6SubnetMin":"fc01::"}`, /^IPv6SubnetMin is not in the range of the IPv6Network/);
   rejects(t, `{${base},"IPv6Network":"fc00::/48","IPv6SubnetMax":"fb00::"}`, /^IPv6SubnetMax is not in the range of the IPv6Network/);
   rejects(
     t,
     `{${base},"IPv6Network":"fc00::/48","IPv6SubnetMin":"fc00:0:0:1::1"}`,
-    'IPv6SubnetMin is not on an IPv6SubnetLen boundary: fc00:0:0:1::1',
+    'IPv6SubnetMin is not on a SubnetLen boundary: fc00:0:0:1::1 (IPv6SubnetLen is /64)',
   );
   rejects(
     t,
     `{${base},"IPv6Network":"fc00::/48","IPv6SubnetMax":"fc00:0:0:1:8000::"}`,
-    'IPv6SubnetMax is not on an IPv6SubnetLen boundary: fc00:0:0:1:8000::',
+    'IPv6SubnetMax is not on a SubnetLen boundary: fc00:0:0:1:8000:: (IPv6SubnetLen is /64)',
   );
   rejects(t, `{${base},"IPv6Network":"10.5.0.0/16"}`, /^IPv6Network must be an IPv6 CIDR/);
   rejects(t, `{${base},"IPv6Network":"fc00::/48","IPv6SubnetMin":"zz::"}`, /^IPv6SubnetMin must be an IPv6 address/);
   rejects(t, `{${base},"IPv6Network":"fc00::/48","IPv6SubnetLen":"64"}`, /^IPv6SubnetLen must be a number/);
   rejects(t, '{"Network":"10.5.0.0/16","EnableIPv6":1}', /^EnableIPv6 must be a boolean/);
+  rejects(t, `{${base},"IPv6Network":"fc00::1%eth0/48"}`, /^IPv6Network must be an IPv6 CIDR/);
+  rejects(t, `{${base},"IPv6Network":"fc00::/129"}`, /^IPv6Network must be an IPv6 CIDR/);
+  rejects(t, `{${base},"IPv6Network":"fc00::"}`, /^IPv6Network must be an IPv6 CIDR/);
+  rejects(t, `{${base},"IPv6Network":"fc00::/48","IPv6SubnetMax":"192.0.2.1"}`, /^IPv6SubnetMax must be an IPv6 address/);
+  rejects(
+    t,
+    `{${base},"IPv6Network":"fc00::/48","IPv6SubnetMin":"fc00:1::"}`,
+    'IPv6SubnetMin is not in the range of the IPv6Network: fc00:1:: is outside fc00::/48',
+  );
+});
+
+t.test('IPv6 bounds: "::" means unset (flannel ip.IsEmpty), given bounds are kept', async (t) => {
+  const base = '"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fc00::1/48"';
+  const c = parseNetworkConfig(`{${base},"IPv6SubnetMin":"::","IPv6SubnetMax":"::"}`);
+  t.equal(c.ipv6Network, 'fc00::/48', 'host bits of IPv6Network are cleared');
+  t.equal(c.ipv6SubnetMin, 'fc00:0:0:1::');
+  t.equal(c.ipv6SubnetMax, 'fc00:0:0:ffff::');
+  const d = parseNetworkConfig(`{${base},"IPv6SubnetLen":80,"IPv6SubnetMin":"FC00:0:0:10::","IPv6SubnetMax":"fc00:0:0:10:ffff::"}`);
+  t.equal(d.ipv6SubnetMin, 'fc00:0:0:10::');
+  t.equal(d.ipv6SubnetMax, 'fc00:0:0:10:ffff::');
+  t.equal(d.enableIPv4, false);
+  t.equal(d.network, null);
 });

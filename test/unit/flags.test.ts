@@ -11,7 +11,9 @@ const DEFAULTS: Options = {
   etcdPassword: '',
   iface: [],
   ifaceRegex: [],
+  ifaceCanReach: '',
   publicIp: '',
+  publicIpv6: '',
   subnetFile: '/run/flannel/subnet.env',
   subnetLeaseRenewMargin: 60,
   ipMasq: false,
@@ -122,9 +124,18 @@ t.test('ints: Go ParseInt base 0 and ranges', async (t) => {
 t.test('addresses, names and regexes are validated', async (t) => {
   fails(t, ['-public-ip', '192.0.2'], {}, 'invalid value "192.0.2" for flag -public-ip: not an IPv4 address');
   fails(t, ['-public-ip', '2001:db8::1'], {}, /not an IPv4 address/);
+  fails(t, ['-public-ipv6', '192.0.2.1'], {}, 'invalid value "192.0.2.1" for flag -public-ipv6: not an IPv6 address');
+  fails(t, ['-public-ipv6', '2001:db8::1%eth0'], {}, /not an IPv6 address/);
+  t.equal(parseFlags(['-public-ipv6', '2001:DB8::10'], {}).publicIpv6, '2001:DB8::10');
+  t.equal(parseFlags([], { FLANNELD_PUBLIC_IPV6: '2001:db8::11' }).publicIpv6, '2001:db8::11');
   t.equal(parseFlags(['-healthz-ip', '::1'], {}).healthzIp, '::1');
   fails(t, ['-healthz-ip', 'localhost'], {}, /-healthz-ip: not an IP address/);
-  fails(t, ['-iface-regex', 'eth('], {}, /-iface-regex: not a valid regular expression/);
+  fails(t, ['-iface-regex', 'eth('], {}, /-iface-regex: not a valid Go \(RE2\) regular expression/);
+  // RE2 syntax, as flannel: (?i) is accepted, JavaScript-only look-behind is not.
+  t.same(parseFlags(['-iface-regex', '(?i)eth1'], {}).ifaceRegex, ['(?i)eth1']);
+  fails(t, ['-iface-regex', '(?<=a)eth'], {}, /not a valid Go \(RE2\) regular expression/);
+  t.equal(parseFlags([], { FLANNELD_IFACE_CAN_REACH: '198.51.100.1' }).ifaceCanReach, '198.51.100.1');
+  fails(t, ['-iface-can-reach', 'eth0'], {}, /-iface-can-reach: not an IPv4 address/);
   fails(t, ['-iface', ''], {}, /-iface: must not be empty/);
   fails(t, ['-etcd-endpoints', 'http://a:2379,,http://b:2379'], {}, /element "": must not be empty/);
   fails(t, ['-tun-name', 'this-name-is-too-long'], {}, /-tun-name: not a valid Linux interface name/);
@@ -182,7 +193,7 @@ t.test('environment fallback', async (t) => {
   fails(t, [], { FLANNELD_IP_MASQ: 'yes' }, 'invalid value "yes" for FLANNELD_IP_MASQ: parse error');
   fails(t, [], { FLANNELD_SUBNET_LEASE_RENEW_MARGIN: '2000' }, /FLANNELD_SUBNET_LEASE_RENEW_MARGIN: must be between 1 and 1439/);
   fails(t, [], { FLANNELD_PUBLIC_IP: 'nope' }, /FLANNELD_PUBLIC_IP: not an IPv4 address/);
-  fails(t, [], { FLANNELD_IFACE_REGEX: 'ok,bad(' }, /FLANNELD_IFACE_REGEX: element "bad\(": not a valid regular expression/);
+  fails(t, [], { FLANNELD_IFACE_REGEX: 'ok,bad(' }, /FLANNELD_IFACE_REGEX: element "bad\(": not a valid Go \(RE2\) regular expression/);
   // A bad env value for a flag given on the command line is never looked at.
   t.equal(parseFlags(['-healthz-port=5'], { FLANNELD_HEALTHZ_PORT: 'abc' }).healthzPort, 5);
 });
@@ -216,12 +227,12 @@ t.test('help lists every flag with type, default and env var', async (t) => {
     h,
     '  -etcd-endpoints string\n    \tcomma-separated list of etcd endpoints (default "http://127.0.0.1:4001,http://127.0.0.1:2379")',
   );
-  t.match(h, /  -subnet-lease-renew-margin int\n    \t.*\(default 60\)/);
-  t.match(h, /  -iptables-forward-rules\n    \t.*\(default true\)/);
-  t.match(h, /  -iface value\n/);
-  t.match(h, /  -v int\n/);
-  t.notMatch(h, /-ip-masq\n    \t.*\(default false\)/);
+  t.match(h, / {2}-subnet-lease-renew-margin int\n {4}\t.*\(default 60\)/);
+  t.match(h, / {2}-iptables-forward-rules\n {4}\t.*\(default true\)/);
+  t.match(h, / {2}-iface value\n/);
+  t.match(h, / {2}-v int\n/);
+  t.notMatch(h, /-ip-masq\n {4}\t.*\(default false\)/);
   // Sorted by name, like Go.
-  const names = [...h.matchAll(/^  -([a-z-]+)/gm)].map((m) => m[1]!);
+  const names = [...h.matchAll(/^ {2}-([a-z-]+)/gm)].map((m) => m[1]!);
   t.same(names, [...names].sort());
 });

@@ -1,5 +1,12 @@
 import t from 'tap';
-import { InterfaceError, SysReader, defaultRouteInterface, defaultSysReader, findExternalInterface } from '../../src/netlink/interfaces';
+import {
+  InterfaceError,
+  SysReader,
+  defaultRouteInterface,
+  defaultSysReader,
+  findExternalInterface,
+  sendSourceAddress,
+} from '../../src/netlink/interfaces';
 
 interface FakeLink {
   index: number;
@@ -10,7 +17,11 @@ interface FakeLink {
 const ROUTE_HEADER = 'Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT';
 
 /** A host described as data: links, their addresses and the /proc/net/route text. */
-function fakeSys(links: Record<string, FakeLink>, routes: string | null): SysReader & { reads: string[] } {
+function fakeSys(
+  links: Record<string, FakeLink>,
+  routes: string | null,
+  routeTo: Record<string, { ifindex: number; src: string | null }> = {},
+): SysReader & { reads: string[] } {
   const reads: string[] = [];
   return {
     reads,
@@ -31,6 +42,11 @@ function fakeSys(links: Record<string, FakeLink>, routes: string | null): SysRea
           .filter(([, l]) => l.addrs.length > 0)
           .map(([n, l]) => [n, l.addrs]),
       );
+    },
+    routeGet(ip) {
+      const r = routeTo[ip];
+      if (!r) throw new InterfaceError(`no route to ${ip}`);
+      return r;
     },
   };
 }
@@ -77,7 +93,7 @@ t.test('default route interface: prefers a non-link-local address', async (t) =>
 t.test('default route errors', async (t) => {
   t.throws(() => findExternalInterface(none, fakeSys(LINKS, ROUTE_HEADER)), {
     name: 'InterfaceError',
-    message: 'no default route found; use -iface or -iface-regex to choose an interface',
+    message: 'no default route found; use -iface, -iface-regex or -iface-can-reach to choose an interface',
   });
   t.throws(() => findExternalInterface(none, fakeSys(LINKS, [ROUTE_HEADER, route('eth2', '00000000', '00000000', 0)].join('\n'))), {
     message: /^interface eth2 \(default route\) has no IPv4 address/,
@@ -98,7 +114,10 @@ t.test('-iface by name or IP, first that works wins', async (t) => {
 t.test('-iface errors are specific', async (t) => {
   const sys = fakeSys(LINKS, ROUTES);
   t.throws(() => findExternalInterface({ iface: ['eth9'], ifaceRegex: [] }, sys), new InterfaceError('no interface named eth9'));
-  t.throws(() => findExternalInterface({ iface: ['eth2'], ifaceRegex: [] }, sys), new InterfaceError('interface eth2 has no IPv4 address'));
+  t.throws(
+    () => findExternalInterface({ iface: ['eth2'], ifaceRegex: [] }, sys),
+    new InterfaceError('interface eth2 (-iface) has no IPv4 address'),
+  );
   t.throws(
     () => findExternalInterface({ iface: ['10.9.9.9'], ifaceRegex: [] }, sys),
     new InterfaceError('no interface has the address 10.9.9.9'),
@@ -109,14 +128,17 @@ t.test('-iface errors are specific', async (t) => {
     'never builds a path from an invalid name',
   );
   t.throws(() => findExternalInterface({ iface: ['eth9', 'eth2'], ifaceRegex: [] }, sys), {
-    message: 'no usable interface among -iface/-iface-regex: no interface named eth9; interface eth2 has no IPv4 address',
+    message:
+      'no usable interface among -iface/-iface-regex/-iface-can-reach: no interface named eth9; interface eth2 (-iface) has no IPv4 address',
   });
 });
 
-t.test('-iface-regex matches IPs first, then names', async (t) => {
+t.test('-iface-regex matches usable IPs first, then names (flannel order)', async (t) => {
   const sys = fakeSys(LINKS, ROUTES);
-  // "1" occurs in eth0's IP and in the name eth1: IPs win, in ifindex order.
-  t.same(findExternalInterface({ iface: [], ifaceRegex: ['1'] }, sys), { name: 'lo', index: 1, ip: '127.0.0.1', mtu: 65536 });
+  // "1" occurs in lo's 127.0.0.1, eth0's IPs and the name eth1: loopback addresses are never usable,
+  // so eth0 (lower ifindex than eth1) wins with its first global address that matches.
+  t.same(findExternalInterface({ iface: [], ifaceRegex: ['1'] }, sys), { name: 'eth0', index: 2, ip: '192.0.2.10', mtu: 1500 });
+  // A secondary address is chosen as the interface address when it is the one that matches.
   t.same(findExternalInterface({ iface: [], ifaceRegex: ['^192\\.0\\.2\\.11$'] }, sys), {
     name: 'eth0',
     index: 2,
@@ -124,23 +146,80 @@ t.test('-iface-regex matches IPs first, then names', async (t) => {
     mtu: 1500,
   });
   t.same(findExternalInterface({ iface: [], ifaceRegex: ['^eth1$'] }, sys), { name: 'eth1', index: 3, ip: '198.51.100.7', mtu: 9000 });
-  // Name match: lowest ifindex first, skipping links without IPv4.
+  // Name match: the first link (by ifindex) whose name matches.
   t.equal(findExternalInterface({ iface: [], ifaceRegex: ['^eth[12]$'] }, sys).name, 'eth1');
   t.equal(findExternalInterface({ iface: [], ifaceRegex: ['^eth[02]$'] }, sys).name, 'eth0');
   t.equal(findExternalInterface({ iface: [], ifaceRegex: ['^eth2$', '^wg'] }, sys).name, 'wg0');
+});
+
+t.test('-iface-regex uses Go RE2 syntax', async (t) => {
+  const sys = fakeSys(LINKS, ROUTES);
+  t.equal(findExternalInterface({ iface: [], ifaceRegex: ['(?i)ETH1'] }, sys).name, 'eth1', '(?i) flag group');
+  t.equal(findExternalInterface({ iface: [], ifaceRegex: ['\\Aeth1\\z'] }, sys).name, 'eth1', '\\A and \\z anchors');
+  t.equal(findExternalInterface({ iface: [], ifaceRegex: ['^198\\.51\\.100\\.\\d+$'] }, sys).ip, '198.51.100.7');
+  // Not RE2: look-behind is refused with the flag named.
+  t.throws(
+    () => findExternalInterface({ iface: [], ifaceRegex: ['(?<=x)eth'] }, sys),
+    /invalid -iface-regex "\(\?<=x\)eth" \(Go RE2 syntax\)/,
+  );
 });
 
 t.test('-iface-regex errors', async (t) => {
   const sys = fakeSys(LINKS, ROUTES);
   t.throws(
     () => findExternalInterface({ iface: [], ifaceRegex: ['^nope'] }, sys),
-    new InterfaceError('no interface address or name matches "^nope"'),
+    /^no interface address or name matches "\^nope" \(interfaces: lo:/,
   );
+  // Like flannel, the first name match decides: it has no address, so this regex fails.
   t.throws(
     () => findExternalInterface({ iface: [], ifaceRegex: ['^eth2$'] }, sys),
-    /interfaces matching "\^eth2\$" \(eth2\) have no IPv4 address/,
+    /interface eth2 \(name matches -iface-regex "\^eth2\$"\) has no IPv4 address/,
   );
   t.throws(() => findExternalInterface({ iface: [], ifaceRegex: ['('] }, sys), /invalid -iface-regex "\("/);
+});
+
+t.test('-iface-can-reach: the route lookup picks link and source address', async (t) => {
+  const sys = fakeSys(LINKS, ROUTES, { '198.51.100.99': { ifindex: 2, src: '192.0.2.11' }, '203.0.113.1': { ifindex: 3, src: null } });
+  t.same(findExternalInterface({ iface: [], ifaceRegex: [], ifaceCanReach: '198.51.100.99' }, sys), {
+    name: 'eth0',
+    index: 2,
+    ip: '192.0.2.11',
+    mtu: 1500,
+  });
+  t.equal(
+    findExternalInterface({ iface: [], ifaceRegex: [], ifaceCanReach: '203.0.113.1' }, sys).ip,
+    '198.51.100.7',
+    'no prefsrc: first address',
+  );
+  // Tried after -iface and -iface-regex.
+  t.equal(findExternalInterface({ iface: ['eth9'], ifaceRegex: ['^nope$'], ifaceCanReach: '198.51.100.99' }, sys).name, 'eth0');
+  t.equal(findExternalInterface({ iface: ['eth1'], ifaceRegex: [], ifaceCanReach: '198.51.100.99' }, sys).name, 'eth1');
+  t.throws(() => findExternalInterface({ iface: [], ifaceRegex: [], ifaceCanReach: '10.1.1.1' }, sys), /no route to 10\.1\.1\.1/);
+});
+
+t.test('-public-ip without -iface*: the interface holding that address', async (t) => {
+  const sys = fakeSys(LINKS, ROUTES);
+  // eth1 holds the default route, but the public IP is a secondary address of eth0.
+  t.same(findExternalInterface({ iface: [], ifaceRegex: [], publicIp: '192.0.2.11' }, sys), {
+    name: 'eth0',
+    index: 2,
+    ip: '192.0.2.11',
+    mtu: 1500,
+  });
+  t.throws(
+    () => findExternalInterface({ iface: [], ifaceRegex: [], publicIp: '203.0.113.50' }, sys),
+    /^no interface has the address 203\.0\.113\.50 .*add -iface/,
+  );
+  // With -iface the public IP need not be local (NAT).
+  t.equal(findExternalInterface({ iface: ['eth1'], ifaceRegex: [], publicIp: '203.0.113.50' }, sys).ip, '198.51.100.7');
+});
+
+t.test('send sockets bind to the public IP when it is local, else to the interface address', async (t) => {
+  const sys = fakeSys(LINKS, ROUTES);
+  const eth0 = findExternalInterface({ iface: ['eth0'], ifaceRegex: [] }, sys);
+  t.equal(sendSourceAddress('192.0.2.11', eth0, sys), '192.0.2.11');
+  t.equal(sendSourceAddress('192.0.2.10', eth0, sys), '192.0.2.10');
+  t.equal(sendSourceAddress('203.0.113.50', eth0, sys), '192.0.2.10', 'NAT: the public IP is not ours');
 });
 
 t.test('broken /sys attributes give a clear error', async (t) => {

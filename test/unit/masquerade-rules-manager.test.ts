@@ -99,7 +99,7 @@ function capture(): { log: pino.Logger; lines: () => Array<{ level: number; msg:
         .join('')
         .split('\n')
         .filter(Boolean)
-        .map((l) => JSON.parse(l)),
+        .map((l) => JSON.parse(l) as { level: number; msg: string; [k: string]: unknown }),
   };
 }
 

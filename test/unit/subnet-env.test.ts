@@ -124,7 +124,7 @@ t.test('readPreviousLease', async (t) => {
   const dir = await tmpDir(t);
   const file = path.join(dir, 'subnet.env');
 
-  t.same(await readPreviousLease(file), { subnet: null, ipv6Subnet: null, warning: null }, 'missing file');
+  t.same(await readPreviousLease(file), { network: null, subnet: null, ipv6Subnet: null, warning: null }, 'missing file');
 
   await writeSubnetEnv(file, { ...V4, ipv6Network: 'fc00::/48', ipv6Subnet: 'fc00:0:0:48::/64' });
   const prev = await readPreviousLease(file);
@@ -146,7 +146,7 @@ t.test('readPreviousLease', async (t) => {
 
   await fs.writeFile(file, Buffer.from([0, 1, 2, 0xff, 10, 0x41]));
   const corrupt = await readPreviousLease(file);
-  t.same({ ...corrupt, warning: null }, { subnet: null, ipv6Subnet: null, warning: null });
+  t.same({ ...corrupt, warning: null }, { network: null, subnet: null, ipv6Subnet: null, warning: null });
   t.match(corrupt.warning, /is corrupt/);
 
   await fs.writeFile(file, '');

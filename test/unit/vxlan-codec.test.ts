@@ -113,7 +113,7 @@ t.test('non-IPv4 inner frames', async (t) => {
   ]) {
     const f = frame(ipv4(60));
     f.buf.set(type, f.off + 20);
-    t.equal(decodeVxlanFrame(f.buf, f.off, f.len, 1, HI, LO), -Drop.notIpv4, `EtherType ${type}`);
+    t.equal(decodeVxlanFrame(f.buf, f.off, f.len, 1, HI, LO), -Drop.notIpv4, `EtherType ${type.join(',')}`);
   }
 });
 

@@ -34,11 +34,13 @@ export const udpPlugin: BackendPlugin = {
           defaultTunName: 'flannel0',
           usesExtAddrs: false,
           logFields: { port },
-          open: (tunName, _ctx, onFatal) =>
+          takesOverKernelVxlan: false,
+          open: (tunName, o, onFatal) =>
             VxlanDataplane.open({
               encapsulation: 'ip',
               tunName,
               port,
+              sourceIp: o.sourceIp,
               persist: true,
               offload: parseOffloadRequest(deps.offload),
               log: deps.log,

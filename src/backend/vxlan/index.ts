@@ -38,19 +38,26 @@ export const vxlanPlugin: BackendPlugin = {
       overhead: VXLAN_OVERHEAD,
       underlayMtu: mtu > 0 ? mtu : null,
       needsVtepMac: true,
-      leaseAttrs: (vtepMac) => ({ BackendType: 'vxlan', BackendData: { VNI: vni, VtepMAC: vtepMac } }),
+      // flannel HEAD (vxlan newSubnetAttrs): each family's data only when that family is enabled.
+      leaseAttrs: (macs) => ({
+        BackendType: 'vxlan',
+        ...(macs.ipv4 !== null ? { BackendData: { VNI: vni, VtepMAC: macs.ipv4 } } : {}),
+        ...(macs.ipv6 !== null ? { BackendV6Data: { VNI: vni, VtepMAC: macs.ipv6 } } : {}),
+      }),
       createHooks: (deps) => {
         const flavor: TunFlavor = {
           label: 'VXLAN',
           defaultTunName: `flannel.${vni}`,
           usesExtAddrs: directRouting,
           logFields: { port, vni, directRouting },
-          open: (tunName, ctx, onFatal) =>
+          takesOverKernelVxlan: true,
+          open: (tunName, o, onFatal) =>
             VxlanDataplane.open({
               tunName,
               vni,
               port,
-              localMac: parseMac(ctx.vtepMac),
+              sourceIp: o.sourceIp,
+              localMac: parseMac(o.vtepMac),
               persist: true,
               offload: parseOffloadRequest(deps.offload),
               log: deps.log,
