@@ -158,7 +158,10 @@ export class TunBackend implements DataPlaneHooks {
     } catch (e) {
       gone = e instanceof NetlinkError && e.code === 'ENODEV';
     }
-    if (!gone) return this.options.onFatal(err);
+    if (!gone) {
+      this.options.onFatal(err);
+      return;
+    }
     this.options.onFatal(
       new DataplaneIoError(
         `device ${tunName} was deleted while tsflanneld was running (ip link del?), taking its routes with it; ` +

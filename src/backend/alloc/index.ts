@@ -1,11 +1,12 @@
 // The alloc plug-in (flannel pkg/backend/alloc): leases and subnet.env only; no device, no routes, no
 // data plane. Its lease carries no BackendType and no BackendData, as flanneld's; FLANNEL_MTU is the
 // external interface's MTU.
-import type { BackendFields, BackendPlugin, ResolvedBackend } from '../backend';
+import type { BackendPlugin, ResolvedBackend } from '../backend';
 
 export const allocPlugin: BackendPlugin = {
   type: 'alloc',
-  parse(_f: BackendFields): ResolvedBackend {
+  parse(): ResolvedBackend {
+    // No fields: the registry refuses any the Backend object has besides Type.
     return {
       type: 'alloc',
       summary: {},

@@ -48,7 +48,7 @@ export const udpPlugin: BackendPlugin = {
             }),
           mapper: (tunIfindex) => udpLeaseMapper(tunIfindex),
         };
-        return new TunBackend(flavor, { tunName: deps.tunName, log: deps.log, onFatal: deps.fatal });
+        return new TunBackend(flavor, { tunName: deps.tunName, log: deps.log, onFatal: (err) => deps.fatal(err) });
       },
     };
   },

@@ -64,9 +64,12 @@ export const vxlanPlugin: BackendPlugin = {
               onFatal,
             }),
           mapper: (tunIfindex, ext) =>
-            vxlanLeaseMapper({ tunIfindex, ...(directRouting ? { directRouting: { extIfindex: ext.ifindex, extAddrs: ext.addrs } } : {}) }),
+            vxlanLeaseMapper({
+              tunIfindex,
+              ...(directRouting ? { directRouting: { extIfindex: ext.ifindex, extAddrs: () => ext.addrs() } } : {}),
+            }),
         };
-        return new TunBackend(flavor, { tunName: deps.tunName, log: deps.log, onFatal: deps.fatal });
+        return new TunBackend(flavor, { tunName: deps.tunName, log: deps.log, onFatal: (err) => deps.fatal(err) });
       },
     };
   },
