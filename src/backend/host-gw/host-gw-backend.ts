@@ -87,7 +87,8 @@ export class HostGwBackend implements DataPlaneHooks {
 
   stats(): DataplaneSnapshot | null {
     if (!this.routes) return null;
-    return dataplaneStats(null, 'none', this.routes);
+    // No userspace data plane: the kernel forwards (the offload-rung gauge says so).
+    return dataplaneStats(null, 'kernel', this.routes);
   }
 
   async stop(): Promise<void> {
