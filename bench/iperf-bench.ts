@@ -138,7 +138,7 @@ function parseArgs(argv: string[]): Args {
     } else bad(`unknown option ${k}`);
   }
   for (const p of a.only) if (!ALL_PATHS.includes(p)) bad(`unknown path ${p} in --only`);
-  // Any name the daemon understands can be forced; the defaults are the ladder of perf-notes.md §6.
+  // Any name the daemon understands can be forced; the defaults are the ladder of docs/performance.md §6.
   for (const r of a.rungs) if (!/^[a-z0-9][a-z0-9_-]*$/.test(r)) bad(`rung "${r}" is not a plain name`);
   if (Number.isNaN(a.reps)) a.reps = a.quick ? 1 : 3;
   if (Number.isNaN(a.tcpSeconds)) a.tcpSeconds = a.quick ? 3 : 10;

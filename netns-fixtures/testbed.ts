@@ -563,7 +563,7 @@ export async function addContainer(host: TestHost, opts: ContainerOptions): Prom
 }
 
 // ------------------------------------------------------------------------------------------------
-// kernel flannel.N peer (flannel-compat §5.2, §5.5)
+// kernel flannel.N peer (docs/compat.md §5.2, §5.5)
 
 export interface KernelPeerOptions {
   vni?: number; // default 1
@@ -655,7 +655,7 @@ export async function kernelPeerRemoveRemote(host: TestHost, remote: RemoteLease
 }
 
 // ------------------------------------------------------------------------------------------------
-// flannel leases in etcd (flannel-compat §1)
+// flannel leases in etcd (docs/compat.md §1)
 
 export type Etcdctl = ((args: string[]) => Promise<string>) | { etcdctl(args: string[]): Promise<string> };
 

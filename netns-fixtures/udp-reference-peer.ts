@@ -1,5 +1,5 @@
 // An independent flannel `udp` peer for interop tests and the demo: a small Python program (no code of
-// ours in its packet path) laid out as flanneld's udp backend lays out a host (flannel-compat §6):
+// ours in its packet path) laid out as flanneld's udp backend lays out a host (docs/compat.md §6):
 // TUN `flannel0` (IFF_TUN|IFF_NO_PI) with <lease subnet IP>/32, MTU = underlay − 28, one route for the
 // whole Network into it, a UDP socket bound to <host IP>:8285; TUN → UDP: the bare inner IPv4 packet
 // is the datagram, sent to the PublicIP of the lease whose subnet holds the destination; UDP → TUN:

@@ -24,6 +24,7 @@ declare -A PKG_CMD=(
   [procps]=ps
   [iputils-ping]=ping
   [ethtool]=ethtool
+  [clang-format]=clang-format # the native/ format gate in scripts/lint.sh
 )
 missing=()
 for pkg in "${!PKG_CMD[@]}"; do

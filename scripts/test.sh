@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# `npm test`: deps + build, clean testbeds of crashed runs, run unit and integration tests with tap,
-# and close with a plain "N passed, N failed" line (counted from tap's summary).
+# `npm test`: deps + build, static gates (scripts/lint.sh: eslint, prettier, clang-format), clean testbeds
+# of crashed runs, unit and integration tests with tap (coverage on), the coverage floor
+# (scripts/coverage-floor.mjs), and a closing plain "N passed, N failed" line: tap's assertion counts, plus
+# one failure per failed gate (lint gates, coverage floor).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+
+# Static gates first: cheap, and their failures are listed again above the closing line.
+bash scripts/lint.sh
+gates_failed=$?
 
 # Namespaces left by runs whose process is gone (a killed tap worker, a ^C'd demo).
 node dist/netns-fixtures/cleanup.js --older-than 0 || true
@@ -27,8 +33,11 @@ fi
 
 log="$(mktemp -t tsflanneld-tap.XXXXXX)"
 trap 'rm -f "$log"' EXIT
+rm -rf .tap/report # the floor must judge this run's report, never an older one
 npx tap --reporter=tap "${files[@]}" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
+
+if ! node scripts/coverage-floor.mjs; then gates_failed=$((gates_failed + 1)); fi
 
 node dist/netns-fixtures/cleanup.js --older-than 0 || true
 
@@ -38,8 +47,10 @@ num() { sed -nE "s/.*[{ ]$1: ([0-9]+).*/\1/p" <<<"$summary"; }
 pass="$(num pass)"; fail="$(num fail)"; skip="$(num skip)"
 pass="${pass:-0}"; fail="${fail:-0}"
 if [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then fail=1; fi # a crashed file may not count an assertion
+fail=$((fail + gates_failed))
 line="$pass passed, $fail failed"
 if [ -n "$skip" ]; then line="$line, $skip skipped"; fi
+if [ "$gates_failed" -ne 0 ]; then echo "$gates_failed gate(s) failed: see the 'gate' and 'coverage' lines above"; fi
 echo "$line"
 if [ "$rc" -ne 0 ] || [ "$fail" -ne 0 ]; then exit 1; fi
 exit 0

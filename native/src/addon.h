@@ -1,6 +1,6 @@
 // Shared declarations of the tsflanneld native addon. Each area registers its own functions
 // on `exports`; the hot entry points are raw napi_callbacks (no node-addon-api wrappers) to keep
-// the per-batch call cost near the N-API floor (perf-notes §4).
+// the per-batch call cost near the N-API floor (docs/performance.md §4).
 #pragma once
 #include <node_api.h>
 

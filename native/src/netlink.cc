@@ -1,4 +1,4 @@
-// rtnetlink (NETLINK_ROUTE): links, IPv4 addresses and main-table IPv4 routes.
+// rtnetlink (NETLINK_ROUTE): links, IPv4 and IPv6 addresses and main-table IPv4 and IPv6 routes.
 // Control path only. Every call opens its own socket (a few µs): no state is shared between calls,
 // nothing needs locking, and nothing goes stale when links or namespaces change underneath us.
 // The route batch is the one call that matters for speed. It packs hundreds of requests into each
@@ -746,6 +746,295 @@ napi_value RouteBatch(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// ---- IPv6 addresses and routes (the overlay's IPv6 side, as flannel's flannel-v6.<VNI>) ----
+// Addresses cross the boundary as 16-byte arrays (network order) in and 32-digit hex strings out:
+// this is the control path, and the TypeScript side keeps IPv6 addresses as bigints.
+
+std::string FormatIp6(const uint8_t *ip) {
+  char text[INET6_ADDRSTRLEN];
+  inet_ntop(AF_INET6, ip, text, sizeof text);
+  return text;
+}
+
+std::string HexIp6(const uint8_t *ip) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out(32, '0');
+  for (int i = 0; i < 16; i++) {
+    out[2 * i] = kHex[ip[i] >> 4];
+    out[2 * i + 1] = kHex[ip[i] & 15];
+  }
+  return out;
+}
+
+void SetString(napi_env env, napi_value obj, const char *key, const std::string &v) {
+  napi_value s;
+  napi_create_string_utf8(env, v.data(), v.size(), &s);
+  napi_set_named_property(env, obj, key, s);
+}
+
+// One 16-byte address argument.
+bool GetIp6(napi_env env, napi_value v, uint8_t **out, const char *what) {
+  size_t n = 0;
+  if (!GetTyped(env, v, napi_uint8_array, out, &n, what)) return false;
+  if (n != 16) {
+    napi_throw_range_error(env, nullptr, (std::string("rtnetlink: ") + what + " must be 16 bytes").c_str());
+    return false;
+  }
+  return true;
+}
+
+// nlListAddrs6(ifindex) -> [{ ip: hex, prefixLen, flags }] (IFA_F_* flags, IFA_FLAGS when present)
+napi_value ListAddrs6(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  uint32_t ifindex;
+  if (!GetArgs(env, info, 1, argv) || !GetU32(env, argv[0], &ifindex, "ifindex")) return nullptr;
+  ifaddrmsg ifa{};
+  ifa.ifa_family = AF_INET6;
+  ifa.ifa_index = ifindex;
+  struct Addr {
+    uint8_t ip[16];
+    uint32_t prefixLen, flags;
+  };
+  std::vector<Addr> addrs;
+  int err = Dump(
+      RTM_GETADDR, RTM_NEWADDR, ifa, [](MsgBuilder &) {},
+      [&](nlmsghdr *h, ifaddrmsg *r) {
+        if (r->ifa_family != AF_INET6 || r->ifa_index != ifindex) return;
+        Addr a{};
+        bool has = false;
+        a.prefixLen = r->ifa_prefixlen;
+        a.flags = r->ifa_flags;
+        ForEachAttr(IFA_RTA(r), static_cast<int>(IFA_PAYLOAD(h)), [&](rtattr *at) {
+          if ((at->rta_type == IFA_ADDRESS || at->rta_type == IFA_LOCAL) && RTA_PAYLOAD(at) == 16) {
+            memcpy(a.ip, RTA_DATA(at), 16);
+            has = true;
+          } else if (at->rta_type == IFA_FLAGS && RTA_PAYLOAD(at) >= 4) {
+            a.flags = AttrU32(at);
+          }
+        });
+        if (has) addrs.push_back(a);
+      });
+  if (err) return ThrowErrno(env, ("list IPv6 addresses of " + LinkName(ifindex)).c_str(), err);
+  napi_value arr;
+  napi_create_array_with_length(env, addrs.size(), &arr);
+  for (size_t i = 0; i < addrs.size(); i++) {
+    napi_value obj;
+    napi_create_object(env, &obj);
+    SetString(env, obj, "ip", HexIp6(addrs[i].ip));
+    SetU32(env, obj, "prefixLen", addrs[i].prefixLen);
+    SetU32(env, obj, "flags", addrs[i].flags);
+    napi_set_element(env, arr, static_cast<uint32_t>(i), obj);
+  }
+  return arr;
+}
+
+// nlChangeAddr6(op, ifindex, ip: Uint8Array(16), prefixLen): op 0 = add or replace, 1 = delete (a
+// missing address is not an error). Added with IFA_F_NODAD: the address is this host's own, unique
+// by lease, and must be usable at once.
+napi_value ChangeAddr6(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  uint32_t op, ifindex, prefixLen;
+  uint8_t *ip;
+  if (!GetArgs(env, info, 4, argv) || !GetU32(env, argv[0], &op, "op") ||
+      !GetU32(env, argv[1], &ifindex, "ifindex") || !GetIp6(env, argv[2], &ip, "ip") ||
+      !GetU32(env, argv[3], &prefixLen, "prefixLen")) {
+    return nullptr;
+  }
+  std::string what = (op == kDelete ? "delete address " : "add address ") + FormatIp6(ip) + "/" +
+                     std::to_string(prefixLen) + (op == kDelete ? " from " : " to ") + LinkName(ifindex);
+  if (prefixLen > 128 || op > kDelete) return ThrowErrno(env, what.c_str(), EINVAL);
+  NlSocket s;
+  if (int err = s.Open()) return ThrowErrno(env, "open rtnetlink socket", err);
+  MsgBuilder m;
+  m.Begin(op == kDelete ? RTM_DELADDR : RTM_NEWADDR,
+          NLM_F_REQUEST | NLM_F_ACK | (op == kDelete ? 0 : NLM_F_CREATE | NLM_F_REPLACE), 1);
+  ifaddrmsg ifa{};
+  ifa.ifa_family = AF_INET6;
+  ifa.ifa_prefixlen = static_cast<unsigned char>(prefixLen);
+  ifa.ifa_scope = RT_SCOPE_UNIVERSE;
+  ifa.ifa_index = ifindex;
+  if (op != kDelete) ifa.ifa_flags = IFA_F_NODAD;
+  m.Fixed(ifa);
+  m.Attr(IFA_LOCAL, ip, 16);
+  m.Attr(IFA_ADDRESS, ip, 16);
+  m.End();
+  int err = s.Transact(m, 1, [](nlmsghdr *) {});
+  if (op == kDelete && err == EADDRNOTAVAIL) err = 0;
+  if (err) return ThrowErrno(env, what.c_str(), err);
+  return nullptr;
+}
+
+// nlListRoutes6(ifindex) -> [{ dst: hex, prefixLen, gateway: hex ("" = none), proto, scope, metric,
+// onlink }]: unicast routes of the main table whose nexthop is the device.
+napi_value ListRoutes6(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  uint32_t ifindex;
+  if (!GetArgs(env, info, 1, argv) || !GetU32(env, argv[0], &ifindex, "ifindex")) return nullptr;
+  rtmsg rt{};
+  rt.rtm_family = AF_INET6;
+  rt.rtm_table = RT_TABLE_MAIN;
+  struct Route {
+    uint8_t dst[16], gateway[16];
+    bool hasGateway;
+    uint32_t prefixLen, proto, scope, metric;
+    bool onlink;
+  };
+  std::vector<Route> routes;
+  auto addOif = [ifindex](MsgBuilder &m) { m.AttrU32(RTA_OIF, ifindex); };
+  int err = Dump(RTM_GETROUTE, RTM_NEWROUTE, rt, addOif, [&](nlmsghdr *h, rtmsg *r) {
+    if (r->rtm_family != AF_INET6 || r->rtm_type != RTN_UNICAST) return;
+    Route out{};
+    uint32_t table = r->rtm_table, oif = 0;
+    ForEachAttr(RTM_RTA(r), static_cast<int>(RTM_PAYLOAD(h)), [&](rtattr *a) {
+      switch (a->rta_type) {
+        case RTA_TABLE:
+          table = AttrU32(a);
+          break;
+        case RTA_OIF:
+          oif = AttrU32(a);
+          break;
+        case RTA_DST:
+          if (RTA_PAYLOAD(a) == 16) memcpy(out.dst, RTA_DATA(a), 16);
+          break;
+        case RTA_GATEWAY:
+          if (RTA_PAYLOAD(a) == 16) {
+            memcpy(out.gateway, RTA_DATA(a), 16);
+            out.hasGateway = true;
+          }
+          break;
+        case RTA_PRIORITY:
+          out.metric = AttrU32(a);
+          break;
+      }
+    });
+    if (table != RT_TABLE_MAIN || oif != ifindex) return;
+    out.prefixLen = r->rtm_dst_len;
+    out.proto = r->rtm_protocol;
+    out.scope = r->rtm_scope;
+    out.onlink = (r->rtm_flags & RTNH_F_ONLINK) != 0;
+    routes.push_back(out);
+  });
+  if (err) return ThrowErrno(env, ("list IPv6 routes of " + LinkName(ifindex)).c_str(), err);
+  napi_value arr;
+  napi_create_array_with_length(env, routes.size(), &arr);
+  for (size_t i = 0; i < routes.size(); i++) {
+    const Route &r = routes[i];
+    napi_value obj;
+    napi_create_object(env, &obj);
+    SetString(env, obj, "dst", HexIp6(r.dst));
+    SetU32(env, obj, "prefixLen", r.prefixLen);
+    SetString(env, obj, "gateway", r.hasGateway ? HexIp6(r.gateway) : std::string());
+    SetU32(env, obj, "proto", r.proto);
+    SetU32(env, obj, "scope", r.scope);
+    SetU32(env, obj, "metric", r.metric);
+    SetBool(env, obj, "onlink", r.onlink);
+    napi_set_element(env, arr, static_cast<uint32_t>(i), obj);
+  }
+  return arr;
+}
+
+void AppendRoute6Msg(MsgBuilder &m, uint32_t seq, uint8_t op, const uint8_t *dst, uint8_t len,
+                     const uint8_t *gateway, uint32_t metric, uint8_t flags, uint32_t ifindex,
+                     uint8_t proto) {
+  static const uint8_t kZero[16] = {};
+  bool hasGateway = memcmp(gateway, kZero, 16) != 0;
+  rtmsg rt{};
+  rt.rtm_family = AF_INET6;
+  rt.rtm_dst_len = len;
+  rt.rtm_table = RT_TABLE_MAIN;
+  if (op == kReplace) {
+    m.Begin(RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, seq);
+    rt.rtm_protocol = proto;
+    rt.rtm_scope = RT_SCOPE_UNIVERSE;  // the kernel keeps every IPv6 route at universe scope
+    rt.rtm_type = RTN_UNICAST;
+    if (flags & kOnlink) rt.rtm_flags = RTNH_F_ONLINK;
+  } else {
+    m.Begin(RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK, seq);
+    rt.rtm_scope = RT_SCOPE_NOWHERE;
+  }
+  m.Fixed(rt);
+  m.Attr(RTA_DST, dst, 16);
+  if (ifindex != 0) m.AttrU32(RTA_OIF, ifindex);
+  if (hasGateway) m.Attr(RTA_GATEWAY, gateway, 16);
+  if (metric != 0) m.AttrU32(RTA_PRIORITY, metric);
+  m.End();
+}
+
+// nlRouteBatch6(count, op: Uint8Array, dst: Uint8Array(16*count), prefixLen: Uint8Array,
+//               gateway: Uint8Array(16*count), metric: Uint32Array, flags: Uint8Array, ifindex, proto,
+//               errnos: Int32Array) -> failures. As nlRouteBatch, for IPv6 (gateway all-zero = none).
+napi_value RouteBatch6(napi_env env, napi_callback_info info) {
+  napi_value argv[10];
+  if (!GetArgs(env, info, 10, argv)) return nullptr;
+  uint32_t count, ifindex, proto;
+  uint8_t *op, *dst, *len, *gateway, *flags;
+  uint32_t *metric;
+  int32_t *errnos;
+  size_t nOp, nDst, nLen, nGw, nMetric, nFlags, nErr;
+  if (!GetU32(env, argv[0], &count, "count") || !GetTyped(env, argv[1], napi_uint8_array, &op, &nOp, "op") ||
+      !GetTyped(env, argv[2], napi_uint8_array, &dst, &nDst, "dst") ||
+      !GetTyped(env, argv[3], napi_uint8_array, &len, &nLen, "prefixLen") ||
+      !GetTyped(env, argv[4], napi_uint8_array, &gateway, &nGw, "gateway") ||
+      !GetTyped(env, argv[5], napi_uint32_array, &metric, &nMetric, "metric") ||
+      !GetTyped(env, argv[6], napi_uint8_array, &flags, &nFlags, "flags") ||
+      !GetU32(env, argv[7], &ifindex, "ifindex") || !GetU32(env, argv[8], &proto, "proto") ||
+      !GetTyped(env, argv[9], napi_int32_array, &errnos, &nErr, "errnos")) {
+    return nullptr;
+  }
+  if (nOp < count || nDst < 16 * static_cast<size_t>(count) || nLen < count ||
+      nGw < 16 * static_cast<size_t>(count) || nMetric < count || nFlags < count || nErr < count) {
+    napi_throw_range_error(env, nullptr, "rtnetlink: IPv6 route batch arrays are shorter than count");
+    return nullptr;
+  }
+  if (proto > 255) {
+    napi_throw_range_error(env, nullptr, "rtnetlink: route protocol must be 0..255");
+    return nullptr;
+  }
+  for (uint32_t i = 0; i < count; i++) {
+    if (op[i] > kDelete || len[i] > 128) {
+      napi_throw_range_error(env, nullptr, "rtnetlink: IPv6 route batch entry has a bad op or prefix length");
+      return nullptr;
+    }
+  }
+  napi_value result;
+  uint32_t failures = 0;
+  if (count > 0) {
+    NlSocket s;
+    if (int err = s.Open()) return ThrowErrno(env, "open rtnetlink socket", err);
+    int want = static_cast<int>(kBatchRcvBuf);
+    if (setsockopt(s.fd(), SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof want) < 0) {
+      setsockopt(s.fd(), SOL_SOCKET, SO_RCVBUF, &want, sizeof want);
+    }
+    int rcvbuf = 0;
+    socklen_t optlen = sizeof rcvbuf;
+    getsockopt(s.fd(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, &optlen);
+    size_t chunk = static_cast<size_t>(rcvbuf > 0 ? rcvbuf : 0) / 2 / kAckCharge;
+    if (chunk < 16) chunk = 16;
+    if (chunk > kMaxChunk) chunk = kMaxChunk;
+    std::vector<bool> acked(count, false);
+    MsgBuilder m;
+    m.Reserve(chunk * 96);
+    for (size_t first = 0; first < count; first += chunk) {
+      size_t end = first + chunk < count ? first + chunk : count;
+      m.Clear();
+      for (size_t i = first; i < end; i++) {
+        AppendRoute6Msg(m, static_cast<uint32_t>(i + 1), op[i], dst + 16 * i, len[i], gateway + 16 * i,
+                        metric[i], flags[i], ifindex, static_cast<uint8_t>(proto));
+      }
+      if (int err = s.Send(m)) {
+        for (size_t i = first; i < end; i++) errnos[i] = err;
+        continue;
+      }
+      CollectAcks(s.fd(), op, errnos, acked, first, end);
+    }
+    for (uint32_t i = 0; i < count; i++) {
+      if (errnos[i] != 0) failures++;
+    }
+  }
+  napi_create_uint32(env, failures, &result);
+  return result;
+}
+
 // nlStrerror(errno) -> the same text the thrown errors use
 napi_value Strerror(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -780,6 +1069,10 @@ void InitNetlink(napi_env env, napi_value exports) {
   Export(env, exports, "nlChangeAddr", ChangeAddr);
   Export(env, exports, "nlListRoutes", ListRoutes);
   Export(env, exports, "nlRouteBatch", RouteBatch);
+  Export(env, exports, "nlListAddrs6", ListAddrs6);
+  Export(env, exports, "nlChangeAddr6", ChangeAddr6);
+  Export(env, exports, "nlListRoutes6", ListRoutes6);
+  Export(env, exports, "nlRouteBatch6", RouteBatch6);
   Export(env, exports, "nlStrerror", Strerror);
 }
 

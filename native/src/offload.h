@@ -1,4 +1,4 @@
-// Offload helpers shared by the TUN and UDP hot calls (perf-notes §2, §6): the virtio_net_hdr,
+// Offload helpers shared by the TUN and UDP hot calls (docs/performance.md §2, §6): the virtio_net_hdr,
 // TSO/USO super-packet splitting (egress) and TCP/UDP coalescing into GSO writes
 // (ingress). Pure functions over memory plus a coalescer that emits through a sink, so the same code
 // runs on the ring (tun.cc, udp.cc) and on plain buffers in unit tests (offload.cc test entry points).
@@ -72,8 +72,8 @@ class TunSink {
 
 // Merges consecutive TCP segments (and, with uso, UDP datagrams) of one flow into a super-packet written
 // with a virtio_net_hdr {NEEDS_CSUM, GSO_TCPV4/UDP_L4, gso_size}, following the rules of kernel GRO
-// (perf-notes §2). Everything else is written alone with the right checksum flags. Segments are taken
-// by pointer (zero copy); the first one's header is rewritten in place when a merged packet is flushed.
+// (docs/performance.md §2). Everything else is written alone with the right checksum flags. Segments are
+// taken by pointer (zero copy); the first one's header is rewritten in place when a merged packet is flushed.
 // Descriptor owners (index into desc) get STATUS = errno when a write carrying their data fails, and
 // FLAGS bits F_COALESCED / F_CSUM_FIXED / F_SEGMENTED for the counters. If the kernel refuses a merged
 // GSO write (EINVAL; some kernels had broken TUN GSO), its segments are written one by one instead,

@@ -1,6 +1,6 @@
 // Readiness wakeups for the non-blocking TUN/UDP fds on the env's own libuv loop (uv_poll_t, level
 // triggered): the JS callback runs once per readiness and drains a batch budget itself. No timers and
-// no extra thread, so an idle tunnel adds one loop turn of latency and nothing else (perf-notes §4).
+// no extra thread, so an idle tunnel adds one loop turn of latency and nothing else (docs/performance.md §4).
 #include <uv.h>
 
 #include <cstdint>

@@ -2,7 +2,7 @@
 // batched read/write hot calls (raw napi_callbacks over a registered ring, integer arguments only).
 // Without offloads a read()/write() moves one packet and batching only saves JS↔native crossings. With
 // IFF_VNET_HDR + TUNSETOFFLOAD a read returns a whole TSO/USO super-packet (split later by udpSend) and
-// the coalescing write puts up to 64 received segments into one GSO write (perf-notes §2, §6).
+// the coalescing write puts up to 64 received segments into one GSO write (docs/performance.md §2, §6).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>

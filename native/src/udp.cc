@@ -1,7 +1,7 @@
 // UDP underlay sockets and the batched hot calls (recvmmsg/sendmmsg over a registered ring).
 // Sockets: non-blocking, DF clear (IP_PMTUDISC_DONT, like the kernel vxlan driver), 7 MiB buffers
 // (FORCE when root, else capped by rmem_max/wmem_max), kernel-computed outer UDP checksum (never
-// SO_NO_CHECK: UDP GSO rejects it and kernel GRO skips zero-checksum datagrams, perf-notes §5).
+// SO_NO_CHECK: UDP GSO rejects it and kernel GRO skips zero-checksum datagrams, docs/performance.md §5).
 // Offload path: UDP_SEGMENT sends (one sendmsg carries up to 64 equal-size datagrams) and UDP_GRO
 // receives (one datagram slot holds a train of equal-size datagrams, the size in a cmsg).
 #include <arpa/inet.h>

@@ -141,7 +141,7 @@ export class BackendFields {
   }
 }
 
-/** A remote node as the data plane's forwarding table needs it (flannel-compat §5.5). */
+/** A remote node as the data plane's forwarding table needs it (docs/compat.md §5.5). */
 export interface Peer {
   readonly subnet: import('../subnet/ip4').Ip4Net;
   readonly publicIp: number;

@@ -1,5 +1,5 @@
 // "Is this peer on our L2 segment?" for host-gw and vxlan DirectRouting. flannel asks the kernel
-// (`ip route get <PublicIP>` must yield one gateway-less route, flannel-compat §5.6); we answer from
+// (`ip route get <PublicIP>` must yield one gateway-less route, docs/compat.md §5.6); we answer from
 // the external interface's own addresses: the PublicIP is inside one of its prefixes (or is the peer
 // of a point-to-point address). A route via such a PublicIP is accepted by the kernel as on-link; any
 // other PublicIP needs a router, which a host-gw route cannot express.

@@ -1,5 +1,5 @@
 // Command-line flags with Go `flag` package semantics plus flannel's FLANNELD_<NAME> environment
-// fallback (flannel-compat.md §7), so existing flanneld unit files and container specs work
+// fallback (docs/compat.md §7), so existing flanneld unit files and container specs work
 // unchanged. The flag table is data: adding a flag is one entry in FLAGS plus its Options field.
 import { isIP } from 'node:net';
 import { isOffloadRequest, OFFLOAD_REQUESTS } from '../dataplane/offload';
@@ -31,6 +31,17 @@ export interface Options {
   v: number;
   version: boolean;
   help: boolean;
+  // flanneld flags for the Kubernetes subnet manager and klog: accepted so unit files parse, then
+  // refused or reported by compatNotes() (src/cli/compat.ts), never silently ignored.
+  kubeSubnetMgr: boolean;
+  kubeApiUrl: string;
+  kubeAnnotationPrefix: string;
+  kubeconfigFile: string;
+  netConfPath: string;
+  setNodeNetworkUnavailable: boolean;
+  ipBlackholeRoute: boolean;
+  vmodule: string;
+  logBacktraceAt: string;
   tunName: string; // tsflanneld extra; "" means the backend's flannel device name (flannel.<VNI>, flannel0)
   offload: string; // tsflanneld extra: data-plane offload rung (src/dataplane/offload.ts)
 }
@@ -234,7 +245,70 @@ export const FLAGS: readonly FlagDef[] = [
     max: 65535,
     usage: 'port of the /healthz, /readyz and /metrics endpoints (0 disables them)',
   },
+  {
+    kind: 'bool',
+    name: 'kube-subnet-mgr',
+    key: 'kubeSubnetMgr',
+    def: false,
+    usage: "flanneld's Kubernetes subnet manager: not supported by tsflanneld (refused at start; use etcd)",
+  },
+  {
+    kind: 'string',
+    name: 'kube-api-url',
+    key: 'kubeApiUrl',
+    def: '',
+    usage: 'Kubernetes API server URL (only with -kube-subnet-mgr; reported as unused)',
+  },
+  {
+    kind: 'string',
+    name: 'kube-annotation-prefix',
+    key: 'kubeAnnotationPrefix',
+    def: 'flannel.alpha.coreos.com',
+    usage: 'Kubernetes annotation prefix (only with -kube-subnet-mgr; reported as unused when changed)',
+  },
+  {
+    kind: 'string',
+    name: 'kubeconfig-file',
+    key: 'kubeconfigFile',
+    def: '',
+    usage: 'kubeconfig file (only with -kube-subnet-mgr; reported as unused)',
+  },
+  {
+    kind: 'string',
+    name: 'net-config-path',
+    key: 'netConfPath',
+    def: '/etc/kube-flannel/net-conf.json',
+    usage: 'network config file (only with -kube-subnet-mgr; reported as unused when changed)',
+  },
+  {
+    kind: 'bool',
+    name: 'set-node-network-unavailable',
+    key: 'setNodeNetworkUnavailable',
+    def: true,
+    usage: 'Kubernetes node condition (only with -kube-subnet-mgr; reported as unused when changed)',
+  },
+  {
+    kind: 'bool',
+    name: 'ip-blackhole-route',
+    key: 'ipBlackholeRoute',
+    def: false,
+    usage: 'blackhole route for the local subnet (flanneld ≥ v0.21): not supported by tsflanneld (refused at start)',
+  },
   { kind: 'int', name: 'v', key: 'v', def: 0, min: 0, max: 2147483647, usage: 'log verbosity (0 info, higher adds debug output)' },
+  {
+    kind: 'string',
+    name: 'vmodule',
+    key: 'vmodule',
+    def: '',
+    usage: "klog's per-file verbosity (pattern=N,...): accepted for flanneld unit files; tsflanneld has no per-file levels, use -v",
+  },
+  {
+    kind: 'string',
+    name: 'log_backtrace_at',
+    key: 'logBacktraceAt',
+    def: '',
+    usage: "klog's file:line backtrace trigger: accepted for flanneld unit files; has no effect (reported at start)",
+  },
   { kind: 'bool', name: 'version', key: 'version', def: false, usage: 'print the version and exit' },
   { kind: 'bool', name: 'help', key: 'help', def: false, usage: 'print this help and exit' },
   {
@@ -344,6 +418,8 @@ function setFlag(o: Options, f: FlagDef, text: string, fromEnv: boolean): string
 
 export interface CommandLine {
   options: Options;
+  /** FLANNELD_* environment variables that name no flag (flanneld ignores them silently; we report them). */
+  unknownEnv: string[];
   /** Arguments after the first non-flag or after "--" (flanneld ignores them; callers may warn). */
   args: string[];
 }
@@ -407,7 +483,11 @@ export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv
     const why = setFlag(o, f, val, true);
     if (why !== null) throw new FlagError(`invalid value "${val}" for ${key}: ${why}`);
   }
-  return { options: o, args: argv.slice(i) };
+  const known = new Set(FLAGS.map((f) => envName(f.name)));
+  const unknownEnv = Object.keys(env)
+    .filter((k) => k.startsWith(`${ENV_PREFIX}_`) && !known.has(k))
+    .sort();
+  return { options: o, args: argv.slice(i), unknownEnv };
 }
 
 export function parseFlags(argv: readonly string[], env: NodeJS.ProcessEnv): Options {

@@ -2,8 +2,10 @@
 // Go-compatible exit codes: 2 for bad flags, 0 for -help/-version and after SIGTERM/SIGINT, 1 for fatal errors.
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Logger } from 'pino';
 import { createLogger, runDaemon } from '../daemon/daemon';
-import { FlagError, helpText, parseFlags, type Options } from './flags';
+import { FlagError, helpText, parseCommandLine, type Options } from './flags';
+import { compatNotes } from './compat';
 import { raiseNofileLimit } from '../ops/rlimit';
 
 /**
@@ -18,11 +20,28 @@ function version(): string {
   return (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version;
 }
 
+/**
+ * Node prints process warnings to stderr as multi-line text outside our log. Route them into the log
+ * instead, one line each. DEP0123 (TLS server name set to an IP address) comes from the gRPC client
+ * when etcd is addressed by IP, which is normal for etcd; it is logged at debug level only.
+ */
+function routeProcessWarnings(log: Logger): void {
+  process.removeAllListeners('warning');
+  process.on('warning', (w: Error & { code?: string }) => {
+    if (w.code === 'DEP0123') {
+      log.debug({ code: w.code }, `node: ${w.message} (etcd addressed by IP over TLS; harmless)`);
+      return;
+    }
+    log.warn({ code: w.code, warning: w.name }, `node: ${w.message}`);
+  });
+}
+
 /** Runs tsflanneld with argv (without node and script) and exits the process with its exit code. */
 export async function main(argv: string[]): Promise<never> {
   let options: Options;
+  let unknownEnv: string[];
   try {
-    options = parseFlags(argv, process.env);
+    ({ options, unknownEnv } = parseCommandLine(argv, process.env));
   } catch (err) {
     if (!(err instanceof FlagError)) throw err;
     process.stderr.write(`${err.message}\n${helpText()}`);
@@ -33,14 +52,22 @@ export async function main(argv: string[]): Promise<never> {
     return process.exit(0);
   }
   if (options.version) {
-    process.stdout.write(`${version()}\n`);
+    // As flanneld: the version (a "v"-prefixed release tag) alone on stderr, exit 0.
+    process.stderr.write(`v${version()}\n`);
     return process.exit(0);
   }
 
   const log = createLogger(options.v);
+  routeProcessWarnings(log);
+  const notes = compatNotes(options, unknownEnv);
+  for (const w of notes.warnings) log.warn(w);
+  if (notes.fatal.length > 0) {
+    for (const f of notes.fatal) log.fatal(f);
+    return process.exit(1);
+  }
   try {
     const lim = raiseNofileLimit();
-    log.debug(lim, `open-file limit ${lim.soft} (was ${lim.before})`);
+    log.info(lim, `open-file limit ${lim.soft === -1 ? 'unlimited' : lim.soft} (soft raised to the hard limit, as Go programs do)`);
   } catch (err) {
     log.warn(`cannot raise the open-file limit: ${(err as Error).message}; running with the inherited one`);
   }

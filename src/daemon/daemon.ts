@@ -12,8 +12,9 @@ import { findExternalInterface, sendSourceAddress, type ExternalInterface } from
 import { UnderlayWatch } from '../netlink/underlay-watch';
 import { BackendConfigError, type DataPlaneHooks, type ResolvedBackend } from '../backend/backend';
 import { resolveBackend } from '../backend/registry';
+import { ConfigMonitor, configCheckSecondsFromEnv } from './config-monitor';
 import { ConfigError, type NetworkConfig } from '../subnet/config';
-import { isIp4 } from '../subnet/ip4';
+import { isIp4, type Ip4Net } from '../subnet/ip4';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease';
 import { LeaseManager, describeSubnets, leaseTimingFromEnv, type RevokeReason } from '../subnet/lease-manager';
 import { LeaseWatcher } from '../subnet/lease-watcher';
@@ -21,8 +22,8 @@ import { ConfigNotFoundError, EtcdError, EtcdRegistry, type Registry } from '../
 import { readPreviousLease, writeSubnetEnv } from '../subnet/subnet-env';
 import { loadOrCreateVtepMac, storeVtepMac, vtepMacPath, vtepMacV6Path } from '../subnet/vtep-mac';
 import { findExternalInterface6, ipv6AddressOf } from '../netlink/interfaces6';
-import { parseAddr6 } from '../subnet/cidr6';
-import { formatIp6 } from '../subnet/ip6';
+import { parseAddr6, parseCidr6 } from '../subnet/cidr6';
+import { formatIp6, type Ip6Net } from '../subnet/ip6';
 import { IptablesManager } from '../iptables/iptables-manager';
 import { startHealthServer, type HealthServer } from '../ops/health-server';
 import { createMetrics, type DaemonMetrics, type DataplaneSnapshot } from '../ops/metrics';
@@ -92,9 +93,10 @@ class Daemon {
   private watcher: LeaseWatcher | null = null;
   private healthz: HealthServer | null = null;
   private metrics: DaemonMetrics | null = null;
-  private iptables: IptablesManager | null = null;
+  private readonly iptables: IptablesManager[] = [];
   private underlay: UnderlayWatch | null = null;
   private hooks: DataPlaneHooks | null = null;
+  private configMonitor: ConfigMonitor | null = null;
   private hooksStarted = false;
   private applyChain: Promise<void> = Promise.resolve();
 
@@ -145,9 +147,12 @@ class Daemon {
 
   private logFatal(err: unknown): void {
     const e = err instanceof Error ? err : new Error(String(err));
-    // Our typed errors (each class sets its own name) carry the operator context in the message;
-    // JavaScript's built-in errors mean a bug and get a stack.
+    // Our typed errors (each class sets its own name) carry the operator context in the message, and
+    // so do system errors (an errno code such as EACCES: the message names the call and the path);
+    // other built-in errors mean a bug and get a stack.
+    const code = (e as NodeJS.ErrnoException).code;
     if (!BUILTIN_ERROR_NAMES.has(e.name)) this.log.fatal({ errType: e.name }, e.message);
+    else if (typeof code === 'string' && /^E[A-Z0-9]+$/.test(code)) this.log.fatal({ errType: code }, e.message);
     else this.log.fatal({ err: e }, `unexpected error: ${e.message}`);
   }
 
@@ -234,7 +239,6 @@ class Daemon {
         vtepMac = prepared.vtepMac;
       }
     }
-    if (this.stopping) return;
 
     // PublicIP stays "0.0.0.0" (Go's zero IP4) on an IPv6-only network; the backend adds its type and data.
     const attrs: LeaseAttrs = {
@@ -268,7 +272,7 @@ class Daemon {
     manager.start();
 
     if (hooks) {
-      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the awaits above
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
       if (this.stopping) return;
       this.hooksStarted = true;
       await hooks.start({ lease, config, mtu, vtepMac, publicIp, iface, fatal: (err) => this.dataPlaneFatal(err) });
@@ -278,23 +282,26 @@ class Daemon {
 
     // Like flanneld: traffic rules are in place before subnet.env tells the container runtime to go.
     if ((o.ipMasq || o.iptablesForwardRules) && this.extras.iptables === true) {
-      if (config.enableIPv6 || config.network === null) {
-        throw new DaemonError(
-          '-ip-masq and -iptables-forward-rules are implemented for IPv4-only networks; set EnableIPv6 false or turn both flags off',
-        );
+      // One manager per enabled family: iptables for IPv4, ip6tables for IPv6 (flannel's IPv6 rules).
+      const families: Array<{ network: Ip4Net | Ip6Net; subnet: Ip4Net | Ip6Net }> = [];
+      if (config.network !== null) families.push({ network: config.network, subnet: lease.subnet });
+      if (config.ipv6Network !== null && lease.ipv6Subnet !== null) {
+        families.push({ network: parseCidr6(config.ipv6Network), subnet: parseCidr6(lease.ipv6Subnet) });
       }
-      this.iptables = new IptablesManager({
-        network: config.network,
-        subnet: lease.subnet,
-        masq: o.ipMasq,
-        forwardRules: o.iptablesForwardRules,
-        resyncSeconds: o.iptablesResync,
-        ...(o.ipMasqFullyRandomDisable ? { randomFully: false } : {}),
-        previous: { network: previous.network, subnet: previous.subnet },
-        log,
-      });
-      await this.iptables.start();
-      log.info({ masq: o.ipMasq, forwardRules: o.iptablesForwardRules }, 'iptables rules in place');
+      for (const f of families) {
+        const mgr = new IptablesManager({
+          ...f,
+          masq: o.ipMasq,
+          forwardRules: o.iptablesForwardRules,
+          resyncSeconds: o.iptablesResync,
+          ...(o.ipMasqFullyRandomDisable ? { randomFully: false } : {}),
+          ...(typeof f.network.ip === 'number' ? { previous: { network: previous.network, subnet: previous.subnet } } : {}),
+          log,
+        });
+        this.iptables.push(mgr);
+        await mgr.start();
+      }
+      log.info({ masq: o.ipMasq, forwardRules: o.iptablesForwardRules, families: families.length }, 'iptables rules in place');
     }
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
     if (this.stopping) return;
@@ -311,6 +318,8 @@ class Daemon {
     this.healthz?.setReady(true);
     this.extras.onReady?.({ lease, mtu, vtepMac });
     if (sendSource !== '') this.watchUnderlay(iface, sendSource);
+    this.configMonitor = new ConfigMonitor(registry, config, log, configCheckSecondsFromEnv(this.env));
+    this.configMonitor.start();
 
     this.watcher = new LeaseWatcher({
       registry,
@@ -353,7 +362,7 @@ class Daemon {
   }
 
   /**
-   * The underlay interface and the public addresses to publish (flannel-compat.md §7): IPv4 (and
+   * The underlay interface and the public addresses to publish (docs/compat.md §7): IPv4 (and
    * dual-stack) networks pick the interface by its IPv4 address and take its first usable IPv6
    * address; IPv6-only networks pick it by IPv6 (interfaces6.ts). -public-ip / -public-ipv6 override.
    */
@@ -422,6 +431,7 @@ class Daemon {
         return config;
       } catch (err) {
         if (!(err instanceof ConfigNotFoundError || err instanceof ConfigError || err instanceof EtcdError)) throw err;
+        if (err instanceof EtcdError && err.authFailed) throw this.credentialsRefused(err);
         const message =
           err instanceof ConfigNotFoundError
             ? `${err.message}, retrying`
@@ -439,6 +449,14 @@ class Daemon {
     return null;
   }
 
+  /** Wrong credentials: fatal at once, as in flanneld (its etcd client fails to start, exit 1). */
+  private credentialsRefused(err: EtcdError): DaemonError {
+    return new DaemonError(
+      `etcd refused the credentials of user "${this.options.etcdUsername}": ${err.message}; ` +
+        'check -etcd-username and -etcd-password (FLANNELD_ETCD_USERNAME, FLANNELD_ETCD_PASSWORD)',
+    );
+  }
+
   /** Acquires the lease; etcd outages are waited out (1 s retry), allocation failures are fatal. */
   private async acquire(manager: LeaseManager): Promise<Lease | null> {
     let reported = false;
@@ -447,6 +465,7 @@ class Daemon {
         return await manager.acquire();
       } catch (err) {
         if (!(err instanceof EtcdError)) throw err;
+        if (err.authFailed) throw this.credentialsRefused(err);
         const message = `acquiring a lease failed: ${err.message}; retrying`;
         if (!reported) this.log.warn(message);
         else this.log.debug(message);
@@ -486,6 +505,7 @@ class Daemon {
     this.watcher?.stop();
     this.manager?.stop();
     this.underlay?.stop();
+    this.configMonitor?.stop();
     let failure: Error | null = null;
     await this.applyChain;
     if (this.hooksStarted && this.hooks) {
@@ -495,7 +515,7 @@ class Daemon {
         failure = new DaemonError(`data plane failed to stop: ${(err as Error).message}`);
       }
     }
-    await this.iptables?.stop();
+    for (const mgr of this.iptables) await mgr.stop();
     await this.healthz?.close();
     this.registry?.close();
     if (failure) throw failure;

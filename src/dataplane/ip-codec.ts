@@ -1,4 +1,4 @@
-// flannel's udp backend format (flannel-compat §6, flannel pkg/backend/udp proxy): the UDP payload is
+// flannel's udp backend format (docs/compat.md §6, flannel pkg/backend/udp proxy): the UDP payload is
 // the bare inner IPv4 packet, with nothing in front. Pure function over (bytes, offset) like the VXLAN
 // codec, so the packet loop validates in place without creating objects.
 import { Drop } from './vxlan-codec';

@@ -1,4 +1,4 @@
-// The offload ladder (perf-notes §6): which kernel offloads the data plane uses. Each rung drops one
+// The offload ladder (docs/performance.md §6): which kernel offloads the data plane uses. Each rung drops one
 // more feature, in the order older kernels lose them, and every rung is a complete, correct data plane:
 //   full        TUN vnet header + TSO4/6 + USO4/6 reads, UDP_SEGMENT sends, UDP_GRO receives,
 //               coalescing GSO writes to the TUN (TCP and UDP)

@@ -3,7 +3,7 @@ import { constants as osConstants } from 'node:os';
 
 import type { Ring } from './buffer-pool';
 import { Counters, Ctr, PeerCtr } from './counters';
-import type { ForwardingTable } from './forwarding-table';
+import type { PeerLookup } from './forwarding-table';
 import { Desc, DescFlag, SendMode, TunMode } from './layout';
 import type { DataplaneNative } from './native';
 import type { OffloadFeatures } from './offload';
@@ -15,7 +15,7 @@ export type LoopIo = Pick<DataplaneNative, 'tunRead' | 'tunWrite' | 'udpSend' | 
 
 export interface PacketLoopConfig {
   readonly io: LoopIo;
-  readonly table: ForwardingTable;
+  readonly table: PeerLookup;
   readonly counters: Counters;
   readonly tx: Ring;
   readonly rx: Ring;
@@ -54,7 +54,7 @@ const EWOULDBLOCK = osConstants.errno.EWOULDBLOCK;
 const ENOBUFS = osConstants.errno.ENOBUFS;
 
 /*
- * Why the loop is shaped this way (perf-notes §4, §6):
+ * Why the loop is shaped this way (docs/performance.md §4, §6):
  * - Batches: a readiness callback drains up to `budget` packets in batches of ring-size packets, with
  *   exactly two native calls per batch (tunRead+udpSend, udpRecv+tunWrite). N-API crossings cost
  *   20–60 ns each; per-packet calls or per-packet callbacks would cost more than the JS work itself.
@@ -74,7 +74,7 @@ const ENOBUFS = osConstants.errno.ENOBUFS;
  */
 export class PacketLoop {
   private readonly io: LoopIo;
-  private readonly table: ForwardingTable;
+  private readonly table: PeerLookup;
   private readonly counters: Counters;
   private readonly tx: Ring;
   private readonly rx: Ring;

@@ -1,5 +1,5 @@
 // VXLAN (RFC 7348) + inner Ethernet framing exactly as a kernel flannel.N device sends and expects it
-// (flannel-compat.md §5.7): 08 00 00 00 | VNI<<8, then dst MAC = receiver's VtepMAC, src MAC = sender's
+// (docs/compat.md §5.7): 08 00 00 00 | VNI<<8, then dst MAC = receiver's VtepMAC, src MAC = sender's
 // VtepMAC, EtherType 0x0800. Pure functions over (bytes, offset) so the packet loop can encode and
 // decode in place in the arena without creating objects; results are plain numbers.
 

@@ -6,7 +6,7 @@ import { getSystemErrorMap } from 'node:util';
 import { formatIp4Net, type Ip4Net } from '../subnet/ip4';
 import { DEFAULT_RX_RING, DEFAULT_TX_RING, OFFLOAD_TX_RING, Ring, type RingOptions } from './buffer-pool';
 import { Counters, type CountersSnapshot } from './counters';
-import { ForwardingTable, type PeerEntry } from './forwarding-table';
+import { ForwardingTable, type ForwardingTableHandle, type PeerEntry } from './forwarding-table';
 import { Frame, TunOffload, UdpFlag } from './layout';
 import { type DataplaneNative, loadDataplaneNative } from './native';
 import {
@@ -32,7 +32,7 @@ export interface DataplaneLogger {
 /**
  * What goes in front of the inner IPv4 packet in the UDP payload: `vxlan` = VXLAN + inner Ethernet
  * (22 bytes, flannel's vxlan backend); `ip` = nothing, the bare packet (flannel's udp backend,
- * flannel-compat §6). Everything else (loop, offloads, peers, counters) is the same.
+ * docs/compat.md §6). Everything else (loop, offloads, peers, counters) is the same.
  */
 export type Encapsulation = 'vxlan' | 'ip';
 
@@ -136,6 +136,7 @@ export class VxlanDataplane {
   private tunPoll = -1;
   private udpPoll = -1;
   private closed = false;
+  private batchOpen = false;
   private readonly loggedErrnos = new Set<string>();
 
   static open(options: VxlanDataplaneOptions): VxlanDataplane {
@@ -248,7 +249,7 @@ export class VxlanDataplane {
     this.counterSet = new Counters(this.table.slotCapacity);
     this.loop = new PacketLoop({
       io: native,
-      table: this.table,
+      table: this.table.reader,
       counters: this.counterSet,
       tx,
       rx,
@@ -289,18 +290,37 @@ export class VxlanDataplane {
     return this.features;
   }
 
-  /** Adds or updates a peer (new MAC or public IP of a re-put lease replaces the old values). */
+  /**
+   * Adds or updates a peer (new MAC or public IP of a re-put lease replaces the old values). Changes
+   * made in one synchronous run (a watch response, the first snapshot) reach the packet path together,
+   * as one table generation, when the run ends (see whenPublished()).
+   */
   setPeer(peer: PeerEntry): void {
     this.assertOpen();
+    this.autoBatch();
     const isNew = this.table.slotOf(peer.subnet) < 0;
     const slot = this.table.setPeer(peer);
     this.counterSet.ensurePeerCapacity(this.table.slotCapacity);
     if (isNew) this.counterSet.resetPeer(slot);
   }
 
+  /**
+   * Resolves once every peer change made so far is visible to the packet path (at the end of the current
+   * synchronous run, later only if a forwarding thread still reads an older table generation).
+   */
+  whenPublished(): Promise<void> {
+    return this.table.whenPublished();
+  }
+
+  /** Shared-memory handle of the peer table, for readers in forwarding threads. */
+  get tableHandle(): ForwardingTableHandle {
+    return this.table.handle;
+  }
+
   /** Removes the peer owning `subnet`; false if unknown. Its traffic is dropped as noRoute/unknownSource from now on. */
   removePeer(subnet: Ip4Net): boolean {
     this.assertOpen();
+    this.autoBatch();
     return this.table.removePeer(subnet);
   }
 
@@ -353,6 +373,7 @@ export class VxlanDataplane {
     if (this.closed) return;
     this.stop();
     this.closed = true;
+    this.table.close();
     this.tx.release(this.native);
     this.rx.release(this.native);
     const errors: string[] = [];
@@ -365,6 +386,17 @@ export class VxlanDataplane {
     }
     if (errors.length > 0) this.log.warn({ tun: this.tunName, errors }, 'closing data-plane fds failed');
     this.log.info({ tun: this.tunName }, `${this.label} data plane closed`);
+  }
+
+  /** Opens a table batch that the end of the current synchronous run (a microtask) commits. */
+  private autoBatch(): void {
+    if (this.batchOpen) return;
+    this.batchOpen = true;
+    this.table.begin();
+    queueMicrotask(() => {
+      this.batchOpen = false;
+      this.table.commit();
+    });
   }
 
   private assertOpen(): void {

@@ -1,10 +1,12 @@
-// Keeps flanneld's masquerade and forward rules in the kernel (flannel-compat.md §8). Each sync
+// Keeps flanneld's masquerade and forward rules in the kernel (docs/compat.md §8). Each sync
 // lists the chains with `iptables -S` and, when a rule set is not intact, rebuilds it with a single
 // `iptables-restore --noflush` process so the rules appear in order and atomically per table.
 // Rules are left in place on stop, like flannel: traffic keeps flowing across daemon restarts.
 import { spawn } from 'node:child_process';
 import type { Logger } from 'pino';
 import { formatIp4Net, netsEqual, type Ip4Net } from '../subnet/ip4';
+import { formatCidr6 } from '../subnet/cidr6';
+import type { Ip6Net } from '../subnet/ip6';
 import {
   countPresent,
   forwardRuleSet,
@@ -52,10 +54,13 @@ export class IptablesError extends Error {
 }
 
 export interface IptablesManagerOptions {
-  /** FLANNEL_NETWORK. */
-  network: Ip4Net;
-  /** This host's lease subnet. */
-  subnet: Ip4Net;
+  /**
+   * FLANNEL_NETWORK, or FLANNEL_IPV6_NETWORK for the IPv6 rules: an Ip6Net (bigint address) makes
+   * this manager drive ip6tables / ip6tables-restore, as flannel does for its IPv6 rule sets.
+   */
+  network: Ip4Net | Ip6Net;
+  /** This host's lease subnet (of the same family). */
+  subnet: Ip4Net | Ip6Net;
   /** -ip-masq */
   masq: boolean;
   /** -iptables-forward-rules */
@@ -64,7 +69,7 @@ export interface IptablesManagerOptions {
   resyncSeconds: number;
   /** false = -ip-masq-fully-random-disable; otherwise --random-fully is used when iptables supports it. */
   randomFully?: boolean;
-  /** FLANNEL_NETWORK / FLANNEL_SUBNET from the previous subnet.env, when there was one. */
+  /** FLANNEL_NETWORK / FLANNEL_SUBNET from the previous subnet.env, when there was one (IPv4 only: used to log leftovers). */
   previous?: { network: Ip4Net | null; subnet: Ip4Net | null };
   log: Logger;
   /** Defaults to spawning the real binaries. */
@@ -87,7 +92,7 @@ export function spawnRunner(timeoutMs: number): CommandRunner {
       try {
         child = spawn(file, [...args], { stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
       } catch (err) {
-        reject(err as Error);
+        reject(err instanceof Error ? err : new Error(String(err)));
         return;
       }
       // First, before anything else can throw: a spawn that fails for want of resources (EMFILE,
@@ -128,8 +133,10 @@ export class IptablesManager {
     this.opts = opts;
     this.log = opts.log;
     this.run = opts.run ?? spawnRunner(opts.commandTimeoutMs ?? 60_000);
-    this.iptables = opts.iptablesPath ?? 'iptables';
-    this.restore = opts.iptablesRestorePath ?? 'iptables-restore';
+    const v6 = typeof opts.network.ip === 'bigint';
+    if (v6 !== (typeof opts.subnet.ip === 'bigint')) throw new RangeError('iptables network and subnet must be of the same IP family');
+    this.iptables = opts.iptablesPath ?? (v6 ? 'ip6tables' : 'iptables');
+    this.restore = opts.iptablesRestorePath ?? (v6 ? 'ip6tables-restore' : 'iptables-restore');
   }
 
   /** The rule sets this manager maintains (valid after start()). */
@@ -150,14 +157,14 @@ export class IptablesManager {
     await this.enqueue(() => this.sync(true));
     this.log.info(
       {
-        network: formatIp4Net(this.opts.network),
-        subnet: formatIp4Net(this.opts.subnet),
+        network: cidrText(this.opts.network),
+        subnet: cidrText(this.opts.subnet),
         masq: this.opts.masq,
         forwardRules: this.opts.forwardRules,
         randomFully: this.opts.masq ? randomFully : undefined,
         iptables: `${version.major}.${version.minor}.${version.patch}${version.backend ? ` (${version.backend})` : ''}`,
       },
-      'iptables rules installed',
+      `${this.iptables} rules installed`,
     );
     this.running = true;
     this.schedule();
@@ -240,8 +247,10 @@ export class IptablesManager {
   private staleRules(set: RuleSet): IptablesRule[] {
     const prev = this.opts.previous;
     if (set.chain !== MASQ_CHAIN) return [];
-    if (!prev || !prev.network || !prev.subnet) return [];
-    if (netsEqual(prev.network, this.opts.network) && netsEqual(prev.subnet, this.opts.subnet)) return [];
+    const network = this.opts.network;
+    const subnet = this.opts.subnet;
+    if (!prev || !prev.network || !prev.subnet || typeof network.ip === 'bigint' || typeof subnet.ip === 'bigint') return [];
+    if (netsEqual(prev.network, network as Ip4Net) && netsEqual(prev.subnet, subnet as Ip4Net)) return [];
     return previousMasqRules(prev.network, prev.subnet, set);
   }
 
@@ -275,4 +284,8 @@ export class IptablesManager {
     await this.exec(this.restore, this.restoreArgs, rebuildPayload(items));
     return { rebuilt: [...new Set(items.map((it) => it.set.table))] };
   }
+}
+
+function cidrText(net: Ip4Net | Ip6Net): string {
+  return typeof net.ip === 'bigint' ? formatCidr6(net as Ip6Net) : formatIp4Net(net as Ip4Net);
 }

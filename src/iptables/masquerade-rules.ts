@@ -1,8 +1,10 @@
-// flanneld's iptables rules as data (flannel-compat.md §8, HEAD order), plus the pure parts of
+// flanneld's iptables rules as data (docs/compat.md §8, HEAD order), plus the pure parts of
 // keeping them in place: reading `iptables -S` output, deciding whether a rule set is intact and
 // rendering one `iptables-restore --noflush` payload that rebuilds the broken sets atomically.
 // No processes are spawned here; iptables-manager.ts is the edge.
 import { formatIp4Net, type Ip4Net } from '../subnet/ip4';
+import { formatCidr6 } from '../subnet/cidr6';
+import type { Ip6Net } from '../subnet/ip6';
 
 export type IptablesTable = 'nat' | 'filter';
 
@@ -36,6 +38,13 @@ export const FORWARD_COMMENT = 'flanneld forward';
 /** kube-proxy marks packets it will masquerade itself; flannel skips them to avoid double NAT. */
 export const KUBE_PROXY_MARK = '0x4000/0x4000';
 export const MULTICAST_NET = '224.0.0.0/4';
+/** What flannel's IPv6 rules exclude from masquerading instead (pkg/trafficmngr/iptables masqIP6Rules). */
+export const MULTICAST_NET6 = 'ff00::/8';
+
+/** CIDR text as iptables/ip6tables -S print it (for IPv6 the same RFC 5952 form as Go's). */
+function cidrText(net: Ip4Net | Ip6Net): string {
+  return typeof net.ip === 'bigint' ? formatCidr6(net as Ip6Net) : formatIp4Net(net as Ip4Net);
+}
 
 function comment(text: string): string[] {
   return ['-m', 'comment', '--comment', text];
@@ -45,10 +54,14 @@ function masqTarget(randomFully: boolean): string[] {
   return randomFully ? ['-j', 'MASQUERADE', '--random-fully'] : ['-j', 'MASQUERADE'];
 }
 
-/** flannel HEAD `-ip-masq` rules for network N and own subnet P. */
-export function masqRuleSet(network: Ip4Net, subnet: Ip4Net, opts: { randomFully: boolean }): RuleSet {
-  const n = formatIp4Net(network);
-  const p = formatIp4Net(subnet);
+/**
+ * flannel HEAD `-ip-masq` rules for network N and own subnet P; for IPv6 (ip6tables) the same rules
+ * with ff00::/8 in place of 224.0.0.0/4, as flannel's masqIP6Rules.
+ */
+export function masqRuleSet(network: Ip4Net | Ip6Net, subnet: Ip4Net | Ip6Net, opts: { randomFully: boolean }): RuleSet {
+  const n = cidrText(network);
+  const p = cidrText(subnet);
+  const multicast = typeof network.ip === 'bigint' ? MULTICAST_NET6 : MULTICAST_NET;
   const rule = (spec: string[]): IptablesRule => ({ table: 'nat', chain: MASQ_CHAIN, spec });
   return {
     table: 'nat',
@@ -63,7 +76,7 @@ export function masqRuleSet(network: Ip4Net, subnet: Ip4Net, opts: { randomFully
       // External traffic arriving for a local pod (e.g. a NodePort hop) is not rewritten.
       rule(['!', '-s', n, '-d', p, ...comment(MASQ_COMMENT), '-j', 'RETURN']),
       // Pods leaving the overlay (except multicast) take the host's address.
-      rule(['-s', n, '!', '-d', MULTICAST_NET, ...comment(MASQ_COMMENT), ...masqTarget(opts.randomFully)]),
+      rule(['-s', n, '!', '-d', multicast, ...comment(MASQ_COMMENT), ...masqTarget(opts.randomFully)]),
       // The host talking into the overlay uses an address the overlay can route back.
       rule(['!', '-s', n, '-d', n, ...comment(MASQ_COMMENT), ...masqTarget(opts.randomFully)]),
     ],
@@ -92,9 +105,9 @@ export function previousMasqRules(network: Ip4Net, subnet: Ip4Net, current: Rule
   });
 }
 
-/** ACCEPT forwarding to and from the overlay (default `-iptables-forward-rules=true`). */
-export function forwardRuleSet(network: Ip4Net): RuleSet {
-  const n = formatIp4Net(network);
+/** ACCEPT forwarding to and from the overlay (default `-iptables-forward-rules=true`); IPv4 or IPv6. */
+export function forwardRuleSet(network: Ip4Net | Ip6Net): RuleSet {
+  const n = cidrText(network);
   const rule = (spec: string[]): IptablesRule => ({ table: 'filter', chain: FORWARD_CHAIN, spec });
   return {
     table: 'filter',

@@ -1,6 +1,6 @@
 // Underlay ("external") interface discovery: flanneld's -iface / -iface-regex / -iface-can-reach /
-// -public-ip / default-route rules (docs/interface-selection.md), from /proc, /sys and rtnetlink.
-// All reads go through SysReader so tests can describe any host.
+// -public-ip / default-route rules (docs/interface-selection.md, docs/compat.md §7), from /proc, /sys and
+// rtnetlink. All reads go through SysReader so tests can describe any host.
 import { readFileSync, readdirSync } from 'node:fs';
 import { RE2JS } from 're2js';
 import { loadAddon } from '../addon';
@@ -266,7 +266,7 @@ export function findExternalInterface(opts: InterfaceSelection, sys: SysReader =
       failures.push(e.message);
     }
   }
-  if (failures.length === 1) throw new InterfaceError(failures[0]!);
+  if (failures.length === 1) throw new InterfaceError(failures[0]);
   throw new InterfaceError(`no usable interface among -iface/-iface-regex/-iface-can-reach: ${failures.join('; ')}`);
 }
 

@@ -180,6 +180,7 @@ export function findExternalInterface6(
       failures.push(e.message);
     }
   }
-  if (failures.length === 1) throw new InterfaceError(failures[0]!);
+  const [only] = failures;
+  if (failures.length === 1 && only !== undefined) throw new InterfaceError(only);
   throw new InterfaceError(`no usable interface among -iface/-iface-regex: ${failures.join('; ')}`);
 }

@@ -7,6 +7,8 @@
 // saves. The methods still return promises, so a fake (or a later off-thread version) can be async.
 import { loadAddon } from '../addon';
 import { formatIp4, formatIp4Net, type Ip4, type Ip4Net } from '../subnet/ip4';
+import { formatIp6, type Ip6, type Ip6Net } from '../subnet/ip6';
+import { formatCidr6 } from '../subnet/cidr6';
 
 /** Routes "installed during boot" — what flanneld and a plain `ip route add` use. We keep it (see RouteManager). */
 export const RTPROT_BOOT = 3;
@@ -78,6 +80,45 @@ export interface LinkNetlink {
 
 export interface Rtnetlink extends RouteNetlink, LinkNetlink {}
 
+/** An IPv6 address on a link (the overlay device's `<lease IPv6 subnet IP>/128`, as flannel-v6.<VNI>). */
+export interface Ip6Addr {
+  readonly ip: Ip6;
+  readonly prefixLen: number;
+  /** IFA_F_* flags as the kernel reports them (listing only). */
+  readonly flags?: number;
+}
+
+/** A unicast main-table IPv6 route whose nexthop is the listed device. */
+export interface KernelRoute6 {
+  readonly dst: Ip6Net;
+  /** 0n = no gateway. */
+  readonly gateway: Ip6;
+  readonly proto: number;
+  readonly scope: number;
+  readonly metric: number;
+  readonly onlink: boolean;
+}
+
+export interface RouteOp6 {
+  readonly kind: 'replace' | 'delete';
+  readonly dst: Ip6Net;
+  readonly gateway?: Ip6;
+  readonly onlink?: boolean;
+  readonly metric?: number;
+}
+
+/** The IPv6 half of the overlay device's kernel state: routes to peers' IPv6 subnets and its own address. */
+export interface Route6Netlink {
+  listRoutes6(ifindex: number): Promise<KernelRoute6[]>;
+  /** As applyRoutes, for IPv6 routes (one native batch; element i is null or the error of ops[i]). */
+  applyRoutes6(ifindex: number, ops: readonly RouteOp6[], proto?: number): Promise<(NetlinkError | null)[]>;
+  listAddrs6(ifindex: number): Promise<Ip6Addr[]>;
+  /** Adds the address (no duplicate address detection), or leaves it as is if present. */
+  replaceAddr6(ifindex: number, addr: Ip6Addr): Promise<void>;
+  /** Removes the address; succeeds if it is already gone. */
+  deleteAddr6(ifindex: number, addr: Ip6Addr): Promise<void>;
+}
+
 export class NetlinkError extends Error {
   override name = 'NetlinkError';
   /**
@@ -144,6 +185,48 @@ interface NetlinkAddon {
     errnos: Int32Array,
   ): number;
   nlStrerror(errno: number): { message: string; code: string };
+  nlListAddrs6(ifindex: number): Array<{ ip: string; prefixLen: number; flags: number }>;
+  nlChangeAddr6(op: number, ifindex: number, ip: Uint8Array, prefixLen: number): void;
+  nlListRoutes6(ifindex: number): Array<{
+    dst: string;
+    prefixLen: number;
+    gateway: string;
+    proto: number;
+    scope: number;
+    metric: number;
+    onlink: boolean;
+  }>;
+  nlRouteBatch6(
+    count: number,
+    op: Uint8Array,
+    dst: Uint8Array,
+    prefixLen: Uint8Array,
+    gateway: Uint8Array,
+    metric: Uint32Array,
+    flags: Uint8Array,
+    ifindex: number,
+    proto: number,
+    errnos: Int32Array,
+  ): number;
+}
+
+/** Writes a 128-bit address in network order at out[off..off+16). */
+function putIp6(out: Uint8Array, off: number, ip: Ip6): void {
+  let v = ip;
+  for (let i = 15; i >= 0; i--) {
+    out[off + i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+}
+
+function ip6Bytes(ip: Ip6): Uint8Array {
+  const b = new Uint8Array(16);
+  putIp6(b, 0, ip);
+  return b;
+}
+
+function hexIp6(hex: string): Ip6 {
+  return hex === '' ? 0n : BigInt(`0x${hex}`);
 }
 
 const OP_REPLACE = 0;
@@ -154,7 +237,7 @@ function isErrnoError(err: unknown): err is Error & { code: string; errno: numbe
   return err instanceof Error && typeof (err as { errno?: unknown }).errno === 'number';
 }
 
-export class NativeRtnetlink implements Rtnetlink {
+export class NativeRtnetlink implements Rtnetlink, Route6Netlink {
   private readonly addon: NetlinkAddon;
   /** ifindex → name, learnt from getLink, so that errors can say "dev flannel.1" instead of "link 7". */
   private readonly names = new Map<number, string>();
@@ -254,6 +337,68 @@ export class NativeRtnetlink implements Rtnetlink {
     return out;
   }
 
+  async listAddrs6(ifindex: number): Promise<Ip6Addr[]> {
+    const raw = this.call('list IPv6 addresses', `of dev ${this.dev(ifindex)}`, () => this.addon.nlListAddrs6(ifindex));
+    return raw.map((a) => ({ ip: hexIp6(a.ip), prefixLen: a.prefixLen, flags: a.flags }));
+  }
+
+  async replaceAddr6(ifindex: number, addr: Ip6Addr): Promise<void> {
+    this.call('add address', `${formatIp6(addr.ip)}/${addr.prefixLen} to dev ${this.dev(ifindex)}`, () =>
+      this.addon.nlChangeAddr6(OP_REPLACE, ifindex, ip6Bytes(addr.ip), addr.prefixLen),
+    );
+  }
+
+  async deleteAddr6(ifindex: number, addr: Ip6Addr): Promise<void> {
+    this.call('delete address', `${formatIp6(addr.ip)}/${addr.prefixLen} from dev ${this.dev(ifindex)}`, () =>
+      this.addon.nlChangeAddr6(OP_DELETE, ifindex, ip6Bytes(addr.ip), addr.prefixLen),
+    );
+  }
+
+  async listRoutes6(ifindex: number): Promise<KernelRoute6[]> {
+    const raw = this.call('list IPv6 routes', `of dev ${this.dev(ifindex)}`, () => this.addon.nlListRoutes6(ifindex));
+    return raw.map((r) => ({
+      dst: { ip: hexIp6(r.dst), prefixLen: r.prefixLen },
+      gateway: hexIp6(r.gateway),
+      proto: r.proto,
+      scope: r.scope,
+      metric: r.metric,
+      onlink: r.onlink,
+    }));
+  }
+
+  async applyRoutes6(ifindex: number, ops: readonly RouteOp6[], proto: number = RTPROT_BOOT): Promise<(NetlinkError | null)[]> {
+    const n = ops.length;
+    if (n === 0) return [];
+    const op = new Uint8Array(n);
+    const dst = new Uint8Array(16 * n);
+    const len = new Uint8Array(n);
+    const gateway = new Uint8Array(16 * n);
+    const metric = new Uint32Array(n);
+    const flags = new Uint8Array(n);
+    const errnos = new Int32Array(n);
+    ops.forEach((o, i) => {
+      op[i] = o.kind === 'delete' ? OP_DELETE : OP_REPLACE;
+      putIp6(dst, 16 * i, o.dst.ip);
+      len[i] = o.dst.prefixLen;
+      putIp6(gateway, 16 * i, o.gateway ?? 0n);
+      metric[i] = o.metric ?? 0;
+      flags[i] = o.onlink === true ? FLAG_ONLINK : 0;
+    });
+    const dev = this.dev(ifindex);
+    const failures = this.call('apply IPv6 routes', `on dev ${dev}`, () =>
+      this.addon.nlRouteBatch6(n, op, dst, len, gateway, metric, flags, ifindex, proto, errnos),
+    );
+    const out: (NetlinkError | null)[] = new Array<NetlinkError | null>(n).fill(null);
+    if (failures === 0) return out;
+    ops.forEach((o, i) => {
+      const e = errnos[i] ?? 0;
+      if (e === 0) return;
+      const { message, code } = this.addon.nlStrerror(e);
+      out[i] = new NetlinkError(`${o.kind} route`, describeRoute6(o, dev), code, e, message);
+    });
+    return out;
+  }
+
   private dev(ifindex: number): string {
     return this.names.get(ifindex) ?? `#${ifindex}`;
   }
@@ -288,6 +433,16 @@ export function describeAddr(addr: Ip4Addr): string {
 export function describeRoute(op: Pick<RouteOp, 'dst' | 'gateway' | 'onlink' | 'metric'>, dev: string): string {
   let s = formatIp4Net(op.dst);
   if (op.gateway !== undefined && op.gateway !== 0) s += ` via ${formatIp4(op.gateway)}`;
+  s += ` dev ${dev}`;
+  if (op.metric !== undefined && op.metric !== 0) s += ` metric ${op.metric}`;
+  if (op.onlink === true) s += ' onlink';
+  return s;
+}
+
+/** "fc00:0:0:9::/64 dev flannel.1" in `ip -6 route` word order. */
+export function describeRoute6(op: Pick<RouteOp6, 'dst' | 'gateway' | 'onlink' | 'metric'>, dev: string): string {
+  let s = formatCidr6(op.dst);
+  if (op.gateway !== undefined && op.gateway !== 0n) s += ` via ${formatIp6(op.gateway)}`;
   s += ` dev ${dev}`;
   if (op.metric !== undefined && op.metric !== 0) s += ` metric ${op.metric}`;
   if (op.onlink === true) s += ' onlink';

@@ -1,4 +1,4 @@
-// The -healthz-ip/-healthz-port HTTP endpoint (flannel-compat.md §9) plus /metrics. Bodies, status
+// The -healthz-ip/-healthz-port HTTP endpoint (docs/compat.md §9) plus /metrics. Bodies, status
 // codes and the 404 text match flanneld's Go net/http server so existing probes keep working; like
 // Go's mux, routing looks at the path only, so any method works and HEAD gets headers without body.
 import http from 'node:http';

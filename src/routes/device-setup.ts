@@ -1,5 +1,5 @@
 // Configures our TUN device after the data plane has opened it, as flanneld configures flannel.N
-// (flannel-compat §5.2, §5.4): address `<lease subnet IP>/32`, no other addresses inside the Network,
+// (docs/compat.md §5.2, §5.4): address `<lease subnet IP>/32`, no other addresses inside the Network,
 // the backend MTU, and link up. Each step is idempotent, so a restart with a device left over from a
 // previous run only changes what differs.
 //

@@ -2,7 +2,7 @@
 //  (a) kernel routes in the main table: for each peer lease, the route its backend asks for
 //      (`<subnet> dev <tun>` into our TUN, or `<subnet> via <PublicIP> dev <external iface>`); and
 //  (b) the data plane's forwarding table (subnet → public IP, VtepMAC), when the backend has one.
-// This is flannel-compat §5.5/§5.6/§6a adapted to our devices: a TUN has no L2, so a route into it
+// This is docs/compat.md §5.5/§5.6/§6a adapted to our devices: a TUN has no L2, so a route into it
 // needs no gateway, onlink or ARP entry: the data plane picks the peer from the packet's destination.
 //
 // Ownership: on our own TUN every main-table route except the kernel's is ours (protocol boot, like
@@ -40,6 +40,8 @@ import {
 export interface PeerForwarding {
   setPeer(peer: Peer): void;
   removePeer(subnet: Ip4Net): void;
+  /** Resolves when the changes made so far are visible to the packet path (may batch them until then). */
+  whenPublished?(): Promise<void>;
 }
 
 /** The part of a pino logger we use (pino's Logger satisfies it). */
@@ -241,6 +243,7 @@ export class RouteManager {
         if (this.forwarded.has(key)) forget.push(key);
       }
     }
+    await this.forwarding?.whenPublished?.(); // the peers before their routes
     const failed = await this.runOps(ops);
     // Route first, then forwarding entry: traffic for a removed peer stops entering the TUN before
     // the data plane forgets where to send it. Even if the route delete failed, the peer is gone.
@@ -256,6 +259,7 @@ export class RouteManager {
     this.desired = plans;
     let failed = 0;
     for (const [key, plan] of plans) if (plan.forward && !this.setForwarding(key, plan.forward)) failed++;
+    await this.forwarding?.whenPublished?.();
 
     const actual: DeviceRoutes[] = [];
     let listed = true;

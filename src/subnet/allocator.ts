@@ -1,4 +1,4 @@
-// Subnet allocation as flanneld does it (flannel-compat.md §3): walk candidates upward from
+// Subnet allocation as flanneld does it (docs/compat.md §3): walk candidates upward from
 // SubnetMin, skip every candidate that overlaps any existing key (leases, reservations, keys of
 // other lengths), collect at most 100 free ones and pick one uniformly at random. Picking among
 // the *first* 100 keeps allocations dense at the bottom of the range, like flannel.

@@ -1,4 +1,4 @@
-// IPv6 subnet allocation as flanneld does it (flannel-compat.md §3; flannel pkg/subnet/etcd
+// IPv6 subnet allocation as flanneld does it (docs/compat.md §3; flannel pkg/subnet/etcd
 // local_manager.go allocateSubnet): independently of the IPv4 pick, walk /IPv6SubnetLen candidates
 // upward from IPv6SubnetMin, skip every candidate that overlaps an existing lease's IPv6 subnet,
 // collect at most 100 free ones and pick one uniformly at random.

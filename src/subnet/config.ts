@@ -1,5 +1,5 @@
 // flannel's network config (the JSON at `<prefix>/config`), decoded and validated the way
-// flanneld does it (flannel-compat.md §2) so that every node of a mixed cluster derives the same
+// flanneld does it (docs/compat.md §2) so that every node of a mixed cluster derives the same
 // SubnetLen/SubnetMin/SubnetMax from the same document.
 import { Ip4, Ip4Net, Ip4ParseError, formatIp4, maskOf, netContains, parseIp4, parseIp4Net, sizeOf } from './ip4';
 import { formatIp6, type Ip6 } from './ip6';
@@ -245,7 +245,7 @@ function validateIPv6(raw: RawV6): Pick<NetworkConfig, 'ipv6Network' | 'ipv6Subn
 }
 
 function parseBackend(raw: unknown): BackendConfig {
-  // flannel picks "udp" when Backend is missing (its docs say vxlan; flannel-compat.md §2 ⚠).
+  // flannel picks "udp" when Backend is missing (its docs say vxlan; docs/compat.md §2 ⚠).
   // A JSON null is Go's "absent" for this RawMessage-backed field too.
   if (raw === undefined) return { type: 'udp', fields: {} };
   if (!isJsonObject(raw)) throw new ConfigError(`Backend must be an object, got ${jsonTypeName(raw)}`);

@@ -1,4 +1,4 @@
-// Byte-exact codecs for what flanneld stores in etcd (flannel-compat.md §1): the lease key below
+// Byte-exact codecs for what flanneld stores in etcd (docs/compat.md §1): the lease key below
 // `<prefix>/subnets/` and the LeaseAttrs JSON value. Our leases must read back identically in Go
 // flanneld and vice versa, so encoding mirrors Go's encoding/json output and decoding mirrors its
 // leniency (case-insensitive keys, unknown keys ignored).

@@ -1,4 +1,4 @@
-// Acquires and keeps this node's subnet lease (flannel-compat.md §1 "Acquire order", "Renewal",
+// Acquires and keeps this node's subnet lease (docs/compat.md §1 "Acquire order", "Renewal",
 // "Reservations"). Deliberate differences from flanneld:
 // - a lost create race is retried (re-list, re-pick) instead of being fatal;
 // - a reservation (key without etcd lease) for our PublicIP stays a reservation: no TTL, no renewal

@@ -1,5 +1,5 @@
 // Keeps an up-to-date view of the other nodes' leases and reports changes as LeaseEvent batches.
-// Differences from flanneld on purpose (flannel-compat.md §1 "Watch"):
+// Differences from flanneld on purpose (docs/compat.md §1 "Watch"):
 // - a known subnet whose attrs change (e.g. a peer restarted with a new VtepMAC) is reported as
 //   'changed'; flanneld drops those on snapshot resets;
 // - compaction re-lists and emits the diff against our cache, never a blind "everything added".

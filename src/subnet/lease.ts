@@ -1,6 +1,6 @@
 // The lease model shared by the subnet manager, the route manager and the data plane.
 // Field names of LeaseAttrs are flannel's Go JSON names on purpose: the value in etcd is
-// byte-compatible with flanneld's (flannel-compat.md §1).
+// byte-compatible with flanneld's (docs/compat.md §1).
 import type { Ip4Net } from './ip4';
 
 export interface LeaseAttrs {

@@ -1,4 +1,4 @@
-// The only module that talks to etcd. Keys and values are flannel's (flannel-compat.md §1):
+// The only module that talks to etcd. Keys and values are flannel's (docs/compat.md §1):
 // `<prefix>/config` and `<prefix>/subnets/<subnet key>` holding the Go-JSON lease attrs, each lease
 // attached to an etcd lease with a 24 h TTL, or to none (a reservation).
 //
@@ -50,6 +50,8 @@ const MEMBER_DOWN_MS = 5000;
 /** etcd could not be reached or refused a request; the message names the endpoints. */
 export class EtcdError extends Error {
   override name = 'EtcdError';
+  /** etcd refused the username/password (wrong credentials: retrying cannot help). */
+  readonly authFailed: boolean;
   constructor(
     readonly endpoints: readonly string[],
     readonly operation: string,
@@ -61,6 +63,7 @@ export class EtcdError extends Error {
         `${cause instanceof Error ? cause.name : ''} ${msg}`,
       );
     super(`etcd at ${endpoints.join(',')} ${unreachable ? 'unreachable' : 'error'}: ${operation}: ${msg}`);
+    this.authFailed = /authentication failed|invalid user ID or password/i.test(msg);
   }
 }
 

@@ -1,4 +1,4 @@
-// subnet.env: the file the flannel CNI plugin reads (flannel-compat.md §4). Written atomically
+// subnet.env: the file the flannel CNI plugin reads (docs/compat.md §4). Written atomically
 // so the plugin never sees a half-written file, and read back at start-up to prefer the subnet
 // this node had before (lease acquire step 2).
 import { promises as fs } from 'node:fs';

@@ -1,4 +1,4 @@
-// The VTEP MAC is what peers put in their neighbor and FDB entries for us (flannel-compat.md §5.3,
+// The VTEP MAC is what peers put in their neighbor and FDB entries for us (docs/compat.md §5.3,
 // §5.5). flanneld keeps it only implicitly (by reusing the kernel device); our TUN-based device
 // has no such memory, so we persist it in a small file. A stable MAC across daemon restarts means
 // peers' permanent neighbor entries stay right and no stale FDB entries pile up (flannel #1155).

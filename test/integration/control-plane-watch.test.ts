@@ -8,7 +8,7 @@ import { LeaseWatcher, type BackoffOptions } from '../../src/subnet/lease-watche
 import { EtcdRegistry, type Registry } from '../../src/subnet/registry';
 import { GatedRegistry, PREFIX, captureLogger, waitFor, type LogLine } from './control-plane-helpers';
 
-// Byte-for-byte what a flanneld v0.20+ VXLAN node stores (flannel-compat.md §1).
+// Byte-for-byte what a flanneld v0.20+ VXLAN node stores (docs/compat.md §1).
 const FOREIGN = '{"PublicIP":"192.168.1.10","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"ae:12:34:56:78:9a"}}';
 const vx = (ip: string, mac: string): string =>
   `{"PublicIP":"${ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"}}`;

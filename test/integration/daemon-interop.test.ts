@@ -1,5 +1,5 @@
 // tsflanneld next to real flannel nodes: a kernel flannel.1 host laid out exactly as flanneld does it
-// (flannel-compat §5.5: permanent neighbor, FDB entry, onlink route per remote lease; its lease in
+// (docs/compat.md §5.5: permanent neighbor, FDB entry, onlink route per remote lease; its lease in
 // flanneld's JSON) and a tsflanneld host, both on one etcd. Containers talk both ways (ping, 20 MB
 // TCP); a capture on the underlay compares tsflanneld's VXLAN frames field by field with the kernel's;
 // VXLAN from a non-peer address is dropped and counted; a custom Backend.Port (7890) works between

@@ -182,3 +182,39 @@ t.test('-public-ip without -iface: the interface holding that address, with its 
     t.match(msg(fatal[0] ?? {}), /no interface has the address 203\.0\.113\.9 .*add -iface/);
   });
 });
+
+t.test('a corrupt subnet.env is read once (with -ip-masq); idle connections to the health port do not hurt', async (t) => {
+  const bed = await bed2(t, 1);
+  const h1 = bed.hosts[0]!;
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  const dir = path.join(bed.tmpDir, h1.name);
+  fs.mkdirSync(dir, { recursive: true });
+  const subnetFile = path.join(dir, 'subnet.env');
+  fs.writeFileSync(subnetFile, 'FLANNEL_NETWORK=10.5.0.0/16\nthis line is garbage\n');
+  const d1 = await startDaemonNode({ host: h1, etcdEndpoint: bed.etcdEndpoint!, healthzPort: 8471, subnetFile, args: ['-ip-masq'] });
+  dumpOnFailure(t, [d1]);
+  await d1.waitReady();
+  t.equal(d1.logs.filter((l) => /subnet file .* is corrupt/.test(msg(l))).length, 1, 'one warning about the corrupt file');
+  t.ok(d1.running, 'the daemon runs (no second read failing on the iptables path)');
+
+  // 300 connections that never send anything, from inside the namespace.
+  const holder = h1.spawn([
+    process.execPath,
+    '-e',
+    `const net=require('node:net');let open=0,closed=0;for(let i=0;i<300;i++){const s=net.connect(8471,'127.0.0.1');s.on('connect',()=>open++);s.on('error',()=>{});s.on('close',()=>closed++);}
+     setTimeout(()=>{console.log(JSON.stringify({open,closed}));process.exit(0)},13000);`,
+  ]);
+  let out = '';
+  holder.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  const held = new Promise<void>((r) => holder.on('exit', () => r()));
+  await held;
+  const counts = JSON.parse(out) as { open: number; closed: number };
+  t.equal(counts.closed, 300, `the server closed every idle or excess connection (${JSON.stringify(counts)})`);
+  t.ok(d1.running, 'the daemon survived');
+  t.equal((await d1.httpGet('/healthz')).status, 200, '/healthz answers');
+  t.ok(
+    d1.logs.some((l) => /refusing more until some close/.test(msg(l))),
+    'the cap was logged',
+  );
+});

@@ -143,7 +143,7 @@ t.test('-public-ipv6 is published; a config change to IPv4-only replaces the dua
   const keys = await subnetKeys(bed.etcd!);
   t.same(
     [...keys.keys()],
-    [env4.match(/^FLANNEL_SUBNET=(\d+\.\d+\.\d+)\.1\/24$/m)![1] + '.0-24'],
+    [`${env4.match(/^FLANNEL_SUBNET=(\d+\.\d+\.\d+)\.1\/24$/m)?.[1] ?? '?'}.0-24`],
     'dual-stack lease deleted, IPv4 lease made',
   );
   t.match(keys.values().next().value, /^\{"PublicIP":"192\.0\.2\.11","PublicIPv6":null,"BackendType":"vxlan","BackendData":/);

@@ -14,6 +14,7 @@ import pino from 'pino';
 import { IptablesManager } from '../../src/iptables/iptables-manager';
 import { forwardRuleSet, masqRuleSet, renderRule, type RuleSet } from '../../src/iptables/masquerade-rules';
 import { parseIp4Net } from '../../src/subnet/ip4';
+import { parseCidr6 } from '../../src/subnet/cidr6';
 import { addContainer, createTestbed, run, waitFor, type NsNode, type Testbed } from '../../netns-fixtures/testbed';
 
 const ECHO_PORT = 7777;
@@ -36,9 +37,11 @@ interface ManagerDriverConfig {
 
 async function driverManager(cfg: ManagerDriverConfig): Promise<void> {
   const log = pino();
+  // An IPv6 network makes the manager maintain the ip6tables rules.
+  const net = (text: string) => (text.includes(':') ? parseCidr6(text) : parseIp4Net(text));
   const mgr = new IptablesManager({
-    network: parseIp4Net(cfg.network),
-    subnet: parseIp4Net(cfg.subnet),
+    network: net(cfg.network),
+    subnet: net(cfg.subnet),
     masq: true,
     forwardRules: true,
     resyncSeconds: cfg.resyncSeconds,
@@ -56,13 +59,13 @@ async function driverManager(cfg: ManagerDriverConfig): Promise<void> {
 }
 
 function driverUdpEcho(ip: string, port: number): void {
-  const sock = dgram.createSocket('udp4');
+  const sock = dgram.createSocket(ip.includes(':') ? 'udp6' : 'udp4');
   sock.on('message', (_msg, rinfo) => sock.send(rinfo.address, rinfo.port, rinfo.address));
   sock.bind(port, ip, () => process.stdout.write('listening\n'));
 }
 
 function driverUdpProbe(ip: string, port: number, timeoutMs: number): void {
-  const sock = dgram.createSocket('udp4');
+  const sock = dgram.createSocket(ip.includes(':') ? 'udp6' : 'udp4');
   const send = (): void => sock.send('probe', port, ip);
   const timer = setInterval(send, 200);
   const deadline = setTimeout(() => {
@@ -148,8 +151,8 @@ async function startEcho(spawnIn: (cmd: string[]) => ChildProcess, ip: string): 
   });
 }
 
-async function chainLines(node: NsNode, table: string, chain: string): Promise<string[]> {
-  const res = await node.exec(['iptables', '-w', '-t', table, '-S', chain]);
+async function chainLines(node: NsNode, table: string, chain: string, bin = 'iptables'): Promise<string[]> {
+  const res = await node.exec([bin, '-w', '-t', table, '-S', chain]);
   return res.stdout.split('\n').filter((l) => l.startsWith('-A '));
 }
 
@@ -158,8 +161,8 @@ function expectedChain(set: RuleSet): string[] {
 }
 
 /** An extra namespace of the testbed (same prefix, so stale-run cleanup finds it) with its own process list. */
-async function addOutsideNamespace(bed: Testbed): Promise<{ ns: string; spawn: (cmd: string[]) => ChildProcess }> {
-  const ns = `${bed.prefix}-out`;
+async function addOutsideNamespace(bed: Testbed, suffix = 'out'): Promise<{ ns: string; spawn: (cmd: string[]) => ChildProcess }> {
+  const ns = `${bed.prefix}-${suffix}`;
   const children: ChildProcess[] = [];
   await run(['ip', 'netns', 'add', ns]);
   bed.onTeardown(async () => {
@@ -289,6 +292,71 @@ async function main(): Promise<void> {
     t.ok(logs.has(/"msg":"driver stopped"/), 'stop() completed');
     t.strictSame(await chainLines(h1, 'nat', 'FLANNEL-POSTRTG'), expectedChain(masq), 'rules kept after stop');
     t.strictSame(await chainLines(h1, 'filter', 'FLANNEL-FWD'), expectedChain(fwd), 'forward rules kept after stop');
+    t.equal(driverErr(), '', 'driver wrote nothing to stderr');
+  });
+
+  t.test('ip-masq for IPv6 (ip6tables, flannel masqIP6Rules): container → outside masqueraded, overlay kept, repaired', async (t) => {
+    const bed = await createTestbed({ hosts: 1, t });
+    const h1 = bed.hosts[0]!;
+    const ip = (ns: string, ...args: string[]) => run(['ip', '-n', ns, ...args]);
+    await h1.exec(['sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1']);
+    // A "container" on the host's IPv6 lease subnet and an "outside" network, each a namespace on a veth.
+    const c = await addOutsideNamespace(bed, 'c6');
+    const out = await addOutsideNamespace(bed, 'out6');
+    await h1.exec(['ip', 'link', 'add', 'vc6', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', c.ns]);
+    await h1.exec(['ip', 'link', 'add', 'vout6', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', out.ns]);
+    await h1.exec(['ip', '-6', 'addr', 'add', 'fc00:0:0:48::1/64', 'dev', 'vc6', 'nodad']);
+    await h1.exec(['ip', '-6', 'addr', 'add', '2001:db8:100::1/64', 'dev', 'vout6', 'nodad']);
+    for (const dev of ['vc6', 'vout6']) await h1.exec(['ip', 'link', 'set', dev, 'up']);
+    // The remote overlay subnet lives behind the outside link in this test.
+    await h1.exec(['ip', '-6', 'route', 'add', 'fc00:0:0:9::/64', 'via', '2001:db8:100::2', 'dev', 'vout6']);
+    await ip(c.ns, '-6', 'addr', 'add', 'fc00:0:0:48::2/64', 'dev', 'eth0', 'nodad');
+    await ip(c.ns, 'link', 'set', 'eth0', 'up');
+    await ip(c.ns, '-6', 'route', 'add', 'default', 'via', 'fc00:0:0:48::1');
+    await ip(out.ns, '-6', 'addr', 'add', '2001:db8:100::2/64', 'dev', 'eth0', 'nodad');
+    await ip(out.ns, '-6', 'addr', 'add', 'fc00:0:0:9::1/64', 'dev', 'eth0', 'nodad');
+    await ip(out.ns, 'link', 'set', 'eth0', 'up');
+    await ip(out.ns, '-6', 'route', 'add', 'default', 'via', '2001:db8:100::1');
+    await startEcho(out.spawn, '2001:db8:100::2');
+    await startEcho(out.spawn, 'fc00:0:0:9::1');
+    const probe6 = async (dst: string): Promise<string> => {
+      const child = c.spawn(driverCmd('udp-probe', dst, String(ECHO_PORT)));
+      const lines = new LineWatcher(child);
+      const err = stderrOf(child);
+      const code = await new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      if (code !== 0) throw new Error(`probe to ${dst} exited ${code}: ${err()}`);
+      return lines.lines[0] ?? '';
+    };
+    t.equal(await probe6('2001:db8:100::2'), 'fc00:0:0:48::2', 'before -ip-masq the container address leaves unchanged');
+
+    const cfg: ManagerDriverConfig = { network: 'fc00::/48', subnet: 'fc00:0:0:48::/64', resyncSeconds: 1 };
+    const driver = h1.spawn(driverCmd('manager', JSON.stringify(cfg)));
+    const logs = new LineWatcher(driver);
+    const driverErr = stderrOf(driver);
+    await waitFor('ip6tables rules installed', async () => {
+      if (driver.exitCode !== null) throw new Error(`manager driver exited ${driver.exitCode}: ${driverErr()}`);
+      return logs.has(/"msg":"ip6tables rules installed"/);
+    });
+    const masq = masqRuleSet(parseCidr6(cfg.network), parseCidr6(cfg.subnet), { randomFully: true });
+    const fwd = forwardRuleSet(parseCidr6(cfg.network));
+    t.strictSame(await chainLines(h1, 'nat', 'FLANNEL-POSTRTG', 'ip6tables'), expectedChain(masq), 'FLANNEL-POSTRTG (ip6tables) exactly');
+    t.strictSame(await chainLines(h1, 'nat', 'POSTROUTING', 'ip6tables'), [renderRule('-A', masq.jump)]);
+    t.strictSame(await chainLines(h1, 'filter', 'FLANNEL-FWD', 'ip6tables'), expectedChain(fwd), 'FLANNEL-FWD (ip6tables) exactly');
+    t.strictSame(await chainLines(h1, 'nat', 'POSTROUTING'), [], 'no IPv4 rules from the IPv6 manager');
+
+    t.equal(await probe6('2001:db8:100::2'), '2001:db8:100::1', 'container → outside is masqueraded to the host address');
+    t.equal(await probe6('fc00:0:0:9::1'), 'fc00:0:0:48::2', 'container → overlay keeps the container address');
+
+    const masqRule = masq.rules[4]!;
+    await h1.exec(['ip6tables', '-w', '-t', 'nat', '-D', masqRule.chain, ...masqRule.spec]);
+    await waitFor('FLANNEL-POSTRTG (ip6tables) restored', async () => {
+      const lines = await chainLines(h1, 'nat', 'FLANNEL-POSTRTG', 'ip6tables');
+      return JSON.stringify(lines) === JSON.stringify(expectedChain(masq));
+    });
+    t.pass('IPv6 masquerade rule restored in order');
+    const exited = new Promise<number | null>((r) => driver.once('exit', (code) => r(code)));
+    driver.kill('SIGTERM');
+    t.equal(await exited, 0);
     t.equal(driverErr(), '', 'driver wrote nothing to stderr');
   });
 }

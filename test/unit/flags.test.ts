@@ -25,6 +25,15 @@ const DEFAULTS: Options = {
   v: 0,
   version: false,
   help: false,
+  kubeSubnetMgr: false,
+  kubeApiUrl: '',
+  kubeAnnotationPrefix: 'flannel.alpha.coreos.com',
+  kubeconfigFile: '',
+  netConfPath: '/etc/kube-flannel/net-conf.json',
+  setNodeNetworkUnavailable: true,
+  ipBlackholeRoute: false,
+  vmodule: '',
+  logBacktraceAt: '',
   tunName: '',
   offload: 'auto',
 };
@@ -41,7 +50,7 @@ function fails(tt: Test, argv: string[], env: NodeJS.ProcessEnv, msg: string | R
   }
 }
 
-t.test('defaults (flannel-compat §7)', async (t) => {
+t.test('defaults (docs/compat.md §7)', async (t) => {
   t.same(parseFlags([], {}), DEFAULTS);
 });
 
@@ -146,7 +155,7 @@ t.test('addresses, names and regexes are validated', async (t) => {
 t.test('syntax errors', async (t) => {
   fails(t, ['-foo'], {}, 'flag provided but not defined: -foo');
   fails(t, ['--foo=bar'], {}, 'flag provided but not defined: -foo');
-  fails(t, ['-kube-subnet-mgr'], {}, 'flag provided but not defined: -kube-subnet-mgr');
+  fails(t, ['-kube-subnet-mgr-x'], {}, 'flag provided but not defined: -kube-subnet-mgr-x');
   fails(t, ['-etcd-prefix'], {}, 'flag needs an argument: -etcd-prefix');
   fails(t, ['---v'], {}, 'bad flag syntax: ---v');
   fails(t, ['-=x'], {}, 'bad flag syntax: -=x');

@@ -19,7 +19,7 @@ import type { LeaseAttrs } from '../../src/subnet/lease';
 const FLANNEL_EXAMPLE =
   '{"PublicIP":"192.168.1.10","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"ae:12:34:56:78:9a"}}';
 
-t.test('flannel-compat §1 example round-trips byte for byte', async (t) => {
+t.test('docs/compat.md §1 example round-trips byte for byte', async (t) => {
   const attrs = decodeLeaseAttrs(FLANNEL_EXAMPLE);
   t.same(attrs, {
     PublicIP: '192.168.1.10',

@@ -7,6 +7,7 @@ import t from 'tap';
 import { IptablesError, IptablesManager, type CommandResult, type CommandRunner } from '../../src/iptables/iptables-manager';
 import { forwardRuleSet, masqRuleSet, renderRule, tokenizeRuleLine } from '../../src/iptables/masquerade-rules';
 import { parseIp4Net } from '../../src/subnet/ip4';
+import { parseCidr6 } from '../../src/subnet/cidr6';
 
 const N = parseIp4Net('10.5.0.0/16');
 const P = parseIp4Net('10.5.72.0/24');
@@ -326,4 +327,26 @@ t.test('nothing to do without -ip-masq and forward rules; bad resync period reje
     () => new IptablesManager({ network: N, subnet: P, masq: true, forwardRules: true, resyncSeconds: 0, log: capture().log }),
     RangeError,
   );
+});
+
+t.test('an IPv6 network drives ip6tables and ip6tables-restore with the IPv6 rules', async (t) => {
+  const ipt = new FakeIptables();
+  const { log } = capture();
+  const files: string[] = [];
+  // The fake speaks "iptables"; record which binaries the manager asked for.
+  const run: CommandRunner = (file, args, input) => {
+    files.push(file);
+    return ipt.run(file.replace(/^ip6tables/, 'iptables'), args, input);
+  };
+  const n6 = parseCidr6('fc00::/48');
+  const p6 = parseCidr6('fc00:0:0:48::/64');
+  const mgr = new IptablesManager({ network: n6, subnet: p6, masq: true, forwardRules: true, resyncSeconds: 3600, log, run });
+  await mgr.start();
+  t.teardown(() => mgr.stop());
+  t.ok(files.length > 0 && files.every((f) => f === 'ip6tables' || f === 'ip6tables-restore'), files.join(' '));
+  t.ok(files.includes('ip6tables-restore'));
+  t.strictSame(ipt.chain('nat', 'FLANNEL-POSTRTG'), specs(masqRuleSet(n6, p6, { randomFully: true })));
+  t.match((ipt.chain('nat', 'FLANNEL-POSTRTG') ?? []).join('\n'), /-s fc00::\/48 ! -d ff00::\/8 /);
+  t.strictSame(ipt.chain('filter', 'FLANNEL-FWD'), specs(forwardRuleSet(n6)));
+  t.throws(() => new IptablesManager({ network: n6, subnet: P, masq: true, forwardRules: false, resyncSeconds: 1, log, run }), RangeError);
 });

@@ -1,5 +1,6 @@
 import t from 'tap';
 import { parseIp4Net } from '../../src/subnet/ip4';
+import { parseCidr6 } from '../../src/subnet/cidr6';
 import {
   countPresent,
   forwardRuleSet,
@@ -184,4 +185,23 @@ t.test('iptables version and features', async (t) => {
   t.notOk(restoreSupportsWait(old!));
   t.ok(supportsRandomFully(parseIptablesVersion('iptables v1.6.2')!));
   t.equal(parseIptablesVersion('garbage'), null);
+});
+
+t.test('IPv6 rules (ip6tables): flannel masqIP6Rules with ff00::/8, forward rules on the IPv6 network', async (t) => {
+  const n6 = parseCidr6('fc00::/48');
+  const p6 = parseCidr6('fc00:0:0:48::/64');
+  t.strictSame(lines(masqRuleSet(n6, p6, { randomFully: true })), [
+    '-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG',
+    '-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN',
+    '-A FLANNEL-POSTRTG -s fc00:0:0:48::/64 -d fc00::/48 -m comment --comment "flanneld masq" -j RETURN',
+    '-A FLANNEL-POSTRTG -s fc00::/48 -d fc00:0:0:48::/64 -m comment --comment "flanneld masq" -j RETURN',
+    '-A FLANNEL-POSTRTG ! -s fc00::/48 -d fc00:0:0:48::/64 -m comment --comment "flanneld masq" -j RETURN',
+    '-A FLANNEL-POSTRTG -s fc00::/48 ! -d ff00::/8 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
+    '-A FLANNEL-POSTRTG ! -s fc00::/48 -d fc00::/48 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
+  ]);
+  t.strictSame(lines(forwardRuleSet(n6)), [
+    '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD',
+    '-A FLANNEL-FWD -s fc00::/48 -m comment --comment "flanneld forward" -j ACCEPT',
+    '-A FLANNEL-FWD -d fc00::/48 -m comment --comment "flanneld forward" -j ACCEPT',
+  ]);
 });

@@ -129,6 +129,7 @@ t.test('readPreviousLease', async (t) => {
   await writeSubnetEnv(file, { ...V4, ipv6Network: 'fc00::/48', ipv6Subnet: 'fc00:0:0:48::/64' });
   const prev = await readPreviousLease(file);
   t.equal(formatIp4Net(prev.subnet!), '10.5.72.0/24', 'FLANNEL_SUBNET .1 is masked to the network');
+  t.equal(formatIp4Net(prev.network!), '10.5.0.0/16', 'FLANNEL_NETWORK, for the previous iptables rules');
   t.equal(prev.ipv6Subnet, 'fc00:0:0:48::/64');
   t.equal(prev.warning, null);
 
@@ -137,6 +138,11 @@ t.test('readPreviousLease', async (t) => {
   t.equal(trunc.subnet, null);
   t.match(trunc.warning, /FLANNEL_SUBNET "10\.5\.7" is not a valid IPv4 CIDR/);
   t.match(trunc.warning, file);
+  t.equal(formatIp4Net(trunc.network!), '10.5.0.0/16');
+  await fs.writeFile(file, 'FLANNEL_NETWORK=10.5.0\nFLANNEL_SUBNET=10.5.7.0/24');
+  const badNet = await readPreviousLease(file);
+  t.equal(badNet.network, null);
+  t.match(badNet.warning, /FLANNEL_NETWORK "10\.5\.0" is not a valid IPv4 CIDR/);
 
   await fs.writeFile(file, 'FLANNEL_SUBNET=10.5.72.1/24\nFLANNEL_IPV6_SUBNET=nonsense/64\n');
   const half = await readPreviousLease(file);

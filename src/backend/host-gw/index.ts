@@ -1,4 +1,4 @@
-// The host-gw plug-in (flannel pkg/backend/hostgw, flannel-compat §6.1/§6a): no encapsulation, no
+// The host-gw plug-in (flannel pkg/backend/hostgw, docs/compat.md §6.1/§6a): no encapsulation, no
 // device. Lease `"BackendType":"host-gw"` without BackendData; FLANNEL_MTU = external interface MTU;
 // each peer lease becomes `<subnet> via <PublicIP> dev <external iface>`.
 import type { BackendPlugin, ResolvedBackend } from '../backend';

@@ -1,5 +1,5 @@
 // The udp plug-in: flannel's default backend (selected when the config has no Backend object, or
-// "Type":"udp"; flannel-compat §6, flannel pkg/backend/udp). Field `Port` (default 8285). Lease without
+// "Type":"udp"; docs/compat.md §6, flannel pkg/backend/udp). Field `Port` (default 8285). Lease without
 // BackendType or BackendData; TUN flannel0 with MTU = underlay − 28; the UDP payload is the bare
 // inner IPv4 packet. It runs on the same data plane as vxlan (batches, offload ladder), only without
 // an encapsulation header.

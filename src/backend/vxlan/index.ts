@@ -1,4 +1,4 @@
-// The vxlan plug-in: Backend fields (flannel-compat §5.1, flannel pkg/backend/vxlan RegisterNetwork),
+// The vxlan plug-in: Backend fields (docs/compat.md §5.1, flannel pkg/backend/vxlan RegisterNetwork),
 // lease data, MTU overhead, and the data plane hooks.
 import { BackendConfigError, type BackendFields, type BackendPlugin, type ResolvedBackend } from '../backend';
 import { MAX_VNI } from './lease-data';

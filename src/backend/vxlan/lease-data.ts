@@ -1,4 +1,4 @@
-// The vxlan backend's lease BackendData: `{"VNI":<n>,"VtepMAC":"aa:bb:cc:dd:ee:ff"}` (flannel-compat §1,
+// The vxlan backend's lease BackendData: `{"VNI":<n>,"VtepMAC":"aa:bb:cc:dd:ee:ff"}` (docs/compat.md §1,
 // flannel pkg/backend/vxlan vxlanLeaseAttrs). Readers are as lenient as Go's encoding/json.
 import { GoFields, isJsonObject } from '../../subnet/gojson';
 import type { LeaseAttrs } from '../../subnet/lease';

@@ -1,4 +1,4 @@
-// vxlan lease → route + forwarding entry (flannel-compat §5.5, §5.6). Pure, so unit tests and the
+// vxlan lease → route + forwarding entry (docs/compat.md §5.5, §5.6). Pure, so unit tests and the
 // route benchmark use it directly.
 import type { Ip4Addr } from '../../netlink/rtnetlink';
 import { leasePublicIp, type LeaseMapper } from '../../routes/route-diff';
