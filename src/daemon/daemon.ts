@@ -272,12 +272,10 @@ class Daemon {
     manager.start();
 
     if (hooks) {
-      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
       if (this.stopping) return;
       this.hooksStarted = true;
       await hooks.start({ lease, config, mtu, vtepMac, publicIp, iface, fatal: (err) => this.dataPlaneFatal(err) });
     }
-    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
     if (this.stopping) return;
 
     // Like flanneld: traffic rules are in place before subnet.env tells the container runtime to go.
