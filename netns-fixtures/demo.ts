@@ -317,16 +317,19 @@ async function main(): Promise<void> {
     });
   }
   let code = 0;
-  for (const backend of opts.backends) {
+  for (const [i, backend] of opts.backends.entries()) {
+    // The round's testbed, also seen by finish() (signals) through `bed`.
+    let round: Testbed | null = null;
     try {
-      code = (await demo(backend, opts, (b) => (bed = b))) || code;
+      code = (await demo(backend, opts, (b) => (bed = round = b))) || code;
     } catch (e) {
       process.stderr.write(`demo: ${(e as Error).stack ?? String(e)}\n`);
       code = 1;
     }
-    if (opts.backends.indexOf(backend) < opts.backends.length - 1 && bed !== null) {
+    const done = round as Testbed | null;
+    if (i < opts.backends.length - 1 && done !== null) {
       say('demo: tearing down');
-      await (bed as Testbed).teardown();
+      await done.teardown();
       bed = null;
     }
   }

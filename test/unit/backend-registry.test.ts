@@ -26,7 +26,10 @@ t.test('vxlan: defaults, fields, lease data, overhead 50', async (t) => {
   t.equal(b.overhead, 50);
   t.equal(b.underlayMtu, null);
   t.equal(b.needsVtepMac, true);
-  t.same(b.leaseAttrs({ ipv4: 'ae:12:34:56:78:9a', ipv6: null }), { BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: 'ae:12:34:56:78:9a' } });
+  t.same(b.leaseAttrs({ ipv4: 'ae:12:34:56:78:9a', ipv6: null }), {
+    BackendType: 'vxlan',
+    BackendData: { VNI: 1, VtepMAC: 'ae:12:34:56:78:9a' },
+  });
   const c = resolve({ type: 'VXLAN', vni: 4096, port: 4789, mtu: 1400, gbp: false, learning: false, directrouting: true });
   t.same(c.summary, { VNI: 4096, Port: 4789, DirectRouting: true, MTU: 1400 });
   t.equal(c.underlayMtu, 1400);
