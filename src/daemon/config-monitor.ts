@@ -3,6 +3,7 @@
 // is say so: an edited config is silently ignored. This monitor re-reads the key periodically and
 // logs once per distinct change that it is not in effect.
 import type { Logger } from 'pino';
+import { resolveBackend } from '../backend/registry';
 import { ConfigError, type NetworkConfig } from '../subnet/config';
 import { formatIp4Net } from '../subnet/ip4';
 import { ConfigNotFoundError, EtcdError, type Registry } from '../subnet/registry';
@@ -25,16 +26,19 @@ export function configDifferences(running: NetworkConfig, now: NetworkConfig): s
     ['IPv6Network', (c) => c.ipv6Network],
     ['Backend.Type', (c) => c.backend.type],
   ];
-  // The other Backend fields belong to the backend plug-in; compare every one either config has
-  // (matched case-insensitively, as Go decodes them).
-  const backendFields = (c: NetworkConfig): Map<string, { key: string; value: unknown }> =>
-    new Map(Object.entries(c.backend.fields).map(([k, v]) => [k.toLowerCase(), { key: k, value: v }]));
-  const a = backendFields(running);
-  const b = backendFields(now);
-  for (const k of new Set([...a.keys(), ...b.keys()])) {
-    if (k === 'type') continue;
-    const name = `Backend.${b.get(k)?.key ?? a.get(k)?.key ?? k}`;
-    fields.push([name, (c) => (c === running ? a : b).get(k)?.value ?? null]);
+  // The other Backend fields belong to the backend plug-in: compare its effective settings (defaults
+  // filled in), or the raw fields of a Backend it refuses.
+  const settings = (c: NetworkConfig): Readonly<Record<string, unknown>> => {
+    try {
+      return resolveBackend(c.backend).summary;
+    } catch {
+      return Object.fromEntries(Object.entries(c.backend.fields).filter(([k]) => k.toLowerCase() !== 'type'));
+    }
+  };
+  const a = settings(running);
+  const b = settings(now);
+  for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
+    fields.push([`Backend.${k}`, (c) => (c === running ? a : b)[k] ?? null]);
   }
   for (const [name, get] of fields) {
     const a = show(get(running));

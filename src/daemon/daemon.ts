@@ -394,7 +394,7 @@ class Daemon {
     log.info(
       { iface: iface.name, ifaceIp: iface.ip, publicIp, publicIpv6, sendSource },
       `using interface ${iface.name} with public IP ${[publicIp, publicIpv6].filter((x) => x).join(' and ')}` +
-        (sendSource !== '' ? `; VXLAN leaves from ${sendSource}` : ''),
+        (sendSource !== '' ? `; overlay traffic leaves from ${sendSource}` : ''),
     );
     return { iface, publicIp, publicIpv6, sendSource };
   }
