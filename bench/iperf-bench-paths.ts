@@ -117,6 +117,11 @@ export interface PathSpec {
   rung?: string;
   /** Forwarding threads (-dataplane-threads; tsflanneld only); absent = the daemon's default. */
   threads?: number;
+  /**
+   * tsflanneld only: another backend than vxlan — the network config to put in etcd and the device
+   * packets leave through (its drops are watched): udp → flannel0, host-gw → eth0.
+   */
+  backend?: { config: string; dev: string };
 }
 
 export interface PathContext {
@@ -567,8 +572,8 @@ export function daemonReadsEnv(name: string): boolean {
   return false;
 }
 
-async function diagnose(host: TestHost, peerSubnet: string): Promise<string> {
-  const link = await host.exec(['ip', '-d', 'link', 'show', OVERLAY_DEV], { allowFail: true });
+async function diagnose(host: TestHost, peerSubnet: string, dev = OVERLAY_DEV): Promise<string> {
+  const link = await host.exec(['ip', '-d', 'link', 'show', dev], { allowFail: true });
   const route = await host.exec(['ip', 'route', 'show', peerSubnet], { allowFail: true });
   const linkText =
     link.code === 0
@@ -577,14 +582,15 @@ async function diagnose(host: TestHost, peerSubnet: string): Promise<string> {
           .slice(0, 3)
           .map((l) => l.trim())
           .join(' ')
-      : `no ${OVERLAY_DEV} device`;
+      : `no ${dev} device`;
   const routeText = route.stdout.trim() || 'none';
   return `${host.name}: ${linkText}; route to ${peerSubnet}: ${routeText}`;
 }
 
 async function tsflanneld(bed: Testbed, spec: PathSpec, ctx: PathContext, closeBed: () => Promise<void>): Promise<PathSession> {
   const hosts = bed.hosts as [TestHost, TestHost];
-  await bed.etcd!.etcdctl(['put', `${ETCD_PREFIX}/config`, NETWORK_CONFIG]);
+  await bed.etcd!.etcdctl(['put', `${ETCD_PREFIX}/config`, spec.backend?.config ?? NETWORK_CONFIG]);
+  const overlayDev = spec.backend?.dev ?? OVERLAY_DEV;
   const daemons = hosts.map((h) => startDaemon(bed, h, spec, ctx));
   const stopAll = async (): Promise<void> => {
     await Promise.all(daemons.map(stopDaemon));
@@ -628,7 +634,7 @@ async function tsflanneld(bed: Testbed, spec: PathSpec, ctx: PathContext, closeB
     server: c2,
     serverIp: c2.ip,
     daemons: procs,
-    dropWatch: hosts.map((h) => ({ node: h, dev: OVERLAY_DEV })),
+    dropWatch: hosts.map((h) => ({ node: h, dev: overlayDev })),
     counters: hosts.map((h, i) => ({
       label: procs[i]!.label,
       read: async () => parsePromSamples(await fetchMetrics(h), DAEMON_COUNTERS),
@@ -645,7 +651,7 @@ async function tsflanneld(bed: Testbed, spec: PathSpec, ctx: PathContext, closeB
     if (dead) return fail(`tsflanneld on ${dead.host.name} ${dead.exited} after startup`);
   }
   if (!forwarding) {
-    const diag = [await diagnose(hosts[0], subnets[1]!), await diagnose(hosts[1], subnets[0]!)].join('\n');
+    const diag = [await diagnose(hosts[0], subnets[1]!, overlayDev), await diagnose(hosts[1], subnets[0]!, overlayDev)].join('\n');
     return fail(
       `tsflanneld does not forward: no ping reply from ${c1.ip} (${hosts[0].name}) to ${c2.ip} (${hosts[1].name}) ` +
         `within ${Math.round(ctx.connectTimeoutMs / 1000)} s; both daemons are running and wrote subnet.env ` +

@@ -28,7 +28,7 @@ const ALL_RUNGS = ['full', 'no-tun-uso', 'no-udp-gro', 'no-udp-gso', 'none'];
 const OFFLOAD_ENVS = ['TSFLANNELD_OFFLOAD', 'FLANNELD_OFFLOAD'];
 // A 1-minute load average above this when a path starts is noted in its row (others share the cores).
 const BUSY_LOAD = 1.5;
-const ALL_PATHS = ['underlay', 'kernel', 'dataplane', 'tsflanneld'];
+const ALL_PATHS = ['underlay', 'kernel', 'dataplane', 'tsflanneld', 'udp', 'host-gw'];
 
 interface Args {
   quick: boolean;
@@ -184,6 +184,24 @@ function pathSpecs(args: Args, notes: string[]): PathSpec[] {
         `the built daemon has no -offload flag and reads none of ${OFFLOAD_ENVS.join(', ')}: its rungs are not measured, only its default`,
       );
     }
+  }
+  // The other backends, on their defaults: udp (flannel's default: a config without Backend) on the same
+  // data plane with the bare packet in UDP 8285, and host-gw (kernel forwarding, routes only).
+  if (args.only.has('udp')) {
+    specs.push({
+      id: 'tsflanneld-udp',
+      label: 'tsflanneld udp backend',
+      kind: 'tsflanneld',
+      backend: { config: '{"Network":"10.5.0.0/16"}', dev: 'flannel0' },
+    });
+  }
+  if (args.only.has('host-gw')) {
+    specs.push({
+      id: 'tsflanneld-host-gw',
+      label: 'tsflanneld host-gw backend',
+      kind: 'tsflanneld',
+      backend: { config: '{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}', dev: 'eth0' },
+    });
   }
   return specs;
 }

@@ -1,8 +1,10 @@
-// `npm run demo`: a small flannel network in namespaces. etcd on the underlay, three hosts running
-// tsflanneld and (unless --no-kernel-peer) a fourth host that is a kernel flannel.1 node with its
-// lease written in flanneld's format. One container per host; every ordered pair of containers
-// pings, iperf3 measures tsflanneld↔tsflanneld and tsflanneld↔kernel. Exit 1 if any pair fails.
-// Everything is torn down at the end, on errors and on SIGINT/SIGTERM.
+// `npm run demo`: a small flannel network in namespaces, once per backend (default vxlan, then udp).
+// etcd on the underlay, three hosts running tsflanneld and (unless --no-kernel-peer) a fourth host
+// that is a real flannel node of that backend with its lease written in flanneld's format: a kernel
+// flannel.1 for vxlan, the independent udp reference peer (flannel0 + bare IP in UDP 8285) for udp.
+// One container per host; every ordered pair of containers pings, iperf3 measures tsflanneld ↔
+// tsflanneld and tsflanneld ↔ the flannel node. Exit 1 if any pair fails. Everything is torn down at
+// the end of each round, on errors and on SIGINT/SIGTERM.
 import path from 'node:path';
 import {
   addContainer,
@@ -21,16 +23,23 @@ import {
   type TestHost,
 } from './testbed';
 import { startDaemonNode, type DaemonNode } from './tsflanneld-node';
+import { startUdpReferencePeer } from './udp-reference-peer';
 
 const REPO = path.resolve(__dirname, '..', '..');
 // Another build of the daemon can be demoed by pointing this at its entry script.
 const DAEMON_BIN = process.env.TSFLANNELD_DEMO_BIN ?? path.join(REPO, 'bin', 'tsflanneld');
 const ETCD_PREFIX = '/coreos.com/network';
-const NETWORK_CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}';
+/** Network config per demoed backend; udp is flannel's default, chosen by leaving Backend out. */
+const NETWORK_CONFIGS: Record<DemoBackend, string> = {
+  vxlan: '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}',
+  udp: '{"Network":"10.5.0.0/16"}',
+};
+type DemoBackend = 'vxlan' | 'udp';
 // Far from where allocation starts (SubnetMin 10.5.1.0), though the allocator skips it anyway.
 const KERNEL_PEER_SUBNET = '10.5.250.0/24';
 
 interface DemoOptions {
+  backends: DemoBackend[];
   daemons: number;
   kernelPeer: boolean;
   iperfSeconds: number;
@@ -39,6 +48,7 @@ interface DemoOptions {
 
 interface Node {
   host: TestHost;
+  /** 'kernel' = the real flannel node of the round (kernel flannel.1, or the udp reference peer). */
   kind: 'tsflanneld' | 'kernel';
   subnet?: string;
   mtu?: number;
@@ -56,12 +66,12 @@ interface LeaseInfo {
 }
 
 function usage(): never {
-  process.stderr.write('usage: demo [--no-kernel-peer] [--hosts N] [--iperf-seconds S] [--ready-timeout S]\n');
+  process.stderr.write('usage: demo [--backends vxlan,udp] [--no-kernel-peer] [--hosts N] [--iperf-seconds S] [--ready-timeout S]\n');
   process.exit(2);
 }
 
 function parseArgs(argv: string[]): DemoOptions {
-  const o: DemoOptions = { daemons: 3, kernelPeer: true, iperfSeconds: 5, readyTimeoutMs: 60000 };
+  const o: DemoOptions = { backends: ['vxlan', 'udp'], daemons: 3, kernelPeer: true, iperfSeconds: 5, readyTimeoutMs: 60000 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const num = (): number => {
@@ -69,7 +79,11 @@ function parseArgs(argv: string[]): DemoOptions {
       if (!Number.isFinite(v) || v <= 0) usage();
       return v;
     };
-    if (a === '--no-kernel-peer') o.kernelPeer = false;
+    if (a === '--backends') {
+      const list = (argv[++i] ?? '').split(',');
+      if (list.some((b) => b !== 'vxlan' && b !== 'udp')) usage();
+      o.backends = list as DemoBackend[];
+    } else if (a === '--no-kernel-peer') o.kernelPeer = false;
     else if (a === '--kernel-peer') o.kernelPeer = true;
     else if (a === '--hosts') o.daemons = Math.floor(num());
     else if (a === '--iperf-seconds') o.iperfSeconds = num();
@@ -103,8 +117,10 @@ async function listLeases(bed: Testbed): Promise<LeaseInfo[]> {
   return leases;
 }
 
+let foreignLabel = 'kernel';
+
 function label(n: Node): string {
-  return `${n.host.name}(${n.kind === 'kernel' ? 'kernel' : 'tsf'})`;
+  return `${n.host.name}(${n.kind === 'kernel' ? foreignLabel : 'tsf'})`;
 }
 
 interface PairResult {
@@ -135,8 +151,11 @@ function pad(s: string, n: number): string {
   return s.length >= n ? s : s + ' '.repeat(n - s.length);
 }
 
-async function demo(opts: DemoOptions, setBed: (bed: Testbed) => void): Promise<number> {
+async function demo(backend: DemoBackend, opts: DemoOptions, setBed: (bed: Testbed) => void): Promise<number> {
+  const NETWORK_CONFIG = NETWORK_CONFIGS[backend];
+  foreignLabel = backend === 'vxlan' ? 'kernel' : 'flannel-udp';
   const hostCount = opts.daemons + (opts.kernelPeer ? 1 : 0);
+  say(`\n===== backend ${backend} =====`);
   say(`demo: creating etcd + ${hostCount} hosts in network namespaces`);
   const bed = await createTestbed({ hosts: hostCount, etcd: true });
   setBed(bed);
@@ -150,13 +169,24 @@ async function demo(opts: DemoOptions, setBed: (bed: Testbed) => void): Promise<
 
   // The kernel peer's lease goes in first so the daemons see it in their initial snapshot.
   const kernel = nodes.find((n) => n.kind === 'kernel');
-  if (kernel) {
+  let udpPeer: Awaited<ReturnType<typeof startUdpReferencePeer>> | null = null;
+  if (kernel && backend === 'vxlan') {
     kernel.vtepMac = randomVtepMac();
     kernel.subnet = KERNEL_PEER_SUBNET;
     kernel.mtu = kernel.host.mtu - 50;
     await setupKernelFlannelPeer(kernel.host, { vtepMac: kernel.vtepMac, subnet: kernel.subnet });
     await writeFlannelLease(bed.etcd!, ETCD_PREFIX, kernel.subnet, kernel.host.underlayIp, kernel.vtepMac, 1);
     say(`demo: ${kernel.host.name} is a kernel flannel.1 peer on ${kernel.subnet}`);
+  } else if (kernel) {
+    kernel.subnet = KERNEL_PEER_SUBNET;
+    kernel.mtu = kernel.host.mtu - 28;
+    const peer = await startUdpReferencePeer(kernel.host, { subnet: kernel.subnet, network: '10.5.0.0/16' });
+    udpPeer = peer;
+    bed.onTeardown(() => peer.stop());
+    const granted = await bed.etcd!.etcdctl(['lease', 'grant', '86400']);
+    const id = /lease ([0-9a-f]+) granted/.exec(granted)![1]!;
+    await bed.etcd!.etcdctl(['put', `--lease=${id}`, `${ETCD_PREFIX}/subnets/${kernel.subnet.replace('/', '-')}`, peer.leaseValue]);
+    say(`demo: ${kernel.host.name} is a flannel udp peer (reference implementation, flannel0, UDP 8285) on ${kernel.subnet}`);
   }
 
   const daemons = nodes.filter((n) => n.kind === 'tsflanneld');
@@ -181,9 +211,12 @@ async function demo(opts: DemoOptions, setBed: (bed: Testbed) => void): Promise<
 
   const leases = await listLeases(bed);
   say('\nleases in etcd:');
-  for (const l of leases) say(`  ${pad(l.key, 42)} → PublicIP ${pad(l.publicIp, 13)} VtepMAC ${l.vtepMac}`);
+  for (const l of leases) say(`  ${pad(l.key, 42)} ${l.raw}`);
 
-  if (kernel) {
+  if (udpPeer) {
+    // What flanneld's udp proxy on that node would be told for each other node's lease.
+    for (const l of leases) if (l.subnet !== kernel!.subnet) await udpPeer.addRoute(l.subnet, l.publicIp);
+  } else if (kernel) {
     // What flanneld on the kernel node would do for each other node's lease.
     for (const l of leases) {
       if (l.subnet === kernel.subnet || l.vtepMac === '?') continue;
@@ -231,7 +264,7 @@ async function demo(opts: DemoOptions, setBed: (bed: Testbed) => void): Promise<
   }
 
   say('');
-  const header = `${pad('pair', 44)} ${pad('loss', 6)} ${pad('avg RTT', 11)} Gbit/s`;
+  const header = `${pad('pair', 50)} ${pad('loss', 6)} ${pad('avg RTT', 11)} Gbit/s`;
   say(header);
   say('-'.repeat(header.length + 4));
   for (const r of results) {
@@ -241,7 +274,7 @@ async function demo(opts: DemoOptions, setBed: (bed: Testbed) => void): Promise<
     let gbit = '';
     if (typeof r.iperf === 'string') gbit = r.iperf;
     else if (r.iperf) gbit = `${(r.iperf.bitsPerSecond / 1e9).toFixed(2)} (retr ${r.iperf.retransmits ?? 0})`;
-    say(`${pad(pair, 44)} ${pad(loss, 6)} ${pad(rtt, 11)} ${gbit}`);
+    say(`${pad(pair, 50)} ${pad(loss, 6)} ${pad(rtt, 11)} ${gbit}`);
     if (r.error) say(`    ${r.error}`);
   }
   const failed = results.filter((r) => !pairOk(r));
@@ -283,12 +316,22 @@ async function main(): Promise<void> {
       void finish(sig === 'SIGINT' ? 130 : 143);
     });
   }
-  let code: number;
-  try {
-    code = await demo(opts, (b) => (bed = b));
-  } catch (e) {
-    process.stderr.write(`demo: ${(e as Error).stack ?? String(e)}\n`);
-    code = 1;
+  let code = 0;
+  for (const [i, backend] of opts.backends.entries()) {
+    // The round's testbed, also seen by finish() (signals) through `bed`.
+    let round: Testbed | null = null;
+    try {
+      code = (await demo(backend, opts, (b) => (bed = round = b))) || code;
+    } catch (e) {
+      process.stderr.write(`demo: ${(e as Error).stack ?? String(e)}\n`);
+      code = 1;
+    }
+    const done = round as Testbed | null;
+    if (i < opts.backends.length - 1 && done !== null) {
+      say('demo: tearing down');
+      await done.teardown();
+      bed = null;
+    }
   }
   await finish(code);
 }

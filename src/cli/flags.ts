@@ -42,7 +42,7 @@ export interface Options {
   ipBlackholeRoute: boolean;
   vmodule: string;
   logBacktraceAt: string;
-  tunName: string; // tsflanneld extra; "" means flannel.<VNI>
+  tunName: string; // tsflanneld extra; "" means the backend's flannel device name (flannel.<VNI>, flannel0)
   vxlanStrictSource: boolean; // tsflanneld extra: drop VXLAN whose outer source is no peer's PublicIP
   offload: string; // tsflanneld extra: data-plane offload rung (src/dataplane/offload.ts)
   dataplaneThreads: number; // tsflanneld extra: forwarding threads; 0 = one per CPU, at most 8
@@ -318,7 +318,7 @@ export const FLAGS: readonly FlagDef[] = [
     name: 'tun-name',
     key: 'tunName',
     def: '',
-    usage: 'name of the overlay device (default flannel.<VNI>)',
+    usage: 'name of the overlay TUN device (default: flannel.<VNI> for vxlan, flannel0 for udp)',
     check: ifaceName,
   },
   {

@@ -3,18 +3,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createLogger, type Log } from '../ops/log';
-import { runDaemon, type DataPlaneHooks, type LeaseTiming } from '../daemon/daemon';
-import { VxlanBackend } from '../daemon/vxlan-backend';
+import { runDaemon, type LeaseTiming } from '../daemon/daemon';
 import { FlagError, helpText, parseCommandLine, type Options } from './flags';
 import { compatNotes } from './compat';
 import { raiseNofileLimit } from '../ops/rlimit';
 
 export interface MainDeps {
-  /**
-   * Builds the data plane; without it only the control plane runs. `fatal` reports an asynchronous
-   * fatal data-plane error to the daemon (logged once, exit 1).
-   */
-  createHooks?: (options: Options, log: Log, fatal: (err: Error) => void) => DataPlaneHooks;
   /**
    * Leases, watch and subnet.env only: no data plane and no iptables, so tests can run many daemons in
    * one namespace without creating devices, routes or firewall rules there. Set by test entry points.
@@ -22,17 +16,6 @@ export interface MainDeps {
   controlPlaneOnly?: boolean;
   /** Lease TTL and renewal retry (seconds) instead of flannel's 24 h and 60 s; set by test entry points. */
   leaseTiming?: LeaseTiming;
-}
-
-function defaultHooks(options: Options, log: Log, fatal: (err: Error) => void): DataPlaneHooks {
-  return new VxlanBackend({
-    tunName: options.tunName,
-    offload: options.offload,
-    threads: options.dataplaneThreads === 0 ? undefined : options.dataplaneThreads,
-    strictSource: options.vxlanStrictSource,
-    log,
-    onFatal: fatal,
-  });
 }
 
 function version(): string {
@@ -101,20 +84,14 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<never> 
 
   let code: number;
   try {
-    // The daemon connects its reporter synchronously inside runDaemon, before any hook can run.
-    let report: (err: Error) => void = (err) => {
-      throw err;
-    };
+    // The daemon builds the configured backend's data plane (src/backend/registry.ts).
     const controlPlaneOnly = deps.controlPlaneOnly === true;
-    const createHooks = deps.createHooks ?? (controlPlaneOnly ? undefined : defaultHooks);
-    const hooks = createHooks?.(options, log, (err) => report(err));
     code = await runDaemon(options, {
       log,
       signal: stop.signal,
-      connectFatal: (r) => (report = r),
+      dataPlane: !controlPlaneOnly,
       iptables: !controlPlaneOnly,
       ...(deps.leaseTiming ? { leaseTiming: deps.leaseTiming } : {}),
-      ...(hooks ? { hooks } : {}),
     });
   } catch (err) {
     log.fatal({ err }, `unexpected error: ${(err as Error).message}`);

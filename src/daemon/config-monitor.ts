@@ -3,6 +3,7 @@
 // is say so: an edited config is silently ignored. This monitor re-reads the key periodically and
 // logs once per distinct change that it is not in effect.
 import type { Log } from '../ops/log';
+import { resolveBackend } from '../backend/registry';
 import { ConfigError, type NetworkConfig } from '../subnet/config';
 import { formatIp4Net } from '../subnet/ip4';
 import { ConfigNotFoundError, EtcdError, type Registry } from '../subnet/registry';
@@ -24,10 +25,21 @@ export function configDifferences(running: NetworkConfig, now: NetworkConfig): s
     ['EnableIPv6', (c) => c.enableIPv6],
     ['IPv6Network', (c) => c.ipv6Network],
     ['Backend.Type', (c) => c.backend.type],
-    ['Backend.VNI', (c) => c.backend.vni],
-    ['Backend.Port', (c) => c.backend.port],
-    ['Backend.MTU', (c) => c.backend.mtu],
   ];
+  // The other Backend fields belong to the backend plug-in: compare its effective settings (defaults
+  // filled in), or the raw fields of a Backend it refuses.
+  const settings = (c: NetworkConfig): Readonly<Record<string, unknown>> => {
+    try {
+      return resolveBackend(c.backend).summary;
+    } catch {
+      return Object.fromEntries(Object.entries(c.backend.fields).filter(([k]) => k.toLowerCase() !== 'type'));
+    }
+  };
+  const a = settings(running);
+  const b = settings(now);
+  for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
+    fields.push([`Backend.${k}`, (c) => (c === running ? a : b)[k] ?? null]);
+  }
   for (const [name, get] of fields) {
     const a = show(get(running));
     const b = show(get(now));

@@ -9,6 +9,8 @@ import { createLogger, type Log } from '../ops/log';
 import type { Options } from '../cli/flags';
 import { findExternalInterface, sendSourceAddress, type ExternalInterface } from '../netlink/interfaces';
 import { UnderlayWatch } from '../netlink/underlay-watch';
+import { BackendConfigError, type DataPlaneHooks, type ResolvedBackend } from '../backend/backend';
+import { resolveBackend } from '../backend/registry';
 import { CONFIG_CHECK_SECONDS, ConfigMonitor } from './config-monitor';
 import { ConfigError, type NetworkConfig } from '../subnet/config';
 import { isIp4, type Ip4Net } from '../subnet/ip4';
@@ -22,71 +24,13 @@ import { loadOrCreateVtepMac, storeVtepMac, vtepMacPath, vtepMacV6Path } from '.
 import { findExternalInterface6, ipv6AddressOf } from '../netlink/interfaces6';
 import { parseAddr6, parseCidr6 } from '../subnet/cidr6';
 import { formatIp6, type Ip6Net } from '../subnet/ip6';
-import type { VxlanBackendData } from '../subnet/lease';
 import { IptablesManager } from '../iptables/iptables-manager';
 import { startHealthServer, type HealthServer } from '../ops/health-server';
 import type { DaemonMetrics, DataplaneSnapshot } from '../ops/metrics';
 import { logLeaseEvents } from './lease-event-log';
 import { StartupPhases } from './startup-phases';
 
-/** VXLAN encapsulation overhead flanneld subtracts from the underlay MTU (docs/compat.md §5.4). */
-export const VXLAN_OVERHEAD = 50;
-
-/** What the data plane needs to hold its device and sockets before any lease is written. */
-export interface PrepareContext {
-  config: NetworkConfig;
-  /** Overlay MTU: (Backend.MTU or the external interface's MTU) − 50. */
-  mtu: number;
-  /** The VTEP MAC loaded from (or just created in) the MAC file. */
-  vtepMac: string;
-  publicIp: string;
-  iface: ExternalInterface;
-  /** Local address the send sockets bind to: PublicIP when it is on this host, else the interface address. */
-  sendSource: string;
-}
-
-export interface Prepared {
-  /** The VTEP MAC to publish: ctx.vtepMac, or the MAC of a kernel flannel.N device taken over. */
-  vtepMac: string;
-}
-
-export interface DataPlaneContext {
-  lease: Lease;
-  config: NetworkConfig;
-  /** Overlay MTU: (Backend.MTU or the external interface's MTU) − 50. */
-  mtu: number;
-  vtepMac: string;
-  publicIp: string;
-  iface: ExternalInterface;
-  /** Reports an asynchronous fatal data-plane error (e.g. persistent TUN I/O failure): logged once, exit 1. */
-  fatal(err: Error): void;
-}
-
-/**
- * The data plane and route manager, as seen by the daemon. Calls are serialized: start() once
- * (before subnet.env is written), then applyEvents() batches in etcd order — the first call is the
- * initial snapshot of peer leases as 'added' events, delivered even when empty so stale state from
- * an earlier run can be pruned — then stop() once on shutdown (the daemon's lease is kept, so the
- * data plane may keep its kernel state too). Our own lease never appears in events. A rejected
- * promise is fatal for the daemon (exit 1).
- */
-export interface DataPlaneHooks {
-  /**
-   * Takes the device and the UDP port (everything that can fail on a busy host) before the lease is
-   * written, so a start that cannot serve never changes etcd. Optional; called once before start().
-   */
-  prepare?(ctx: PrepareContext): Promise<Prepared>;
-  start(ctx: DataPlaneContext): Promise<void>;
-  applyEvents(events: LeaseEvent[]): Promise<void>;
-  stop(): Promise<void>;
-  /**
-   * Whether this data plane carries IPv6 (EnableIPv6). Without it the daemon refuses an IPv6
-   * network config instead of publishing IPv6 subnets that nothing forwards.
-   */
-  readonly ipv6?: boolean;
-  /** Packet counters for /metrics; null before start(). */
-  stats?(): DataplaneSnapshot | null;
-}
+export type { DataPlaneContext, DataPlaneHooks, PrepareContext, Prepared } from '../backend/backend';
 
 /** Lease TTL and renewal retry in seconds; unset: flannel's 24 h and 60 s (lease-manager.ts). */
 export interface LeaseTiming {
@@ -95,7 +39,13 @@ export interface LeaseTiming {
 }
 
 export interface DaemonExtras {
+  /** Data plane hooks to use instead of the backend's own (tests that record the calls). */
   hooks?: DataPlaneHooks;
+  /**
+   * Build the configured backend's data plane (resolved from the network config's Backend). Off
+   * unless asked for, so an embedded control-plane daemon creates no devices or routes; main() turns it on.
+   */
+  dataPlane?: boolean;
   log?: Log;
   /** Aborting it stops the daemon cleanly (exit code 0); main() wires SIGTERM/SIGINT to it. */
   signal?: AbortSignal;
@@ -151,6 +101,7 @@ class Daemon {
   private metrics: DaemonMetrics | null = null;
   private readonly iptables: IptablesManager[] = [];
   private underlay: UnderlayWatch | null = null;
+  private hooks: DataPlaneHooks | null = null;
   private configMonitor: ConfigMonitor | null = null;
   private hooksStarted = false;
   private applyChain: Promise<void> = Promise.resolve();
@@ -258,30 +209,46 @@ class Daemon {
     const config = await this.waitForConfig(registry);
     if (!config) return;
     this.phases.mark('config');
-    if (config.backend.type !== 'vxlan') {
-      throw new DaemonError(
-        `backend type "${config.backend.type}" in ${registry.prefix}/config is not supported: tsflanneld only implements "vxlan"` +
-          (config.backend.type === 'udp' ? ' (flannel selects "udp" when the Backend object is missing)' : ''),
-      );
+    // A Backend tsflanneld cannot honour is fatal before anything is written (no MAC file, lease or subnet.env).
+    let backend: ResolvedBackend;
+    try {
+      backend = resolveBackend(config.backend);
+    } catch (err) {
+      if (!(err instanceof BackendConfigError)) throw err;
+      throw new BackendConfigError(`${registry.prefix}/config: ${err.message}`);
     }
+    log.info({ backend: backend.type, ...backend.summary }, `backend ${backend.type}`);
+    const hooks =
+      this.extras.hooks ??
+      (this.extras.dataPlane === true
+        ? backend.createHooks({
+            tunName: o.tunName,
+            offload: o.offload,
+            threads: o.dataplaneThreads === 0 ? undefined : o.dataplaneThreads,
+            strictSource: o.vxlanStrictSource,
+            log,
+            fatal: (err) => this.dataPlaneFatal(err),
+          })
+        : null);
+    this.hooks = hooks;
     if (!config.enableIPv4 && !config.enableIPv6) {
       // flannel: ipmatch.GetIPFamily fails, exit 1.
       throw new DaemonError(`none defined stack: ${registry.prefix}/config disables both EnableIPv4 and EnableIPv6; enable at least one`);
     }
-    if (config.enableIPv6 && this.extras.hooks && this.extras.hooks.ipv6 !== true) {
+    if (config.enableIPv6 && hooks && hooks.ipv6 !== true) {
       throw new DaemonError(
         `${registry.prefix}/config has EnableIPv6 true, but this tsflanneld data plane forwards IPv4 only; set EnableIPv6 false`,
       );
     }
 
     const { iface, publicIp, publicIpv6, sendSource } = this.chooseUnderlay(config);
+    // Only backends that publish a VTEP MAC (vxlan) have a MAC file.
     const macFile = vtepMacPath(o.subnetFile);
-    let vtepMac = await this.vtepMac(macFile, 'VTEP MAC');
-    const mac6 = config.enableIPv6 ? await this.vtepMac(vtepMacV6Path(o.subnetFile), 'IPv6 VTEP MAC') : null;
+    let vtepMac = backend.needsVtepMac ? await this.vtepMac(macFile, 'VTEP MAC') : '';
+    const mac6 = backend.needsVtepMac && config.enableIPv6 ? await this.vtepMac(vtepMacV6Path(o.subnetFile), 'IPv6 VTEP MAC') : null;
 
     // Device and port first: a start that cannot serve must not touch etcd (see DataPlaneHooks.prepare).
-    const mtu = (config.backend.mtu > 0 ? config.backend.mtu : iface.mtu) - VXLAN_OVERHEAD;
-    const hooks = this.extras.hooks;
+    const mtu = (backend.underlayMtu ?? iface.mtu) - backend.overhead;
     if (hooks?.prepare) {
       if (this.stopping) return;
       this.hooksStarted = true;
@@ -293,15 +260,11 @@ class Daemon {
       }
     }
 
-    const backendData = (m: string): VxlanBackendData => ({ VNI: config.backend.vni, VtepMAC: m });
-    // flannel HEAD (vxlan newSubnetAttrs): each family's data only when that family is enabled;
-    // PublicIP stays "0.0.0.0" (Go's zero IP4) on an IPv6-only network.
+    // PublicIP stays "0.0.0.0" (Go's zero IP4) on an IPv6-only network; the backend adds its type and data.
     const attrs: LeaseAttrs = {
       PublicIP: config.enableIPv4 ? publicIp : '0.0.0.0',
       PublicIPv6: config.enableIPv6 ? publicIpv6 : null,
-      BackendType: 'vxlan',
-      ...(config.enableIPv4 ? { BackendData: backendData(vtepMac) } : {}),
-      ...(mac6 !== null ? { BackendV6Data: backendData(mac6) } : {}),
+      ...backend.leaseAttrs({ ipv4: config.enableIPv4 ? vtepMac : null, ipv6: mac6 }),
     };
     // Read once: the same values serve lease reuse and the removal of old iptables rules.
     const previous = await readPreviousLease(o.subnetFile);
@@ -456,7 +419,7 @@ class Daemon {
     log.info(
       { iface: iface.name, ifaceIp: iface.ip, publicIp, publicIpv6, sendSource },
       `using interface ${iface.name} with public IP ${[publicIp, publicIpv6].filter((x) => x).join(' and ')}` +
-        (sendSource !== '' ? `; VXLAN leaves from ${sendSource}` : ''),
+        (sendSource !== '' ? `; overlay traffic leaves from ${sendSource}` : ''),
     );
     return { iface, publicIp, publicIpv6, sendSource };
   }
@@ -470,7 +433,7 @@ class Daemon {
 
   private dataplaneStats(): { snapshot(): DataplaneSnapshot } {
     const empty: DataplaneSnapshot = { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, drops: {}, peers: [], offloadRung: 'none' };
-    return { snapshot: () => (this.hooksStarted ? this.extras.hooks?.stats?.() : null) ?? empty };
+    return { snapshot: () => (this.hooksStarted ? this.hooks?.stats?.() : null) ?? empty };
   }
 
   private leaseStatus(): { leaseExpiry(): number | null; etcdConnected(): boolean; subnet(): string } {
@@ -544,7 +507,7 @@ class Daemon {
    */
   private deliver(events: LeaseEvent[]): void {
     logLeaseEvents(this.log, events);
-    const hooks = this.extras.hooks;
+    const hooks = this.hooks;
     if (!hooks) {
       if (!this.snapshotQueued) this.logReady();
       this.snapshotQueued = true;
@@ -589,9 +552,9 @@ class Daemon {
     this.configMonitor?.stop();
     let failure: Error | null = null;
     await this.applyChain;
-    if (this.hooksStarted && this.extras.hooks) {
+    if (this.hooksStarted && this.hooks) {
       try {
-        await this.extras.hooks.stop();
+        await this.hooks.stop();
       } catch (err) {
         failure = new DaemonError(`data plane failed to stop: ${(err as Error).message}`);
       }

@@ -18,8 +18,8 @@ export function logLeaseEvents(log: Log, events: readonly LeaseEvent[]): void {
   }
   for (const ev of events) {
     const l = ev.lease;
-    const mac = (l.attrs.BackendData as { VtepMAC?: unknown } | undefined)?.VtepMAC;
-    const obj = { key: l.key, publicIp: l.attrs.PublicIP, backendType: l.attrs.BackendType, vtepMac: mac };
+    // BackendData as published: its shape belongs to the peer's backend (src/backend/<type>).
+    const obj = { key: l.key, publicIp: l.attrs.PublicIP, backendType: l.attrs.BackendType, backendData: l.attrs.BackendData };
     const at = [l.attrs.PublicIP, l.attrs.PublicIPv6].filter((x) => x !== null && x !== '0.0.0.0').join(' and ');
     const msg = `peer lease ${ev.type}: ${describeSubnets(l)} at ${at}`;
     if (perEventAtInfo) log.info(obj, msg);

@@ -7,6 +7,7 @@ import type { PeerLookup } from './forwarding-table';
 import { Desc, DescFlag, SendMode, TunMode } from './layout';
 import type { DataplaneNative } from './native';
 import type { OffloadFeatures } from './offload';
+import { decodeIpDatagram } from './ip-codec';
 import { decodeVxlanFrame, Drop, macHi, macLo } from './vxlan-codec';
 import { LearnedSources, peerForUnlistedSource } from './source-check';
 
@@ -101,7 +102,11 @@ export class PacketLoop {
   private writeMode: number;
   /** SendMode bits for udpSend; GSO is dropped at runtime if a route refuses it. */
   private sendMode: number;
-  /** Encapsulation bytes in front of the inner packet (the rings' encapLen). */
+  /**
+   * Encapsulation bytes in front of the inner packet (the rings' encapLen): 22 = VXLAN + Ethernet
+   * (vxlan backend), 0 = the bare IPv4 packet (flannel's udp backend). It decides the header copy on
+   * egress and the validation on ingress; nothing else in the loop differs.
+   */
   private readonly encap: number;
   private readonly onGsoRefused: (() => void) | undefined;
   private readonly onTunGsoRefused: (() => void) | undefined;
@@ -114,7 +119,9 @@ export class PacketLoop {
     if (config.sendFds.length < 1) throw new RangeError('packet loop needs at least one send socket');
     this.io = config.io;
     this.table = config.table;
-    this.strictSource = config.strictSource ?? false;
+    // The relaxed check (source-check.ts) recognises a peer's frame by VNI and VtepMAC; flannel's udp
+    // format (encapLen 0) has neither, so there only a peer's PublicIP is accepted.
+    this.strictSource = (config.strictSource ?? false) || config.tx.encapLen === 0;
     this.onSourceLearned = config.onSourceLearned;
     this.counters = config.counters;
     this.tx = config.tx;
@@ -229,19 +236,21 @@ export class PacketLoop {
         continue;
       }
       const off = d[b + Desc.OFF]! - encap;
-      const w = off >> 1;
-      const h = peer * 11;
-      words[w] = hdr[h]!;
-      words[w + 1] = hdr[h + 1]!;
-      words[w + 2] = hdr[h + 2]!;
-      words[w + 3] = hdr[h + 3]!;
-      words[w + 4] = hdr[h + 4]!;
-      words[w + 5] = hdr[h + 5]!;
-      words[w + 6] = hdr[h + 6]!;
-      words[w + 7] = hdr[h + 7]!;
-      words[w + 8] = hdr[h + 8]!;
-      words[w + 9] = hdr[h + 9]!;
-      words[w + 10] = hdr[h + 10]!;
+      if (encap !== 0) {
+        const w = off >> 1;
+        const h = peer * 11;
+        words[w] = hdr[h]!;
+        words[w + 1] = hdr[h + 1]!;
+        words[w + 2] = hdr[h + 2]!;
+        words[w + 3] = hdr[h + 3]!;
+        words[w + 4] = hdr[h + 4]!;
+        words[w + 5] = hdr[h + 5]!;
+        words[w + 6] = hdr[h + 6]!;
+        words[w + 7] = hdr[h + 7]!;
+        words[w + 8] = hdr[h + 8]!;
+        words[w + 9] = hdr[h + 9]!;
+        words[w + 10] = hdr[h + 10]!;
+      }
       d[b + Desc.OFF] = off;
       d[b + Desc.LEN] += encap;
       d[b + Desc.ADDR] = peerIp[peer]!;
@@ -308,6 +317,7 @@ export class PacketLoop {
     const vni = this.vni;
     const ownHi = this.ownHi;
     const ownLo = this.ownLo;
+    const bare = this.encap === 0;
     let ready = 0;
     for (let i = 0; i < n; i++) {
       const b = i * Desc.WORDS;
@@ -338,7 +348,8 @@ export class PacketLoop {
       let o = 0;
       let k = 0;
       do {
-        const inner = decodeVxlanFrame(bytes, off + o, len - o < seg ? len - o : seg, vni, ownHi, ownLo);
+        const sl = len - o < seg ? len - o : seg;
+        const inner = bare ? decodeIpDatagram(bytes, off + o, sl) : decodeVxlanFrame(bytes, off + o, sl, vni, ownHi, ownLo);
         if (inner < 0) {
           drops[-inner]++;
           if (k < 32) rejectLo |= 1 << k;

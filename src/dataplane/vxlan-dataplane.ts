@@ -1,15 +1,16 @@
-// The userspace VXLAN data plane the daemon uses: a multi-queue TUN device (the daemon's "flannel.<VNI>")
-// plus UDP sockets: one TUN queue and one SO_REUSEPORT receive socket per forwarding thread
-// (forwarding-threads.ts) and send sockets they share; this object lives on the main thread, keeps the
-// peer table and publishes it to the threads. It does not touch addresses, routes or MTU (the
-// netlink/route side does); it only moves packets for the peers it is given.
+// The userspace data plane the daemon uses (VXLAN, or flannel's udp format: see Encapsulation): a
+// multi-queue TUN device (the daemon's "flannel.<VNI>" or "flannel0") plus UDP sockets: one TUN queue
+// and one SO_REUSEPORT receive socket per forwarding thread (forwarding-threads.ts) and send sockets
+// they share; this object lives on the main thread, keeps the peer table and publishes it to the
+// threads. It does not touch addresses, routes or MTU (the netlink/route side does); it only moves
+// packets for the peers it is given.
 
 import { formatIp4, formatIp4Net, type Ip4Net } from '../subnet/ip4';
 import { DEFAULT_RX_RING, DEFAULT_TX_RING, OFFLOAD_TX_RING, Ring, type RingOptions } from './buffer-pool';
 import type { Counters, CountersSnapshot } from './counters';
 import { ForwardingTable, type ForwardingTableHandle, type PeerEntry } from './forwarding-table';
 import { defaultDataplaneThreads, ForwardingThreads, MAX_DATAPLANE_THREADS } from './forwarding-threads';
-import { TunOffload, UdpFlag } from './layout';
+import { Frame, TunOffload, UdpFlag } from './layout';
 import { type DataplaneNative, loadDataplaneNative } from './native';
 import {
   describeFeatures,
@@ -23,11 +24,21 @@ import {
 } from './offload';
 import type { Log } from '../ops/log';
 
+/**
+ * What goes in front of the inner IPv4 packet in the UDP payload: `vxlan` = VXLAN + inner Ethernet
+ * (22 bytes, flannel's vxlan backend); `ip` = nothing, the bare packet (flannel's udp backend,
+ * docs/compat.md §6). Everything else (loop, offloads, peers, counters) is the same.
+ */
+export type Encapsulation = 'vxlan' | 'ip';
+
 export interface VxlanDataplaneOptions {
-  /** TUN device name; default `flannel.<vni>`. */
+  /** Default `vxlan`. */
+  readonly encapsulation?: Encapsulation;
+  /** TUN device name; default `flannel.<vni>` (vxlan), `flannel0` (ip). */
   readonly tunName?: string;
-  readonly vni: number;
-  /** VXLAN UDP port, listened on and sent to (all nodes must agree); default 8472. */
+  /** VXLAN only (required there). */
+  readonly vni?: number;
+  /** UDP port, listened on and sent to (all nodes must agree); default 8472 (vxlan), 8285 (ip). */
   readonly port?: number;
   /**
    * Drop datagrams whose outer source is no peer's PublicIP (-vxlan-strict-source). Default false:
@@ -36,8 +47,8 @@ export interface VxlanDataplaneOptions {
   readonly strictSource?: boolean;
   /** Local IPv4 address (host order) the send sockets bind to, i.e. the outer source peers see. Default 0 = any. */
   readonly sourceIp?: number;
-  /** Our VtepMAC (6 bytes): inner source MAC we send, inner destination MAC we accept. */
-  readonly localMac: Uint8Array;
+  /** VXLAN only (required there): our VtepMAC (6 bytes): inner source MAC we send, inner destination MAC we accept. */
+  readonly localMac?: Uint8Array;
   /** Keep the TUN (and the kernel routes on it) when the process dies, for fast restarts. Default false. */
   readonly persist?: boolean;
   readonly log: Log;
@@ -98,6 +109,8 @@ export class DataplaneConfigError extends Error {
 }
 
 const DEFAULT_PORT = 8472;
+/** flannel's udp backend port (pkg/backend/udp defaultPort). */
+const DEFAULT_UDP_BACKEND_PORT = 8285;
 const DEFAULT_THREAD_NICE = -10;
 const DEFAULT_SOCKET_BUFFER = 7 * 1024 * 1024;
 const DEFAULT_TX_QUEUE_LEN = 1000;
@@ -107,6 +120,8 @@ export class VxlanDataplane {
   readonly tunIfindex: number;
   readonly vni: number;
   readonly port: number;
+  /** "VXLAN" or "UDP" (flannel's udp format), for log lines. */
+  readonly label: string;
   /** Local ports of the send sockets (the outer UDP source ports in use). */
   readonly sourcePorts: readonly number[];
   /** Forwarding threads (= TUN queues = receive sockets). */
@@ -126,11 +141,13 @@ export class VxlanDataplane {
 
   static open(options: VxlanDataplaneOptions): VxlanDataplane {
     const native = loadDataplaneNative();
-    const vni = options.vni;
+    const ip = options.encapsulation === 'ip';
+    const vni = ip ? 0 : (options.vni ?? -1);
     if (!Number.isInteger(vni) || vni < 0 || vni > 0xffffff) throw new DataplaneConfigError(`VNI ${vni} out of range 0..16777215`);
-    const port = options.port ?? DEFAULT_PORT;
-    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new DataplaneConfigError(`VXLAN port ${port} out of range 1..65535`);
-    if (options.localMac.length !== 6) throw new DataplaneConfigError(`local VtepMAC must be 6 bytes, got ${options.localMac.length}`);
+    const port = options.port ?? (ip ? DEFAULT_UDP_BACKEND_PORT : DEFAULT_PORT);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new DataplaneConfigError(`UDP port ${port} out of range 1..65535`);
+    const localMac = ip ? new Uint8Array(6) : options.localMac;
+    if (localMac?.length !== 6) throw new DataplaneConfigError(`local VtepMAC must be 6 bytes, got ${localMac?.length ?? 'none'}`);
     const nSend = options.sendSockets ?? 8;
     if (!Number.isInteger(nSend) || nSend < 1 || nSend > 64) throw new DataplaneConfigError(`sendSockets ${nSend} out of range 1..64`);
     const nThreads = options.threads ?? defaultDataplaneThreads();
@@ -143,15 +160,17 @@ export class VxlanDataplane {
     }
     const request = parseOffloadRequest(options.offload ?? 'auto');
     const want = requestedFeatures(request);
-    const txRing = options.txRing ?? (want.vnet ? OFFLOAD_TX_RING : DEFAULT_TX_RING);
-    const rxRing = options.rxRing ?? DEFAULT_RX_RING;
+    // The rings carry the encapsulation length to every forwarding thread's PacketLoop (22 or 0).
+    const encapLen = ip ? 0 : Frame.ENCAP_LEN;
+    const txRing: RingOptions = { ...(options.txRing ?? (want.vnet ? OFFLOAD_TX_RING : DEFAULT_TX_RING)), encapLen };
+    const rxRing: RingOptions = { ...(options.rxRing ?? DEFAULT_RX_RING), encapLen };
     // Geometry errors surface here, on the caller's thread, not later in a forwarding thread.
     new Ring(txRing);
     new Ring(rxRing);
     const tunOffloads = want.tso
       ? TunOffload.CSUM | TunOffload.TSO4 | TunOffload.TSO6 | (want.uso ? TunOffload.USO4 | TunOffload.USO6 : 0)
       : 0;
-    const tunName = options.tunName ?? `flannel.${vni}`;
+    const tunName = options.tunName ?? (ip ? 'flannel0' : `flannel.${vni}`);
     const buf = options.socketBuffer ?? DEFAULT_SOCKET_BUFFER;
 
     // Everything opened so far is closed again if a later step fails.
@@ -201,7 +220,7 @@ export class VxlanDataplane {
           `replaced the single-queue TUN ${tunName} left by an earlier version with a multi-queue one; its routes are programmed again`,
         );
       }
-      return new VxlanDataplane(native, options, request, features!, threads, sourcePorts, txRing, rxRing);
+      return new VxlanDataplane(native, { ...options, vni, port, localMac }, request, features!, threads, sourcePorts, txRing, rxRing);
     } catch (err) {
       for (const fd of fds) native.closeFd(fd);
       throw err;
@@ -222,18 +241,21 @@ export class VxlanDataplane {
     this.log = options.log;
     this.tunName = threads[0]!.name;
     this.tunIfindex = threads[0]!.ifindex;
-    this.vni = options.vni;
+    this.vni = options.vni ?? 0;
     this.port = options.port ?? DEFAULT_PORT;
+    const bare = txRing.encapLen === 0;
+    this.label = bare ? 'UDP' : 'VXLAN';
     this.sourcePorts = sourcePorts;
     this.threadCount = threads.length;
     this.features = features;
     this.mtuFixed = options.mtu !== undefined;
     this.maxPacket = options.mtu ?? 0;
+    const localMac = Uint8Array.from(options.localMac ?? new Uint8Array(6));
     // A publish waits for a thread still reading the previous generation; ringing the threads' doorbells
     // makes them finish their batch and move on (they refresh between batches and go idle before blocking).
+    // Prebuilt per-peer headers only where there is a header to send (not for the bare udp format).
     this.table = new ForwardingTable({
-      vni: options.vni,
-      localMac: Uint8Array.from(options.localMac),
+      ...(bare ? {} : { vni: this.vni, localMac }),
       wakeReaders: () => this.threads.wake(),
     });
     this.threads = new ForwardingThreads({
@@ -244,9 +266,9 @@ export class VxlanDataplane {
       table: this.table.handle,
       txRing,
       rxRing,
-      vni: options.vni,
+      vni: this.vni,
       udpPort: this.port,
-      localMac: Uint8Array.from(options.localMac),
+      localMac,
       vnetHdr: options.vnetHdr ?? false,
       repairChecksums: options.repairChecksums ?? true,
       budget: options.budget ?? (features.vnet ? 64 : 256),
@@ -264,12 +286,12 @@ export class VxlanDataplane {
         tun: this.tunName,
         ifindex: this.tunIfindex,
         port: this.port,
-        vni: this.vni,
+        ...(bare ? {} : { vni: this.vni }),
         threads: this.threadCount,
         sourcePorts,
         offload: { requested: request, rung: rungOf(features), features: describeFeatures(features) },
       },
-      `VXLAN data plane opened, ${this.threadCount} forwarding thread(s), offload rung ${rungOf(features)}`,
+      `${this.label} data plane opened, ${this.threadCount} forwarding thread(s), offload rung ${rungOf(features)}`,
     );
   }
 
@@ -384,7 +406,7 @@ export class VxlanDataplane {
     this.runningNow = false;
     this.threads.close();
     this.table.close();
-    this.log.info({ tun: this.tunName, started: this.started }, 'VXLAN data plane closed');
+    this.log.info({ tun: this.tunName, started: this.started }, `${this.label} data plane closed`);
   }
 
   private peerSubnets(): Array<[number, string]> {

@@ -27,6 +27,8 @@ export interface DataplaneSnapshot {
   readonly peers: readonly PeerStats[];
   /** Which rung of the offload ladder the data plane runs on (e.g. "gso", "plain"). */
   readonly offloadRung: string;
+  /** Peer leases of our backend refused on this node (no route; e.g. a host-gw peer off our L2). */
+  readonly refusedPeers?: number;
 }
 
 export interface DataplaneStatsSource {
@@ -74,6 +76,7 @@ export class DaemonMetrics {
   private readonly peerPackets: Counter<'peer' | 'public_ip' | 'direction'>;
   private readonly peerBytes: Counter<'peer' | 'public_ip' | 'direction'>;
   private readonly peers: Gauge;
+  private readonly refusedPeers: Gauge;
   private readonly leaseExpiry: Gauge<'subnet'>;
   private readonly etcdConnected: Gauge;
   private readonly offloadRung: Gauge<'rung'>;
@@ -120,6 +123,12 @@ export class DaemonMetrics {
       collect,
     });
     this.peers = new Gauge({ name: 'tsflanneld_peers', help: 'Remote leases the data plane forwards to.', registers, collect });
+    this.refusedPeers = new Gauge({
+      name: 'tsflanneld_peers_refused',
+      help: 'Peer leases of our backend that get no route on this node (e.g. a host-gw peer not on our L2; see the log).',
+      registers,
+      collect,
+    });
     this.leaseExpiry = new Gauge({
       name: 'tsflanneld_lease_expiry_timestamp_seconds',
       help: 'Unix time when our subnet lease expires unless renewed (absent without a lease).',
@@ -189,6 +198,7 @@ export class DaemonMetrics {
     this.offloadRung.reset();
     if (!this.dataplane) {
       this.peers.set(0);
+      this.refusedPeers.set(0);
       return;
     }
     const s = this.dataplane.snapshot();
@@ -225,6 +235,7 @@ export class DaemonMetrics {
     }
     this.peerKeys = seen;
     this.peers.set(s.peers.length);
+    this.refusedPeers.set(s.refusedPeers ?? 0);
     this.offloadRung.set({ rung: s.offloadRung }, 1);
   }
 

@@ -1,17 +1,30 @@
-// Pure part of the route manager: which leases become peers, how a batch of lease events changes
-// the desired peer set, and which kernel route operations turn the actual routes of our device into
-// the desired ones. No I/O here, so all of it is unit-tested directly.
+// Pure part of the route manager: which leases become peers (scope checks here, the backend's own
+// mapping through a LeaseMapper), how a batch of lease events changes the desired peer set, and which
+// kernel route operations turn the actual routes on the managed devices into the desired ones. No I/O
+// here, so all of it is unit-tested directly. Nothing here knows backend names.
+import type { LeaseMapping, Peer, PeerPlan, RouteSpec } from '../backend/backend';
 import { netContains, parseIp4, type Ip4, type Ip4Net } from '../subnet/ip4';
 import type { Lease, LeaseEvent } from '../subnet/lease';
-import { parseMac, vxlanBackendData } from '../subnet/lease-codec';
-import { RTPROT_KERNEL, RT_SCOPE_LINK, type KernelRoute } from '../netlink/rtnetlink';
+import { RTPROT_BOOT, RTPROT_KERNEL, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, type KernelRoute } from '../netlink/rtnetlink';
 
-/** A remote node as the data plane and the kernel routes need it (docs/compat.md §5.5). */
-export interface Peer {
-  readonly subnet: Ip4Net;
-  readonly publicIp: Ip4;
-  readonly vtepMac: Uint8Array;
-  readonly vni: number;
+export type { Peer, PeerPlan, RouteSpec } from '../backend/backend';
+
+/**
+ * Route protocol of our routes on a shared device (the external interface: host-gw and DirectRouting
+ * routes). It marks them as ours, so that only they are ever removed from that device; an operator's
+ * routes there are never touched. Not in /etc/iproute2/rt_protos, so `ip route` shows `proto 157`.
+ */
+export const RTPROT_TSFLANNELD = 157;
+
+/** A device the route manager puts routes on. */
+export interface ManagedDevice {
+  readonly ifindex: number;
+  /**
+   * true: the device is ours alone (our TUN): every non-kernel main-table route on it is ours, with
+   * protocol boot like flanneld's. false: shared (the external interface): only routes with protocol
+   * RTPROT_TSFLANNELD are ours.
+   */
+  readonly exclusive: boolean;
 }
 
 export interface PeerScope {
@@ -21,16 +34,27 @@ export interface PeerScope {
   readonly network?: Ip4Net;
 }
 
-export type IgnoreReason = 'own-subnet' | 'not-vxlan' | 'bad-public-ip' | 'outside-network';
+/** The backend's decision for a lease that passed the scope checks (see LeaseMapping). */
+export type LeaseMapper = (lease: Lease) => LeaseMapping;
 
-export type PeerDecision = { readonly peer: Peer } | { readonly ignored: IgnoreReason };
+export type Decision = LeaseMapping;
 
 /** Numeric map key of a subnet (exact: ip < 2^32, len < 64, product < 2^53). */
 export function netKey(net: Ip4Net): number {
   return net.ip * 64 + net.prefixLen;
 }
 
-export function leaseToPeer(lease: Lease, scope: PeerScope): PeerDecision {
+/** The lease's PublicIP as a number, or null if it is not a dotted IPv4 address. */
+export function leasePublicIp(lease: Lease): Ip4 | null {
+  try {
+    return parseIp4(lease.attrs.PublicIP);
+  } catch {
+    return null;
+  }
+}
+
+/** Own subnet, outside-network and /0 checks common to every backend, then the backend's mapping. */
+export function decideLease(lease: Lease, scope: PeerScope, map: LeaseMapper): Decision {
   const s = lease.subnet;
   if (s.ip === scope.ownSubnet.ip && s.prefixLen === scope.ownSubnet.prefixLen) return { ignored: 'own-subnet' };
   if (scope.network !== undefined) {
@@ -39,30 +63,26 @@ export function leaseToPeer(lease: Lease, scope: PeerScope): PeerDecision {
     // A /0 "peer" would replace the host's default route.
     return { ignored: 'outside-network' };
   }
-  // vxlanBackendData checks BackendType and normalises/validates the VtepMAC.
-  const data = vxlanBackendData(lease.attrs);
-  if (data === null) return { ignored: 'not-vxlan' };
-  let publicIp: Ip4;
-  try {
-    publicIp = parseIp4(lease.attrs.PublicIP);
-  } catch {
-    return { ignored: 'bad-public-ip' };
-  }
-  return { peer: { subnet: s, publicIp, vtepMac: parseMac(data.VtepMAC), vni: data.VNI } };
+  return map(lease);
 }
 
-export type DesiredChange = { readonly kind: 'set'; readonly peer: Peer } | { readonly kind: 'remove'; readonly subnet: Ip4Net };
+export type DesiredChange =
+  { readonly kind: 'set'; readonly plan: PeerPlan } | { readonly kind: 'remove'; readonly subnet: Ip4Net; readonly refused?: string };
 
 export interface IgnoredLease {
   readonly lease: Lease;
-  readonly reason: IgnoreReason;
+  readonly reason: string;
 }
 
 /**
  * Folds a batch of lease events into at most one change per subnet (the last event wins).
- * A lease that is (or became) unusable maps to 'remove': the caller drops it only if it had it.
+ * A lease that is (or became) unusable or refused maps to 'remove': the caller drops what it had.
  */
-export function eventsToChanges(events: readonly LeaseEvent[], scope: PeerScope): { changes: DesiredChange[]; ignored: IgnoredLease[] } {
+export function eventsToChanges(
+  events: readonly LeaseEvent[],
+  scope: PeerScope,
+  map: LeaseMapper,
+): { changes: DesiredChange[]; ignored: IgnoredLease[] } {
   const bySubnet = new Map<number, DesiredChange>();
   const ignored: IgnoredLease[] = [];
   for (const ev of events) {
@@ -71,9 +91,11 @@ export function eventsToChanges(events: readonly LeaseEvent[], scope: PeerScope)
     if (ev.type === 'removed') {
       change = { kind: 'remove', subnet: ev.lease.subnet };
     } else {
-      const d = leaseToPeer(ev.lease, scope);
-      if ('peer' in d) {
-        change = { kind: 'set', peer: d.peer };
+      const d = decideLease(ev.lease, scope, map);
+      if ('plan' in d) {
+        change = { kind: 'set', plan: d.plan };
+      } else if ('refused' in d) {
+        change = { kind: 'remove', subnet: ev.lease.subnet, refused: d.refused };
       } else {
         ignored.push({ lease: ev.lease, reason: d.ignored });
         if (d.ignored === 'own-subnet') continue;
@@ -87,58 +109,100 @@ export function eventsToChanges(events: readonly LeaseEvent[], scope: PeerScope)
   return { changes: [...bySubnet.values()], ignored };
 }
 
-/** Desired peers of a full lease list (startup, relist), keyed by netKey. */
-export function leasesToPeers(leases: readonly Lease[], scope: PeerScope): { peers: Map<number, Peer>; ignored: IgnoredLease[] } {
-  const peers = new Map<number, Peer>();
+/** Desired plans of a full lease list (startup, relist), keyed by netKey; refused leases by key too. */
+export function leasesToPlans(
+  leases: readonly Lease[],
+  scope: PeerScope,
+  map: LeaseMapper,
+): { plans: Map<number, PeerPlan>; refused: Map<number, { subnet: Ip4Net; reason: string }>; ignored: IgnoredLease[] } {
+  const plans = new Map<number, PeerPlan>();
+  const refused = new Map<number, { subnet: Ip4Net; reason: string }>();
   const ignored: IgnoredLease[] = [];
   for (const lease of leases) {
-    const d = leaseToPeer(lease, scope);
-    if ('peer' in d) peers.set(netKey(lease.subnet), d.peer);
+    const d = decideLease(lease, scope, map);
+    if ('plan' in d) plans.set(netKey(lease.subnet), d.plan);
+    else if ('refused' in d) refused.set(netKey(lease.subnet), { subnet: lease.subnet, reason: d.refused });
     else ignored.push({ lease, reason: d.ignored });
   }
-  return { peers, ignored };
+  return { plans, refused, ignored };
 }
 
-export function peersEqual(a: Peer, b: Peer): boolean {
+export function peersEqual(a: Peer | null, b: Peer | null): boolean {
+  if (a === null || b === null) return a === b;
   if (a.subnet.ip !== b.subnet.ip || a.subnet.prefixLen !== b.subnet.prefixLen) return false;
   if (a.publicIp !== b.publicIp || a.vni !== b.vni || a.vtepMac.length !== b.vtepMac.length) return false;
   for (let i = 0; i < a.vtepMac.length; i++) if (a.vtepMac[i] !== b.vtepMac[i]) return false;
   return true;
 }
 
-/** The one shape our routes have: `<subnet> dev <tun> proto <proto> scope link`, metric 0, no gateway. */
-export function isDesiredShape(r: KernelRoute, proto: number): boolean {
-  return r.gateway === 0 && r.metric === 0 && r.scope === RT_SCOPE_LINK && r.proto === proto && !r.onlink;
+export function routesEqual(a: RouteSpec, b: RouteSpec): boolean {
+  return a.dst.ip === b.dst.ip && a.dst.prefixLen === b.dst.prefixLen && a.gateway === b.gateway && a.ifindex === b.ifindex;
 }
 
-export interface RouteDiff {
-  /** Subnets whose route is missing or has the wrong shape. */
-  readonly replace: Ip4Net[];
-  /** Routes on the device that nobody wants (stale peers, strays, duplicates with a metric). */
-  readonly delete: KernelRoute[];
+/** The protocol our routes carry on this device (see ManagedDevice). */
+export function protoOf(device: ManagedDevice): number {
+  return device.exclusive ? RTPROT_BOOT : RTPROT_TSFLANNELD;
+}
+
+/** Whether a listed route on `device` is ours to change or remove. Kernel (address) routes never are. */
+export function isOwned(r: KernelRoute, device: ManagedDevice): boolean {
+  if (r.proto === RTPROT_KERNEL) return false;
+  return device.exclusive || r.proto === RTPROT_TSFLANNELD;
 }
 
 /**
- * Compares the desired subnets with the main-table routes of our device. The device is ours alone,
- * so every route on it that is not desired goes — except the kernel's own (proto kernel) routes,
- * which follow the device's addresses and are handled by device setup.
+ * The shapes our routes have: `<dst> dev <dev> proto <p> scope link` or `<dst> via <gw> dev <dev>
+ * proto <p>` (scope universe), metric 0, not onlink.
  */
-export function diffRoutes(desired: Iterable<Ip4Net>, actual: readonly KernelRoute[], proto: number): RouteDiff {
-  const want = new Map<number, Ip4Net>();
-  for (const net of desired) want.set(netKey(net), net);
+export function matchesSpec(r: KernelRoute, device: ManagedDevice, spec: RouteSpec): boolean {
+  return (
+    device.ifindex === spec.ifindex &&
+    r.dst.ip === spec.dst.ip &&
+    r.dst.prefixLen === spec.dst.prefixLen &&
+    r.gateway === spec.gateway &&
+    r.metric === 0 &&
+    r.scope === (spec.gateway === 0 ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE) &&
+    r.proto === protoOf(device) &&
+    !r.onlink
+  );
+}
+
+/** Main-table routes listed on one managed device. */
+export interface DeviceRoutes {
+  readonly device: ManagedDevice;
+  readonly routes: readonly KernelRoute[];
+}
+
+export interface RouteDiff {
+  /** Routes that are missing or have the wrong shape/device. */
+  readonly replace: RouteSpec[];
+  /** Our routes that nobody wants (stale peers, strays, duplicates with a metric), with their device. */
+  readonly delete: { readonly ifindex: number; readonly route: KernelRoute }[];
+}
+
+/**
+ * Compares the desired routes with the routes listed on the managed devices. Only routes we own
+ * (isOwned) are ever deleted. A metric-0 route for a desired prefix is overwritten in place by the
+ * replace (the kernel matches dst, metric and table, whatever the device), so it is not deleted first.
+ */
+export function diffRoutes(desired: Iterable<RouteSpec>, actual: readonly DeviceRoutes[]): RouteDiff {
+  const want = new Map<number, RouteSpec>();
+  for (const spec of desired) want.set(netKey(spec.dst), spec);
   const good = new Set<number>();
-  const del: KernelRoute[] = [];
-  for (const r of actual) {
-    if (r.proto === RTPROT_KERNEL) continue;
-    const key = netKey(r.dst);
-    if (want.has(key) && r.metric === 0) {
-      // A replace overwrites the metric-0 route of this prefix in place, whatever its shape.
-      if (isDesiredShape(r, proto)) good.add(key);
-    } else {
-      del.push(r);
+  const del: { ifindex: number; route: KernelRoute }[] = [];
+  for (const { device, routes } of actual) {
+    for (const r of routes) {
+      if (r.proto === RTPROT_KERNEL) continue;
+      const key = netKey(r.dst);
+      const spec = want.get(key);
+      if (spec !== undefined && r.metric === 0) {
+        if (matchesSpec(r, device, spec)) good.add(key);
+      } else if (isOwned(r, device)) {
+        del.push({ ifindex: device.ifindex, route: r });
+      }
     }
   }
-  const replace: Ip4Net[] = [];
-  for (const [key, net] of want) if (!good.has(key)) replace.push(net);
+  const replace: RouteSpec[] = [];
+  for (const [key, spec] of want) if (!good.has(key)) replace.push(spec);
   return { replace, delete: del };
 }

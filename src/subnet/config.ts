@@ -10,19 +10,14 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-/** Kernel VXLAN default UDP port (vxlan module param udp_port); flannel's `Port: 0` means this. */
-export const DEFAULT_VXLAN_PORT = 8472;
-export const DEFAULT_VNI = 1;
-export const MAX_VNI = 0xffffff;
-
+/**
+ * The `Backend` object as flannel's config carries it: its Type, and the whole object for the
+ * backend plug-in to decode (src/backend/<type>/: each plug-in owns and validates its own fields).
+ */
 export interface BackendConfig {
   type: string; // lowercased; "udp" when the Backend object is absent (flannel quirk)
-  vni: number;
-  port: number; // 0 = kernel default, see effectivePort()
-  mtu: number; // 0 = use the external interface's MTU
-  gbp: boolean;
-  learning: boolean;
-  directRouting: boolean;
+  /** The Backend JSON object as written ({} when absent). */
+  fields: Readonly<Record<string, unknown>>;
 }
 
 export interface NetworkConfig {
@@ -37,10 +32,6 @@ export interface NetworkConfig {
   ipv6SubnetMin: string | null; // canonical address text
   ipv6SubnetMax: string | null;
   backend: BackendConfig;
-}
-
-export function effectivePort(backend: BackendConfig): number {
-  return backend.port > 0 ? backend.port : DEFAULT_VXLAN_PORT;
 }
 
 // ---- typed field readers (Go decode errors become "<Field> must be ..." messages) ----
@@ -256,30 +247,10 @@ function validateIPv6(raw: RawV6): Pick<NetworkConfig, 'ipv6Network' | 'ipv6Subn
 function parseBackend(raw: unknown): BackendConfig {
   // flannel picks "udp" when Backend is missing (its docs say vxlan; docs/compat.md §2 ⚠).
   // A JSON null is Go's "absent" for this RawMessage-backed field too.
-  const defaults: BackendConfig = {
-    type: 'udp',
-    vni: DEFAULT_VNI,
-    port: 0,
-    mtu: 0,
-    gbp: false,
-    learning: false,
-    directRouting: false,
-  };
-  if (raw === undefined) return defaults;
+  if (raw === undefined) return { type: 'udp', fields: {} };
   if (!isJsonObject(raw)) throw new ConfigError(`Backend must be an object, got ${jsonTypeName(raw)}`);
-  const b = new GoFields(raw);
-  const p = 'Backend.';
-  const type = readString(b, 'Type', p);
-  return {
-    type: (type ?? '').toLowerCase(),
-    // 0 is valid, as in flanneld (device flannel.0); the kernel's VXLAN driver accepts it too.
-    vni: readInt(b, 'VNI', p, DEFAULT_VNI, 0, MAX_VNI),
-    port: readInt(b, 'Port', p, 0, 0, 65535),
-    mtu: readInt(b, 'MTU', p, 0, 0, Number.MAX_SAFE_INTEGER),
-    gbp: readBool(b, 'GBP', p, false),
-    learning: readBool(b, 'Learning', p, false),
-    directRouting: readBool(b, 'DirectRouting', p, false),
-  };
+  const type = readString(new GoFields(raw), 'Type', 'Backend.');
+  return { type: (type ?? '').toLowerCase(), fields: raw };
 }
 
 /** Decodes and validates a flannel network config; throws ConfigError naming the bad field. */

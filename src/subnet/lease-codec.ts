@@ -5,8 +5,7 @@
 import { Ip4Net, formatIp4, ip4Net, isIp4, maskOf, parseIp4, tryParseIp4 } from './ip4';
 import { Ip6ParseError, formatIp6, ip6Net, maskOf6, parseIp6, parseIp6Net } from './ip6';
 import { GoFields, isJsonObject, jsonTypeName } from './gojson';
-import type { LeaseAttrs, VxlanBackendData } from './lease';
-import { MAX_VNI } from './config';
+import type { LeaseAttrs } from './lease';
 
 export class LeaseDecodeError extends Error {
   override name = 'LeaseDecodeError';
@@ -179,33 +178,6 @@ export function decodeLeaseAttrs(text: string): LeaseAttrs {
   const bd6 = f.get('BackendV6Data');
   if (bd6 !== undefined) attrs.BackendV6Data = bd6;
   return attrs;
-}
-
-function vxlanData(data: unknown): VxlanBackendData | null {
-  if (!isJsonObject(data)) return null;
-  const f = new GoFields(data);
-  const vni = f.get('VNI');
-  const mac = f.get('VtepMAC');
-  if (typeof vni !== 'number' || !Number.isInteger(vni) || vni < 0 || vni > MAX_VNI) return null;
-  if (typeof mac !== 'string') return null;
-  try {
-    return { VNI: vni, VtepMAC: formatMac(parseMac(mac)) };
-  } catch (e) {
-    if (e instanceof MacParseError) return null;
-    throw e;
-  }
-}
-
-/** The VXLAN peer data of a lease (IPv4 side), or null if it is not a usable VXLAN lease. */
-export function vxlanBackendData(attrs: LeaseAttrs): VxlanBackendData | null {
-  if (attrs.BackendType !== 'vxlan') return null;
-  return vxlanData(attrs.BackendData);
-}
-
-/** Same for the IPv6 side (BackendV6Data of a dual-stack lease). */
-export function vxlanBackendV6Data(attrs: LeaseAttrs): VxlanBackendData | null {
-  if (attrs.BackendType !== 'vxlan') return null;
-  return vxlanData(attrs.BackendV6Data);
 }
 
 // ---- MAC addresses ----

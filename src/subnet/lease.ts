@@ -3,11 +3,6 @@
 // byte-compatible with flanneld's (docs/compat.md §1).
 import type { Ip4Net } from './ip4';
 
-export interface VxlanBackendData {
-  VNI: number;
-  VtepMAC: string; // lowercase aa:bb:cc:dd:ee:ff
-}
-
 export interface LeaseAttrs {
   PublicIP: string;
   PublicIPv6: string | null;

@@ -89,21 +89,6 @@ t.test('network config in etcd', async (t) => {
       '{"Network":"10.5.0.0/16","SubnetMin":"10.6.0.0","Backend":{"Type":"vxlan"}}',
       /invalid network config .*SubnetMin is not in the range of the Network: 10\.6\.0\.0/,
     ],
-    [
-      'VNI "x"',
-      '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":"x"}}',
-      /invalid network config .*Backend\.VNI must be a number, got string/,
-    ],
-    [
-      'VNI out of range',
-      '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}',
-      /invalid network config .*Backend\.VNI must be between 0 and 16777215, got 16777216/,
-    ],
-    [
-      'Port 70000',
-      '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","Port":70000}}',
-      /invalid network config .*Backend\.Port must be between 0 and 65535/,
-    ],
     ['Backend a string', '{"Network":"10.5.0.0/16","Backend":"vxlan"}', /invalid network config .*Backend must be an object, got string/],
     // IPv6: flannel's texts (pkg/subnet/config.go), then what to change.
     [
@@ -165,22 +150,34 @@ t.test('network config in etcd', async (t) => {
     t.equal(await node.stop(), 0);
   });
 
+  // A Backend tsflanneld cannot honour is fatal (like flanneld's failing RegisterNetwork), before
+  // anything is written: no VTEP MAC file, no lease, no subnet.env.
+  const B = (backend: object): string => JSON.stringify({ Network: '10.5.0.0/16', Backend: backend });
   const unsupported: Array<[string, string, RegExp]> = [
     [
-      'Backend type "host-gw"',
-      '{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}',
-      /backend type "host-gw" in \/coreos\.com\/network\/config is not supported: tsflanneld only implements "vxlan"/,
+      'Backend type "ipip"',
+      B({ Type: 'ipip' }),
+      /\/coreos\.com\/network\/config: Backend\.Type "ipip" is not implemented by tsflanneld \(supported: "vxlan", "udp", "host-gw", "alloc"\); use "vxlan"/,
     ],
     [
-      'Backend type "VXLAN " (not exactly vxlan)',
-      '{"Network":"10.5.0.0/16","Backend":{"Type":"VXLAN "}}',
-      /backend type "vxlan " .* is not supported/,
+      'Backend type "wireguard"',
+      B({ Type: 'wireguard' }),
+      /Backend\.Type "wireguard" is not implemented by tsflanneld .*; use "vxlan" and encrypt the underlay/,
     ],
+    ['Backend type "VXLAN " (not exactly vxlan)', B({ Type: 'VXLAN ' }), /Backend\.Type "vxlan " is unknown .*check the spelling/],
+    ['Backend without Type', B({}), /Backend\.Type is missing: set it to one of "vxlan", "udp", "host-gw", "alloc"/],
+    ['vxlan GBP true', B({ Type: 'vxlan', GBP: true }), /Backend\.GBP true is not supported: .*remove GBP \(or set it to false\)/],
+    ['vxlan Learning true', B({ Type: 'vxlan', Learning: true }), /Backend\.Learning true is not supported: .*remove Learning/],
     [
-      'no Backend (flannel picks udp)',
-      '{"Network":"10.5.0.0/16"}',
-      /backend type "udp" .* not supported.*flannel selects "udp" when the Backend object is missing/,
+      'vxlan unknown field',
+      B({ Type: 'vxlan', DirectRoutng: true }),
+      /Backend\.DirectRoutng is not a setting of the "vxlan" backend: remove it/,
     ],
+    ['vxlan VNI "x"', B({ Type: 'vxlan', VNI: 'x' }), /Backend\.VNI must be a number, got string/],
+    ['vxlan VNI out of range', B({ Type: 'vxlan', VNI: 16777216 }), /Backend\.VNI must be between 0 and 16777215, got 16777216/],
+    ['vxlan Port 70000', B({ Type: 'vxlan', Port: 70000 }), /Backend\.Port must be between 0 and 65535/],
+    ['udp Port 0', B({ Type: 'udp', Port: 0 }), /Backend\.Port must be between 1 and 65535, got 0/],
+    ['host-gw with a vxlan field', B({ Type: 'host-gw', VNI: 1 }), /Backend\.VNI is not a setting of the "host-gw" backend/],
     [
       'EnableIPv4 and EnableIPv6 both false',
       '{"EnableIPv4":false,"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}',
@@ -195,12 +192,15 @@ t.test('network config in etcd', async (t) => {
   for (const [name, value, re] of unsupported) {
     await t.test(`${name}: fatal, exit 1 with a clear message`, async (t) => {
       await etcd.etcdctl(['put', cfgKey, value]);
+      const leasesBefore = (await subnetKeys(etcd)).size;
       const node = startNode(t, etcd, { publicIp: nextIp(), dir: tmpDir(t) });
       t.equal(await node.waitForExit(), 1, 'exit 1');
       const fatal = node.logs.find((l) => l.level === 60);
       t.match(fatal?.msg ?? '', re, `fatal: ${fatal?.msg}`);
       assertNoUnexpected(t, node);
       t.notOk(fs.existsSync(node.subnetFile), 'no subnet.env');
+      t.same(fs.readdirSync(path.dirname(node.subnetFile)), [], 'nothing written next to it (no VTEP MAC file)');
+      t.equal((await subnetKeys(etcd)).size, leasesBefore, 'no lease written');
     });
   }
 });

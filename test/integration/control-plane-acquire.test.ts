@@ -143,12 +143,12 @@ t.test('missing config is waited for, then picked up', async (t) => {
   t.equal(await n.stop(), 0);
 });
 
-t.test('a non-vxlan backend is rejected with exit 1', async (t) => {
+t.test('a backend type tsflanneld does not implement is rejected with exit 1', async (t) => {
   const etcd = await withEtcd(t);
-  await putConfig(etcd, { Network: '10.5.0.0/16' }); // no Backend → flannel picks "udp"
+  await putConfig(etcd, { Network: '10.5.0.0/16', Backend: { Type: 'ipip' } });
   const n = startNode(t, etcd, { publicIp: '192.0.2.71', dir: tmpDir(t) });
   t.equal(await n.waitForExit(), 1);
-  t.match(n.logs.find((l) => l.level === 60)?.msg, /backend type "udp" .* not supported.*vxlan/);
+  t.match(n.logs.find((l) => l.level === 60)?.msg, /Backend\.Type "ipip" is not implemented by tsflanneld .*use "vxlan"/);
   t.equal((await subnetKeys(etcd)).size, 0, 'no lease taken');
 });
 

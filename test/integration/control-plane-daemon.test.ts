@@ -58,7 +58,7 @@ t.test('hooks: start before subnet.env, snapshot then live batches, stop on abor
   t.equal(ctx.mtu, 1450, 'Backend.MTU − 50');
   t.equal(ctx.publicIp, '192.0.2.121');
   t.equal(ctx.iface.name, 'lo');
-  t.equal(ctx.config.backend.vni, 7);
+  t.equal(ctx.config.backend.fields.VNI, 7);
   t.match(ctx.vtepMac, /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/);
   t.same(ctx.lease.attrs, {
     PublicIP: '192.0.2.121',

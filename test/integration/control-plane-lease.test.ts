@@ -111,7 +111,7 @@ t.test('daemon logs peers from etcd, including a foreign flanneld lease', async 
     '{"PublicIP":"192.168.1.10","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"ae:12:34:56:78:9a"}}',
   ]);
   const line = await a.waitForLog(/^peer lease added: 10\.5\.72\.0\/24 at 192\.168\.1\.10$/);
-  t.equal(line.vtepMac, 'ae:12:34:56:78:9a');
+  t.same(line.backendData, { VNI: 1, VtepMAC: 'ae:12:34:56:78:9a' }, "the peer's BackendData is logged as is");
   const b = startNode(t, etcd, { publicIp: '192.0.2.107', dir: tmpDir(t) });
   const bSubnet = subnetOfEnv(await b.waitForSubnetEnv());
   await a.waitForLog(new RegExp(`^peer lease added: ${bSubnet.replace(/\./g, '\\.')} at 192\\.0\\.2\\.107$`));

@@ -1,6 +1,7 @@
 // Runs inside the test's network namespace (`ip netns exec <ns> node routes-driver.js`) and drives
 // device setup and a RouteManager over the real native rtnetlink. The test talks to it with one JSON
 // request per stdin line and reads one JSON reply per stdout line. Only namespaced state is touched.
+import { vxlanLeaseMapper } from '../../src/backend/vxlan/mapping';
 import readline from 'node:readline';
 import { NativeRtnetlink, type RouteOp } from '../../src/netlink/rtnetlink';
 import { formatIp4Net, type Ip4Net } from '../../src/subnet/ip4';
@@ -56,7 +57,8 @@ async function handle(req: DriverRequest): Promise<unknown> {
       mgr = new RouteManager({
         netlink,
         forwarding,
-        ifindex: req.ifindex,
+        devices: [{ ifindex: req.ifindex, exclusive: true }],
+        map: vxlanLeaseMapper({ tunIfindex: req.ifindex }),
         ownSubnet: req.ownSubnet,
         network: req.network,
         log,

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { decideTakeover } from '../../src/routes/device-takeover';
-import { explainOpenError } from '../../src/daemon/vxlan-backend';
+import { explainOpenError } from '../../src/backend/tun-backend';
 import type { LinkInfo } from '../../src/netlink/rtnetlink';
 
 const link = (kind: string | undefined, mac: number[] | null): LinkInfo => ({

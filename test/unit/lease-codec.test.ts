@@ -11,9 +11,8 @@ import {
   parseMac,
   parseSubnetKey,
   subnetKey,
-  vxlanBackendData,
-  vxlanBackendV6Data,
 } from '../../src/subnet/lease-codec';
+import { vxlanBackendData, vxlanBackendV6Data } from '../../src/backend/vxlan/lease-data';
 import { formatIp4Net, ip4Net, parseIp4Net } from '../../src/subnet/ip4';
 import type { LeaseAttrs } from '../../src/subnet/lease';
 

@@ -19,13 +19,15 @@ interface Inbound {
 }
 
 /** A scripted stand-in for the native calls: queued TUN packets / datagrams, recorded sends/writes. */
-function harness(opts: { sendStatus?: (i: number) => number; budget?: number; readErrno?: number } = {}) {
-  const table = new ForwardingTable({ vni: 1, localMac: OWN });
+function harness(opts: { sendStatus?: (i: number) => number; budget?: number; readErrno?: number; encapLen?: number } = {}) {
+  // encapLen 0 = flannel's udp format (bare IPv4 in UDP): no header, no VXLAN checks.
+  const encap = opts.encapLen ?? ENCAP_LEN;
+  const table = encap === 0 ? new ForwardingTable() : new ForwardingTable({ vni: 1, localMac: OWN });
   const slotB = table.setPeer({ subnet: parseIp4Net('10.5.2.0/24'), publicIp: parseIp4('192.0.2.12'), vtepMac: MAC_B });
   const slotC = table.setPeer({ subnet: parseIp4Net('10.5.3.0/24'), publicIp: parseIp4('192.0.2.13'), vtepMac: MAC_C });
   const counters = new Counters(table.slotCapacity);
-  const tx = new Ring({ slots: 4, slotSize: 2048, headroom: 64 });
-  const rx = new Ring({ slots: 4, slotSize: 2048, headroom: 64 });
+  const tx = new Ring({ slots: 4, slotSize: 2048, headroom: 64, encapLen: encap });
+  const rx = new Ring({ slots: 4, slotSize: 2048, headroom: 64, encapLen: encap });
   const tunQueue: Array<{ pkt: Uint8Array; flags?: number }> = [];
   const udpQueue: Inbound[] = [];
   const sent: Array<{ bytes: Uint8Array; addr: number; port: number; fd: number }> = [];
@@ -77,7 +79,7 @@ function harness(opts: { sendStatus?: (i: number) => number; budget?: number; re
       let n = 0;
       while (n < max && udpQueue.length > 0) {
         const { src, frame } = udpQueue.shift()!;
-        const off = rx.ipOffset(n) - ENCAP_LEN;
+        const off = rx.ipOffset(n) - encap;
         rx.bytes.set(frame, off);
         const b = n * Desc.WORDS;
         rx.desc[b + Desc.OFF] = off;
@@ -98,7 +100,7 @@ function harness(opts: { sendStatus?: (i: number) => number; budget?: number; re
         if (len === 0) continue;
         rx.desc[b + Desc.STATUS] = 0;
         // Like the addon: the datagram's encapsulation is stripped, the IPv4 total length kept.
-        const ip = rx.desc[b + Desc.OFF]! + ENCAP_LEN;
+        const ip = rx.desc[b + Desc.OFF]! + encap;
         written.push(rx.bytes.slice(ip, ip + ((rx.bytes[ip + 2]! << 8) | rx.bytes[ip + 3]!)));
       }
       return n;
@@ -246,4 +248,46 @@ t.test('I/O errors are reported, not thrown', async (t) => {
   h.loop.ingress();
   t.same(h.errors, [9, 9]);
   t.equal(h.counters.snapshot([]).ioErrors, 2, 'each failed read counted');
+});
+
+t.test('udp format (encapsulation length 0): the bare packet goes out and comes in; non-IPv4 and non-peers dropped', async (t) => {
+  const h = harness({ encapLen: 0 });
+  h.tunQueue.push({ pkt: ipv4('10.5.2.9') }, { pkt: ipv4('10.5.9.1') });
+  h.loop.egress();
+  t.equal(h.sent.length, 1);
+  t.same(h.sent[0]!.bytes, ipv4('10.5.2.9'), 'the datagram is exactly the inner packet');
+  t.equal(h.sent[0]!.addr, parseIp4('192.0.2.12'));
+  t.equal(h.counters.snapshot([]).txBytes, 60);
+
+  const bad = ipv4('10.5.1.7');
+  bad[0] = 0x65; // IPv6 version nibble
+  const short = ipv4('10.5.1.7', 60).subarray(0, 12);
+  const lying = ipv4('10.5.1.7', 60);
+  lying[3] = 200; // total length beyond the datagram
+  h.udpQueue.push(
+    { src: '192.0.2.12', frame: ipv4('10.5.1.7', 80) },
+    { src: '192.0.2.12', frame: bad },
+    { src: '192.0.2.12', frame: short },
+    { src: '192.0.2.12', frame: lying },
+  );
+  h.udpQueue.push({ src: '192.0.2.99', frame: ipv4('10.5.1.7') });
+  h.loop.ingress();
+  t.equal(h.written.length, 1, 'one good packet written');
+  t.same(h.written[0], ipv4('10.5.1.7', 80));
+  const c = h.counters.snapshot([]);
+  t.equal(c.drops.notIpv4, 1);
+  t.equal(c.drops.short, 1);
+  t.equal(c.drops.badIpv4Header, 1);
+  t.equal(c.drops.unknownSource, 1, 'a datagram from a non-peer is dropped and counted');
+  t.equal(c.rxBytes, 80);
+});
+
+t.test('udp format: an unlisted outer source is dropped even when the inner source is a peer (no VNI/VtepMAC to check)', async (t) => {
+  const h = harness({ encapLen: 0 });
+  const fromPeerSubnet = ipv4('10.5.1.7');
+  fromPeerSubnet.set([10, 5, 2, 7], 12); // inner source inside peer B's subnet
+  h.udpQueue.push({ src: '192.0.2.99', frame: fromPeerSubnet }, { src: '192.0.2.12', frame: fromPeerSubnet });
+  h.loop.ingress();
+  t.equal(h.written.length, 1, 'only the datagram from the PublicIP of peer B is written');
+  t.equal(h.counters.snapshot([]).drops.unknownSource, 1);
 });

@@ -1,3 +1,4 @@
+import { vxlanLeaseMapper } from '../../src/backend/vxlan/mapping';
 import t from 'tap';
 import { formatIp4Net, parseIp4, parseIp4Net } from '../../src/subnet/ip4';
 import { NetlinkError, RTPROT_KERNEL } from '../../src/netlink/rtnetlink';
@@ -25,7 +26,8 @@ function setup(opts: Partial<RouteManagerOptions> = {}) {
   const mgr = new RouteManager({
     netlink: table,
     forwarding,
-    ifindex: IFINDEX,
+    devices: [{ ifindex: IFINDEX, exclusive: true }],
+    map: vxlanLeaseMapper({ tunIfindex: IFINDEX }),
     ownSubnet: parseIp4Net('10.5.72.0/24'),
     network: parseIp4Net('10.5.0.0/16'),
     log,
