@@ -156,21 +156,23 @@ export class LeaseManager extends EventEmitter {
   async acquire(): Promise<Lease> {
     const { registry, log } = this.opts;
     const maxAttempts = this.opts.maxAttempts ?? MAX_ACQUIRE_ATTEMPTS;
+    // An IPv4 subnet of ours worth keeping when only the IPv6 part must change (see step 1 and 2).
+    let keep4: Ip4Net | null = null;
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       const list = await registry.listLeases();
-      const keys: Array<{ subnet: Ip4Net; ipv6Subnet: string | null }> = [...list.leases];
+      const keys: Array<{ key: string; subnet: Ip4Net; ipv6Subnet: string | null }> = [...list.leases];
       // A key with an unreadable value still occupies its subnet.
       for (const s of list.skipped) {
         const rel = s.key.slice(`${registry.prefix}/subnets/`.length);
         const parsed = s.key.startsWith(`${registry.prefix}/subnets/`) ? parseSubnetKey(rel) : null;
-        if (parsed) keys.push(parsed);
+        if (parsed) keys.push({ key: rel, ...parsed });
       }
-      const { taken, taken6 } = takenSubnets(keys);
 
       // 1. A lease that already carries our PublicIP.
       const mine = list.leases.filter((l) => this.isOurs(l.attrs));
       const usable = mine.filter((l) => this.fits(l));
       const chosen = usable.find((l) => l.etcdLeaseId === '0') ?? usable[0];
+      const dropped = new Set<string>();
       for (const l of mine) {
         if (this.fits(l)) continue;
         if (l.etcdLeaseId === '0') {
@@ -178,8 +180,13 @@ export class LeaseManager extends EventEmitter {
         } else {
           log.info({ key: l.key }, `deleting lease ${l.key} for ${this.publicIp}: it does not fit the network config`);
           await registry.deleteLease(l.key);
+          dropped.add(l.key);
+          // EnableIPv6 switched on or off: the IPv4 part may still fit, and containers keep their
+          // addresses if it is kept (flannel allocates both parts anew).
+          if (this.opts.config.enableIPv4 && subnetFitsConfig(l.subnet, this.range)) keep4 ??= l.subnet;
         }
       }
+      const { taken, taken6 } = takenSubnets(keys.filter((k) => !dropped.has(k.key)));
       if (chosen) {
         const reservation = chosen.etcdLeaseId === '0';
         const res = await registry.updateLease(chosen, this.opts.attrs, reservation ? null : this.ttlSec);
@@ -210,13 +217,23 @@ export class LeaseManager extends EventEmitter {
           log.info({ attempt }, `previous subnet ${describeSubnets(prev)} was taken concurrently; retrying`);
           continue;
         }
+      } else if (prev === null && this.opts.config.enableIPv4) {
+        // The previous run had no IPv6 subnet (EnableIPv6 was just switched on): keep its IPv4 subnet.
+        const prev4 = this.opts.previous.subnet;
+        if (prev4 !== null && subnetFitsConfig(prev4, this.range)) keep4 ??= prev4;
       }
 
       // 3. Allocate each enabled family independently, as flannel does.
-      const picked = this.allocate(taken, taken6, list.leases.length);
+      const kept = keep4 !== null && !taken.some((t) => netsOverlap(t, keep4!)) ? keep4 : null;
+      const picked = this.allocate(taken, taken6, list.leases.length, kept);
       const res = await registry.createLease(picked.subnet, picked.ipv6Subnet, this.opts.attrs, this.ttlSec);
       if (res.created) {
-        log.info({ key: res.lease.key }, `allocated subnet ${describeSubnets(picked)}`);
+        log.info(
+          { key: res.lease.key },
+          kept !== null
+            ? `kept IPv4 subnet ${formatIp4Net(kept)}, allocated ${describeSubnets(picked)}`
+            : `allocated subnet ${describeSubnets(picked)}`,
+        );
         return (this.lease = res.lease);
       }
       log.info({ attempt, subnet: describeSubnets(picked) }, 'lost the race for a subnet to another node; retrying');
@@ -233,10 +250,15 @@ export class LeaseManager extends EventEmitter {
     return { subnet: c.enableIPv4 ? subnet! : NO_IP4, ipv6Subnet: c.enableIPv6 ? ipv6Subnet : null };
   }
 
-  private allocate(taken: Ip4Net[], taken6: Ip6Net[], leaseCount: number): { subnet: Ip4Net; ipv6Subnet: string | null } {
+  private allocate(
+    taken: Ip4Net[],
+    taken6: Ip6Net[],
+    leaseCount: number,
+    kept: Ip4Net | null,
+  ): { subnet: Ip4Net; ipv6Subnet: string | null } {
     const c = this.opts.config;
-    let subnet = NO_IP4;
-    if (c.enableIPv4) {
+    let subnet = kept ?? NO_IP4;
+    if (c.enableIPv4 && kept === null) {
       const s = pickSubnet(this.range, taken, this.opts.random);
       if (!s) {
         throw new OutOfSubnetsError(
