@@ -1,268 +1,253 @@
-// Route programming at scale, in a throw-away network namespace with a TUN device.
-//   node dist/bench/route-scale.js [--peers 5000] [--runs 5] [--changes 2000]
-// Measures:
-//   - startup: RouteManager.reconcile(N leases) on an empty device (list + diff + one batch);
-//   - the same N routes one netlink request per route (flanneld's pattern), and `ip -batch`, for reference;
-//   - idempotent re-apply of N added events, and an in-sync reconcile (the periodic drift check);
-//   - p50/p99 latency of one lease event → route in the kernel. applyEvents resolves after the kernel
-//     ACKed the route; rtnetlink ACKs after the FIB insert, so the route is in place at that point.
-// Prints results; no thresholds. The namespace is removed on exit, also on failure or ^C.
-import { spawn } from 'node:child_process';
+// Control plane at scale: a real etcd and a real tsflanneld in throw-away network namespaces.
+//   node dist/bench/route-scale.js [--peers 1000,5000,10000,20000] [--burst 1000] [--no-results]
+// For each N: N peer leases are in etcd before the daemon starts (bench/lease-loader.ts); then
+//   - time from process start to subnet.env, to all N routes in the kernel (the daemon's "ready in"
+//     line, logged once the snapshot's routes were ACKed by the kernel; checked with `ip route`), and
+//     the daemon's own phase times;
+//   - RSS (current and peak) and CPU seconds of the daemon once converged, etcd RPCs it made (etcd's
+//     grpc_server_started_total before/after);
+//   - a burst of --burst concurrent puts of new leases → time until routes == leases, then the same
+//     number of concurrent deletes → time until routes == leases again; watch reconnects (must be 0).
+// Prints a table and how each time grows with N; writes a section of bench/RESULTS.md unless
+// --no-results. No thresholds. Everything is torn down on exit, also on failure or ^C.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { cleanupPrefix, newPrefix, run } from '../netns-fixtures/testbed';
-import { NativeRtnetlink, type RouteOp } from '../src/netlink/rtnetlink';
-import { formatIp4Net, ip4Net, parseIp4Net } from '../src/subnet/ip4';
-import type { Lease, LeaseEvent } from '../src/subnet/lease';
-import { setupDevice } from '../src/routes/device-setup';
-import { RouteManager, type PeerForwarding, type RouteLog } from '../src/routes/route-manager';
+import { createTestbed, type Testbed, type TestHost } from '../netns-fixtures/testbed';
+import { ETCD_PREFIX, startDaemonNode, type DaemonNode } from '../netns-fixtures/tsflanneld-node';
 
-const NETWORK = parseIp4Net('10.5.0.0/16');
-const SUBNET_LEN = 29; // 8,192 subnets in the /16, enough for 5,000 peers
-const OWN = ip4Net(parseIp4Net('10.5.72.0/29').ip, SUBNET_LEN);
+// Our own lease comes from 10.254.0.0/16, which the fake leases (bench/lease-loader.ts) never use.
+const CONFIG = '{"Network":"10.0.0.0/8","SubnetLen":24,"SubnetMin":"10.254.0.0","SubnetMax":"10.254.255.0","Backend":{"Type":"vxlan"}}';
+const LOADER = path.resolve(__dirname, '..', 'netns-fixtures', 'lease-loader.js');
+const TUN = 'flannel.1';
+const RESULTS = path.resolve(__dirname, '..', '..', 'bench', 'RESULTS.md');
+const BEGIN = '<!-- control-plane-scale:begin -->';
+const END = '<!-- control-plane-scale:end -->';
 
 interface Args {
-  peers: number;
-  runs: number;
-  changes: number;
-  inner: string | null;
+  peers: number[];
+  burst: number;
+  results: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { peers: 5000, runs: 5, changes: 2000, inner: null };
+  const a: Args = { peers: [1000, 5000, 10000, 20000], burst: 1000, results: true };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
-    const v = argv[++i];
-    if (k === '--peers') a.peers = Number(v);
-    else if (k === '--runs') a.runs = Number(v);
-    else if (k === '--changes') a.changes = Number(v);
-    else if (k === '--inner') a.inner = v ?? null;
-    else throw new Error(`unknown argument ${k}`);
+    if (k === '--no-results') a.results = false;
+    else if (k === '--peers') a.peers = (argv[++i] ?? '').split(',').map(Number);
+    else if (k === '--burst') a.burst = Number(argv[++i]);
+    else if (k === '--help') {
+      process.stdout.write('usage: route-scale [--peers 1000,5000,10000,20000] [--burst 1000] [--no-results]\n');
+      process.exit(0);
+    } else throw new Error(`unknown argument ${k}; see --help`);
   }
-  if (a.peers < 1 || a.peers > 8000) throw new Error('--peers must be 1..8000');
+  if (a.peers.some((n) => !Number.isInteger(n) || n < 1 || n + a.burst > 65000)) throw new Error('--peers: 1..65000 minus --burst each');
   return a;
 }
 
-// ---- outside the namespace ----
+interface Row {
+  n: number;
+  subnetEnvMs: number;
+  routesMs: number;
+  phases: string;
+  routes: number;
+  rssMiB: number;
+  peakMiB: number;
+  cpuS: number;
+  rpcs: number;
+  rpcDetail: string;
+  burstPutMs: number;
+  burstDeleteMs: number;
+  reconnects: number;
+  loadErrors: number;
+}
 
-async function outer(args: Args): Promise<void> {
-  if (process.getuid?.() !== 0) throw new Error('route-scale needs root (it creates a network namespace)');
-  const prefix = newPrefix();
-  const ns = `${prefix}-rt`;
-  const tun = `tsf${prefix.slice(-6)}`;
-  const cleanup = () =>
-    cleanupPrefix(prefix).catch((e: unknown) => process.stderr.write(`cleanup: ${e instanceof Error ? e.message : String(e)}\n`));
-  process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
-  try {
-    await run(['ip', 'netns', 'add', ns]);
-    await run(['ip', '-n', ns, 'tuntap', 'add', 'mode', 'tun', 'name', tun]);
-    const child = spawn(
-      'ip',
-      [
-        'netns',
-        'exec',
-        ns,
-        process.execPath,
-        __filename,
-        '--inner',
-        tun,
-        '--peers',
-        String(args.peers),
-        '--runs',
-        String(args.runs),
-        '--changes',
-        String(args.changes),
-      ],
-      { stdio: 'inherit' },
-    );
-    const code = await new Promise<number>((r) => child.on('exit', (c) => r(c ?? 1)));
-    if (code !== 0) throw new Error(`benchmark inside ${ns} exited with ${code}`);
-  } finally {
-    await cleanup();
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function loader(
+  host: TestHost,
+  endpoint: string,
+  mode: string,
+  first: number,
+  count: number,
+): Promise<{ startedAt: number; doneAt: number; errors: number }> {
+  const r = await host.exec([process.execPath, LOADER, endpoint, ETCD_PREFIX, mode, String(first), String(count)], { timeoutMs: 600000 });
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as { startedAt: number; doneAt: number; errors: number };
+}
+
+async function routeCount(host: TestHost): Promise<number> {
+  const out = (await host.exec(['ip', '-4', '-o', 'route', 'show', 'dev', TUN, 'proto', 'boot'])).stdout;
+  let n = 0;
+  for (const l of out.split('\n')) if (l.trim() !== '') n++;
+  return n;
+}
+
+/** Polls the route count until it equals `want`; → epoch ms of the first poll that saw it. */
+async function waitRoutes(host: TestHost, want: number, timeoutMs = 120000): Promise<number> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const n = await routeCount(host);
+    if (n === want) return Date.now();
+    if (Date.now() > end) throw new Error(`routes on ${TUN}: ${n}, want ${want}`);
+    await sleep(10);
   }
 }
 
-// ---- inside the namespace ----
-
-function leases(count: number): Lease[] {
-  const out: Lease[] = [];
-  for (let i = 1; out.length < count; i++) {
-    const subnet = ip4Net(NETWORK.ip + i * 8, SUBNET_LEN);
-    if (subnet.ip === OWN.ip) continue;
-    out.push({
-      key: formatIp4Net(subnet).replace('/', '-'),
-      subnet,
-      ipv6Subnet: null,
-      attrs: {
-        PublicIP: `198.51.100.${(i % 250) + 1}`,
-        PublicIPv6: null,
-        BackendType: 'vxlan',
-        BackendData: {
-          VNI: 1,
-          VtepMAC: `0a:00:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`,
-        },
-      },
-      etcdLeaseId: '1',
-      modRevision: String(i),
-    });
+async function etcdRpcs(host: TestHost, endpoint: string): Promise<Map<string, number>> {
+  const text = (await host.exec(['curl', '-s', `${endpoint}/metrics`])).stdout;
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const m = /^grpc_server_started_total\{([^}]*)\} (\S+)/.exec(line);
+    if (!m) continue;
+    const method = /grpc_method="([^"]+)"/.exec(m[1]!)?.[1] ?? '?';
+    out.set(method, (out.get(method) ?? 0) + Number(m[2]));
   }
   return out;
 }
 
-const quietLog: RouteLog = {
-  debug: () => undefined,
-  info: () => undefined,
-  warn: (_o, m) => process.stderr.write(`warn: ${m}\n`),
-  error: (o, m) => process.stderr.write(`error: ${m} ${String((o as { err?: unknown }).err)}\n`),
-};
-
-const now = (): number => Number(process.hrtime.bigint()) / 1e6;
-
-function stats(xs: number[]): { min: number; p50: number; p99: number; max: number } {
-  const s = [...xs].sort((a, b) => a - b);
-  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
-  return { min: s[0]!, p50: at(0.5), p99: at(0.99), max: s[s.length - 1]! };
+function procStats(host: TestHost, pid: number): Promise<{ rssMiB: number; peakMiB: number; cpuS: number }> {
+  return host.exec(['cat', `/proc/${pid}/status`, `/proc/${pid}/stat`]).then((r) => {
+    const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(r.stdout)?.[1] ?? NaN);
+    const stat = r.stdout.trim().split('\n').pop()!;
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[11]) + Number(fields[12]); // utime + stime (fields 14, 15)
+    return { rssMiB: kb('VmRSS') / 1024, peakMiB: kb('VmHWM') / 1024, cpuS: ticks / 100 };
+  });
 }
 
-const ms = (x: number): string => `${x.toFixed(2)} ms`;
-const us = (x: number): string => `${(x * 1000).toFixed(1)} µs`;
+async function measure(n: number, burst: number): Promise<Row> {
+  let bed: Testbed | null = null;
+  try {
+    bed = await createTestbed({ hosts: 1, etcd: true });
+    const etcd = bed.etcd!;
+    const endpoint = bed.etcdEndpoint!;
+    const host = bed.hosts[0]!;
+    await etcd.etcdctl(['put', `${ETCD_PREFIX}/config`, CONFIG]);
+    const load = await loader(host, endpoint, 'load', 0, n);
+    const before = await etcdRpcs(host, endpoint);
 
-async function inner(args: Args, tun: string): Promise<void> {
-  const nl = new NativeRtnetlink();
-  const dev = await setupDevice({ netlink: nl, ifname: tun, subnet: OWN, network: NETWORK, mtu: 1450, log: quietLog });
-  const ifindex = dev.ifindex;
-  const peers = leases(args.peers);
-  const subnets = peers.map((l) => l.subnet);
-  const forwarding: PeerForwarding = { setPeer: () => undefined, removePeer: () => undefined };
-  const flush = async () => {
-    const errs = await nl.applyRoutes(
-      ifindex,
-      subnets.map((dst) => ({ kind: 'delete' as const, dst })),
-    );
-    if (errs.some((e) => e !== null)) throw new Error('flush failed');
-  };
-  const count = async () => (await nl.listRoutes(ifindex)).length;
-
-  // Startup: fresh manager, empty device, N leases → all routes.
-  const startup: number[] = [];
-  for (let r = 0; r < args.runs; r++) {
-    await flush();
-    const mgr = new RouteManager({
-      netlink: nl,
-      forwarding,
-      ifindex,
-      ownSubnet: OWN,
-      network: NETWORK,
-      log: quietLog,
-      resyncIntervalMs: 0,
-    });
-    const t0 = now();
-    await mgr.reconcile(peers);
-    startup.push(now() - t0);
-    if (mgr.dirty || (await count()) !== args.peers) throw new Error('startup reconcile did not program every route');
+    const daemon: DaemonNode = await startDaemonNode({ host, etcdEndpoint: endpoint });
+    const ready = await daemon.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('ready in '), 120000, '"ready in"');
+    const pid = Number(ready.pid);
+    const phasesMs = ready.phasesMs as Record<string, number>;
+    const total = Object.values(phasesMs).reduce((a, b) => a + b, 0);
+    // The phases are measured from process start inside the daemon; subnet.env is the sum up to it.
+    let subnetEnvMs = 0;
+    for (const [k, v] of Object.entries(phasesMs)) {
+      subnetEnvMs += v;
+      if (k === 'subnet.env') break;
+    }
+    const routes = await routeCount(host);
+    await sleep(500);
+    const stats = await procStats(host, pid);
+    const after = await etcdRpcs(host, endpoint);
+    const detail: string[] = [];
+    let rpcs = 0;
+    for (const [m, v] of after) {
+      const d = v - (before.get(m) ?? 0);
+      if (d <= 0) continue;
+      rpcs += d;
+      detail.push(`${m} ${d}`);
+    }
+    // The burst: new leases n..n+burst-1, all at once, then deleted all at once.
+    const put = await loader(host, endpoint, 'put', n, burst);
+    const putConverged = await waitRoutes(host, n + burst);
+    const del = await loader(host, endpoint, 'delete', n, burst);
+    const delConverged = await waitRoutes(host, n);
+    const reconnects = daemon.countLogs((l) => typeof l.msg === 'string' && /lost; reconnecting/.test(l.msg));
+    await daemon.stop();
+    return {
+      n,
+      subnetEnvMs,
+      routesMs: total,
+      phases: String(ready.msg).replace(/^ready in /, ''),
+      routes,
+      rssMiB: stats.rssMiB,
+      peakMiB: stats.peakMiB,
+      cpuS: stats.cpuS,
+      rpcs,
+      rpcDetail: detail.sort().join(', '),
+      burstPutMs: putConverged - put.startedAt,
+      burstDeleteMs: delConverged - del.startedAt,
+      reconnects,
+      loadErrors: load.errors + put.errors + del.errors,
+    };
+  } finally {
+    await bed?.teardown();
   }
+}
 
-  // Raw native batch (no manager), and one request per route (flanneld's pattern).
-  await flush();
-  const replaceOps: RouteOp[] = subnets.map((dst) => ({ kind: 'replace', dst }));
-  let t0 = now();
-  await nl.applyRoutes(ifindex, replaceOps);
-  const rawBatch = now() - t0;
-  await flush();
-  t0 = now();
-  for (const op of replaceOps) await nl.applyRoutes(ifindex, [op]);
-  const perRoute = now() - t0;
+function growth(rows: Row[], f: (r: Row) => number): string {
+  const base = rows[0]!;
+  return rows.map((r) => `${(f(r) / f(base)).toFixed(2)}× at ${(r.n / base.n).toFixed(0)}× N`).join(', ');
+}
 
-  // iproute2 batch mode: one process, one request + ACK per line.
-  await flush();
-  const batchFile = path.join(os.tmpdir(), `route-scale-${process.pid}.batch`);
-  fs.writeFileSync(batchFile, subnets.map((s) => `route replace ${formatIp4Net(s)} dev ${tun}\n`).join(''));
-  t0 = now();
-  await run(['ip', '-batch', batchFile]);
-  const ipBatch = now() - t0;
-  fs.rmSync(batchFile, { force: true });
-
-  // Idempotent re-apply and in-sync reconcile with all N present.
-  const mgr = new RouteManager({ netlink: nl, forwarding, ifindex, ownSubnet: OWN, network: NETWORK, log: quietLog, resyncIntervalMs: 0 });
-  await mgr.reconcile(peers);
-  const events: LeaseEvent[] = peers.map((lease) => ({ type: 'added', lease }));
-  t0 = now();
-  await mgr.applyEvents(events);
-  const reapply = now() - t0;
-  const inSync: number[] = [];
-  for (let r = 0; r < args.runs; r++) {
-    t0 = now();
-    await mgr.reconcile(peers);
-    inSync.push(now() - t0);
-  }
-  t0 = now();
-  const listed = await count();
-  const list = now() - t0;
-
-  // Single-lease changes on top of N routes: add a new peer, then remove it again.
-  const spare = leases(args.peers + 1).slice(args.peers)[0]!;
-  const addLat: number[] = [];
-  const delLat: number[] = [];
-  for (let i = 0; i < args.changes; i++) {
-    t0 = now();
-    await mgr.applyEvents([{ type: 'added', lease: spare }]);
-    addLat.push(now() - t0);
-    t0 = now();
-    await mgr.applyEvents([{ type: 'removed', lease: spare }]);
-    delLat.push(now() - t0);
-  }
-  if (mgr.dirty) throw new Error('single-lease changes left the manager dirty');
-
-  t0 = now();
-  await mgr.reconcile([]);
-  const removeAll = now() - t0;
-
-  const st = stats(startup);
-  const sy = stats(inSync);
-  const add = stats(addLat);
-  const del = stats(delLat);
+function markdown(rows: Row[], burst: number): string {
   const lines = [
-    `route-scale: ${args.peers} peers on ${tun} (kernel ${os.release()}, ${os.cpus().length} CPUs), ${args.runs} runs, ${args.changes} single changes`,
-    `  startup reconcile, empty device → ${args.peers} routes   p50 ${ms(st.p50)}  min ${ms(st.min)}  max ${ms(st.max)}`,
-    `  raw native batch of ${args.peers} replaces             ${ms(rawBatch)}`,
-    `  one netlink request per route (flanneld pattern)  ${ms(perRoute)}`,
-    `  ip -batch with ${args.peers} route replaces            ${ms(ipBatch)}`,
-    `  idempotent re-apply of ${args.peers} added events       ${ms(reapply)}`,
-    `  in-sync reconcile (list ${listed} + diff)           p50 ${ms(sy.p50)}  max ${ms(sy.max)}  (listing alone ${ms(list)})`,
-    `  single lease added → route present               p50 ${us(add.p50)}  p99 ${us(add.p99)}  max ${us(add.max)}`,
-    `  single lease removed → route gone                p50 ${us(del.p50)}  p99 ${us(del.p99)}  max ${us(del.max)}`,
-    `  remove all ${args.peers} (reconcile with no leases)      ${ms(removeAll)}`,
+    '| N leases | → subnet.env | → all N routes | routes | RSS (peak) MiB | CPU s | etcd RPCs | burst ' +
+      `${burst} puts → routes == leases | ${burst} deletes → routes == leases | watch reconnects |`,
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
-  process.stdout.write(`${lines.join('\n')}\n`);
-  process.stdout.write(
-    `${JSON.stringify({
-      bench: 'route-scale',
-      peers: args.peers,
-      startupMs: st,
-      rawBatchMs: rawBatch,
-      perRouteMs: perRoute,
-      ipBatchMs: ipBatch,
-      reapplyMs: reapply,
-      inSyncReconcileMs: sy,
-      listMs: list,
-      addLatencyMs: add,
-      removeLatencyMs: del,
-      removeAllMs: removeAll,
-    })}\n`,
-  );
+  for (const r of rows) {
+    lines.push(
+      `| ${r.n} | ${r.subnetEnvMs} ms | ${r.routesMs} ms | ${r.routes} | ${r.rssMiB.toFixed(0)} (${r.peakMiB.toFixed(0)}) | ${r.cpuS.toFixed(2)} | ${r.rpcs} | ${r.burstPutMs} ms | ${r.burstDeleteMs} ms | ${r.reconnects} |`,
+    );
+  }
+  lines.push('', 'Phases (from process start, ms):', '');
+  for (const r of rows) lines.push(`- N=${r.n}: ${r.phases}`);
+  lines.push('', 'etcd RPCs by method (daemon start → converged):', '');
+  for (const r of rows) lines.push(`- N=${r.n}: ${r.rpcDetail}`);
+  if (rows.length > 1) {
+    lines.push('', 'Growth relative to the smallest N:', '');
+    lines.push(`- time to all routes: ${growth(rows, (r) => r.routesMs)}`);
+    lines.push(`- routes phase alone: ${growth(rows, (r) => Number(/routes (\d+)/.exec(r.phases)?.[1] ?? NaN))}`);
+    lines.push(`- CPU seconds: ${growth(rows, (r) => r.cpuS)}`);
+    lines.push(`- RSS: ${growth(rows, (r) => r.rssMiB)}`);
+  }
+  return lines.join('\n');
+}
+
+function writeResults(body: string): void {
+  const section = [
+    BEGIN,
+    '## Control plane at scale (`node dist/bench/route-scale.js`)',
+    '',
+    `Run ${new Date().toISOString()} on ${os.cpus().length} vCPUs, load average ${os.loadavg()[0]!.toFixed(1)} at the end.`,
+    'The machine is shared with other developers working at the same time, so absolute times are noisy;',
+    'compare within one run. Real etcd and tsflanneld in namespaces; N leases present before the daemon starts;',
+    'times from process start (the daemon\'s own "ready in" line, after the kernel ACKed every route).',
+    '',
+    body,
+    END,
+  ].join('\n');
+  let text = fs.existsSync(RESULTS) ? fs.readFileSync(RESULTS, 'utf8') : '# Benchmark results\n';
+  const a = text.indexOf(BEGIN);
+  const b = text.indexOf(END);
+  if (a >= 0 && b > a) text = text.slice(0, a) + section + text.slice(b + END.length);
+  else {
+    const hist = text.indexOf('\n## History');
+    text = hist >= 0 ? `${text.slice(0, hist)}\n${section}\n${text.slice(hist)}` : `${text.trimEnd()}\n\n${section}\n`;
+  }
+  fs.writeFileSync(RESULTS, text);
 }
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
-  if (args.inner !== null) await inner(args, args.inner);
-  else await outer(args);
+  if (process.getuid?.() !== 0) throw new Error('route-scale needs root (it creates network namespaces)');
+  const rows: Row[] = [];
+  for (const n of args.peers) {
+    process.stdout.write(`N=${n} …\n`);
+    const row = await measure(n, args.burst);
+    process.stdout.write(`  ${JSON.stringify(row)}\n`);
+    rows.push(row);
+  }
+  const body = markdown(rows, args.burst);
+  process.stdout.write(`\n${body}\n`);
+  if (args.results) writeResults(body);
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`route-scale: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  },
-);
+main().catch((e: unknown) => {
+  process.stderr.write(`route-scale: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exit(1);
+});

@@ -43,6 +43,7 @@ export interface Options {
   vmodule: string;
   logBacktraceAt: string;
   tunName: string; // tsflanneld extra; "" means flannel.<VNI>
+  vxlanStrictSource: boolean; // tsflanneld extra: drop VXLAN whose outer source is no peer's PublicIP
   offload: string; // tsflanneld extra: data-plane offload rung (src/dataplane/offload.ts)
 }
 
@@ -318,6 +319,14 @@ export const FLAGS: readonly FlagDef[] = [
     def: '',
     usage: 'name of the overlay device (default flannel.<VNI>)',
     check: ifaceName,
+  },
+  {
+    kind: 'bool',
+    name: 'vxlan-strict-source',
+    key: 'vxlanStrictSource',
+    def: false,
+    usage:
+      "drop VXLAN datagrams whose outer source is no peer's PublicIP (default: accept them when VNI, our VtepMAC and the inner source fit a peer, as kernel VXLAN does; README Security)",
   },
   {
     kind: 'string',

@@ -25,7 +25,13 @@ export interface MainDeps {
 const CONTROL_PLANE_ONLY_ENV = 'TSFLANNELD_TEST_CONTROL_PLANE_ONLY';
 
 function defaultHooks(options: Options, log: Logger, fatal: (err: Error) => void): DataPlaneHooks {
-  return new VxlanBackend({ tunName: options.tunName, offload: options.offload, log, onFatal: fatal });
+  return new VxlanBackend({
+    tunName: options.tunName,
+    offload: options.offload,
+    strictSource: options.vxlanStrictSource,
+    log,
+    onFatal: fatal,
+  });
 }
 
 function version(): string {

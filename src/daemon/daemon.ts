@@ -10,6 +10,7 @@ import pino from 'pino';
 import type { Options } from '../cli/flags';
 import { findExternalInterface, sendSourceAddress, type ExternalInterface } from '../netlink/interfaces';
 import { UnderlayWatch } from '../netlink/underlay-watch';
+import { ConfigMonitor, configCheckSecondsFromEnv } from './config-monitor';
 import { ConfigError, type NetworkConfig } from '../subnet/config';
 import { isIp4, type Ip4Net } from '../subnet/ip4';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease';
@@ -24,7 +25,9 @@ import { formatIp6, type Ip6Net } from '../subnet/ip6';
 import type { VxlanBackendData } from '../subnet/lease';
 import { IptablesManager } from '../iptables/iptables-manager';
 import { startHealthServer, type HealthServer } from '../ops/health-server';
-import { createMetrics, type DaemonMetrics, type DataplaneSnapshot } from '../ops/metrics';
+import type { DaemonMetrics, DataplaneSnapshot } from '../ops/metrics';
+import { logLeaseEvents } from './lease-event-log';
+import { StartupPhases } from './startup-phases';
 
 /** VXLAN encapsulation overhead flanneld subtracts from the underlay MTU (docs/compat.md §5.4). */
 export const VXLAN_OVERHEAD = 50;
@@ -144,8 +147,13 @@ class Daemon {
   private metrics: DaemonMetrics | null = null;
   private readonly iptables: IptablesManager[] = [];
   private underlay: UnderlayWatch | null = null;
+  private configMonitor: ConfigMonitor | null = null;
   private hooksStarted = false;
   private applyChain: Promise<void> = Promise.resolve();
+  /** The queued, not yet started batch that newly arriving events join (see deliver()). */
+  private openBatch: LeaseEvent[] | null = null;
+  private snapshotQueued = false;
+  private readonly phases = new StartupPhases();
 
   constructor(
     private readonly options: Options,
@@ -221,8 +229,11 @@ class Daemon {
   private async startup(): Promise<void> {
     const o = this.options;
     const log = this.log;
+    this.phases.mark('modules');
 
     if (o.healthzPort > 0) {
+      // Loaded only when asked for: prom-client costs ~0.1 s of startup (-healthz-port is 0 by default).
+      const { createMetrics } = await import('../ops/metrics');
       this.metrics = createMetrics({ dataplane: this.dataplaneStats(), lease: this.leaseStatus() });
       this.healthz = await startHealthServer({ ip: o.healthzIp, port: o.healthzPort, registry: this.metrics.registry, log });
       log.info(`healthz listening on ${o.healthzIp}:${this.healthz.address.port} (/healthz, /readyz, /metrics)`);
@@ -243,6 +254,7 @@ class Daemon {
 
     const config = await this.waitForConfig(registry);
     if (!config) return;
+    this.phases.mark('config');
     if (config.backend.type !== 'vxlan') {
       throw new DaemonError(
         `backend type "${config.backend.type}" in ${registry.prefix}/config is not supported: tsflanneld only implements "vxlan"` +
@@ -305,6 +317,7 @@ class Daemon {
     this.manager = manager;
     const lease = await this.acquire(manager);
     if (!lease) return;
+    this.phases.mark('lease');
     manager.on('revoked', (l: Lease, reason: RevokeReason, by: LeaseAttrs | null) => {
       const key = `${registry.prefix}/subnets/${l.key}`;
       const taker = config.enableIPv4 ? by?.PublicIP : by?.PublicIPv6;
@@ -317,6 +330,7 @@ class Daemon {
       if (this.stopping) return;
       this.hooksStarted = true;
       await hooks.start({ lease, config, mtu, vtepMac, publicIp, iface, fatal: (err) => this.dataPlaneFatal(err) });
+      this.phases.mark('data plane');
     }
     if (this.stopping) return;
 
@@ -343,7 +357,7 @@ class Daemon {
       }
       log.info({ masq: o.ipMasq, forwardRules: o.iptablesForwardRules, families: families.length }, 'iptables rules in place');
     }
-    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the awaits above
     if (this.stopping) return;
 
     await writeSubnetEnv(o.subnetFile, {
@@ -355,18 +369,24 @@ class Daemon {
       ipMasq: o.ipMasq,
     });
     log.info({ file: o.subnetFile }, `wrote ${o.subnetFile} (subnet ${describeSubnets(lease)}, MTU ${mtu})`);
+    this.phases.mark('subnet.env');
     this.healthz?.setReady(true);
     this.extras.onReady?.({ lease, mtu, vtepMac });
     if (sendSource !== '') this.watchUnderlay(iface, sendSource);
+    this.configMonitor = new ConfigMonitor(registry, config, log, configCheckSecondsFromEnv(this.env));
+    this.configMonitor.start();
 
     this.watcher = new LeaseWatcher({
       registry,
       log,
       ownSubnet: lease.subnet,
       ownIpv6Subnet: lease.ipv6Subnet,
-      onEvents: (events) => this.deliver(events),
+      onEvents: (events) => {
+        if (!this.snapshotQueued) this.phases.mark('snapshot', `${events.length} leases`);
+        this.deliver(events);
+      },
     });
-    this.watcher.start();
+    this.watcher.start(manager.takeListing() ?? undefined);
   }
 
   /**
@@ -514,29 +534,49 @@ class Daemon {
     return null;
   }
 
-  /** Serializes batches into the data plane; without hooks the batches are only logged. */
+  /**
+   * Serializes batches into the data plane; without hooks the batches are only logged. Events that
+   * arrive while earlier ones are being applied are coalesced into one pending batch (in etcd order),
+   * so a burst of puts reaches the data plane as a few applyEvents calls. The first batch, the
+   * snapshot, is applied on its own. O(events).
+   */
   private deliver(events: LeaseEvent[]): void {
-    for (const ev of events) {
-      const l = ev.lease;
-      const mac = (l.attrs.BackendData as { VtepMAC?: unknown } | undefined)?.VtepMAC;
-      this.log.info(
-        { key: l.key, publicIp: l.attrs.PublicIP, backendType: l.attrs.BackendType, vtepMac: mac },
-        `peer lease ${ev.type}: ${describeSubnets(l)} at ${[l.attrs.PublicIP, l.attrs.PublicIPv6].filter((x) => x !== null && x !== '0.0.0.0').join(' and ')}`,
-      );
-    }
+    logLeaseEvents(this.log, events);
     const hooks = this.extras.hooks;
-    if (!hooks) return;
+    if (!hooks) {
+      if (!this.snapshotQueued) this.logReady();
+      this.snapshotQueued = true;
+      return;
+    }
+    if (this.openBatch !== null) {
+      for (const ev of events) this.openBatch.push(ev);
+      return;
+    }
+    const batch = events.slice();
+    if (this.snapshotQueued) this.openBatch = batch;
+    const snapshot = !this.snapshotQueued;
+    this.snapshotQueued = true;
     this.applyChain = this.applyChain.then(async () => {
+      if (this.openBatch === batch) this.openBatch = null;
       if (this.stopping) return;
       try {
-        await hooks.applyEvents(events);
+        await hooks.applyEvents(batch);
+        if (snapshot) {
+          this.phases.mark('routes', `${batch.length} leases`);
+          this.logReady();
+        }
       } catch (err) {
         this.end({
           kind: 'fatal',
-          err: new DaemonError(`data plane failed to apply ${events.length} lease event(s): ${(err as Error).message}`),
+          err: new DaemonError(`data plane failed to apply ${batch.length} lease event(s): ${(err as Error).message}`),
         });
       }
     });
+  }
+
+  /** One line with the startup phase times (process start → first snapshot applied). */
+  private logReady(): void {
+    this.log.info({ phasesMs: this.phases.record() }, `ready in ${this.phases.summary()}`);
   }
 
   private async shutdown(): Promise<void> {
@@ -544,6 +584,7 @@ class Daemon {
     this.watcher?.stop();
     this.manager?.stop();
     this.underlay?.stop();
+    this.configMonitor?.stop();
     let failure: Error | null = null;
     await this.applyChain;
     if (this.hooksStarted && this.extras.hooks) {

@@ -21,6 +21,8 @@ import type { DataPlaneContext, DataPlaneHooks, PrepareContext, Prepared } from 
 export interface VxlanBackendOptions {
   /** TUN name; "" means flannel.<VNI>. */
   tunName: string;
+  /** -vxlan-strict-source: drop VXLAN from outer sources that are no peer's PublicIP. Default false. */
+  strictSource?: boolean;
   /** Offload rung request (-offload): "auto" or a rung name (src/dataplane/offload.ts). Default auto. */
   offload?: string;
   log: Logger;
@@ -109,6 +111,7 @@ export class VxlanBackend implements DataPlaneHooks {
         localMac: parseMac(vtepMac),
         persist: true,
         offload: parseOffloadRequest(this.options.offload ?? 'auto'),
+        strictSource: this.options.strictSource ?? false,
         log,
         onFatal: (err: DataplaneIoError) => void this.ioFailed(tunName, err),
       });

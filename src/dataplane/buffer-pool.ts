@@ -57,7 +57,7 @@ export class Ring {
     this.slotSize = slotSize;
     this.headroom = headroom;
     const encapLen = options.encapLen ?? Frame.ENCAP_LEN;
-    if (!Number.isInteger(encapLen) || encapLen < 0 || encapLen > Frame.ENCAP_LEN) {
+    if (!Number.isInteger(encapLen) || encapLen < 0 || encapLen > (Frame.ENCAP_LEN as number)) {
       throw new RingConfigError(`ring encapsulation length ${encapLen} out of range 0..${Frame.ENCAP_LEN}`);
     }
     this.encapLen = encapLen;

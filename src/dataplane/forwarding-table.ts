@@ -344,7 +344,8 @@ function srcDelete(b: Bank, key: number): void {
 }
 
 function checkHandle(handle: ForwardingTableHandle): BankLayout {
-  if (handle.version !== 1) throw new ForwardingTableError(`forwarding table handle version ${String(handle.version)} is not 1`);
+  if ((handle.version as number) !== 1)
+    throw new ForwardingTableError(`forwarding table handle version ${String(handle.version)} is not 1`);
   const layout = bankLayout(handle.maxPeers);
   if (handle.control.byteLength < CONTROL_INTS * 4 || handle.banks.some((b) => b.byteLength < layout.bytes)) {
     throw new ForwardingTableError('forwarding table handle is smaller than its maxPeers needs');
@@ -931,7 +932,7 @@ export class ForwardingTable implements PeerLookup {
 
   private grow(capacity: number): void {
     const copy = <T extends Int32Array | Int8Array | Uint8Array>(old: T, fresh: T): T => {
-      fresh.set(old as never);
+      fresh.set(old);
       return fresh;
     };
     this.subnetIp = copy(this.subnetIp, new Int32Array(capacity));

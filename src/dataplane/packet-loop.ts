@@ -8,6 +8,7 @@ import { Desc, DescFlag, SendMode, TunMode } from './layout';
 import type { DataplaneNative } from './native';
 import type { OffloadFeatures } from './offload';
 import { decodeVxlanFrame, Drop, macHi, macLo } from './vxlan-codec';
+import { LearnedSources, peerForUnlistedSource } from './source-check';
 
 /** The four batched I/O calls the loop makes (the addon, or a syscall-free stand-in in the benchmark). */
 export type LoopIo = Pick<DataplaneNative, 'tunRead' | 'tunWrite' | 'udpSend' | 'udpRecv'>;
@@ -44,6 +45,13 @@ export interface PacketLoopConfig {
   readonly onGsoRefused?: () => void;
   /** Called once when the TUN refused a GSO write (EINVAL); the loop writes segments one by one from then on. */
   readonly onTunGsoRefused?: () => void;
+  /**
+   * Drop datagrams whose outer source is no peer's PublicIP, whatever they carry (-vxlan-strict-source).
+   * Default false: such a datagram is accepted when peerForUnlistedSource (source-check.ts) says so.
+   */
+  readonly strictSource?: boolean;
+  /** Called once per new (outer source, peer slot) pair accepted without being that peer's PublicIP. */
+  readonly onSourceLearned?: (src: number, slot: number) => void;
   /** tunRead/udpRecv failed with this errno (negative return); the owner decides whether to stop. */
   readonly onIoError: (direction: 'tun' | 'udp', errno: number) => void;
 }
@@ -74,6 +82,9 @@ const ENOBUFS = osConstants.errno.ENOBUFS;
 export class PacketLoop {
   private readonly io: LoopIo;
   private readonly table: PeerLookup;
+  private readonly strictSource: boolean;
+  private readonly learned = new LearnedSources();
+  private readonly onSourceLearned: ((src: number, slot: number) => void) | undefined;
   private readonly counters: Counters;
   private readonly tx: Ring;
   private readonly rx: Ring;
@@ -102,6 +113,8 @@ export class PacketLoop {
     if (config.sendFds.length < 1) throw new RangeError('packet loop needs at least one send socket');
     this.io = config.io;
     this.table = config.table;
+    this.strictSource = config.strictSource ?? false;
+    this.onSourceLearned = config.onSourceLearned;
     this.counters = config.counters;
     this.tx = config.tx;
     this.rx = config.rx;
@@ -326,13 +339,14 @@ export class PacketLoop {
         d[b + Desc.LEN] = 0;
         continue;
       }
-      const peer = table.peerBySource(d[b + Desc.ADDR]!);
+      const off = d[b + Desc.OFF]!;
+      let peer = table.peerBySource(d[b + Desc.ADDR]!);
+      if (peer < 0 && !this.strictSource) peer = this.unlistedSource(bytes, off, len < seg ? len : seg, d[b + Desc.ADDR]!);
       if (peer < 0) {
         drops[Drop.unknownSource] += segs;
         d[b + Desc.LEN] = 0;
         continue;
       }
-      const off = d[b + Desc.OFF]!;
       let accepted = 0;
       let innerBytes = 0;
       let rejectLo = 0;
@@ -365,6 +379,13 @@ export class PacketLoop {
       ready++;
     }
     return ready;
+  }
+
+  /** A sender that is no peer's PublicIP: accepted per peerForUnlistedSource (a GRO train by its first datagram). */
+  private unlistedSource(bytes: Uint8Array, off: number, len: number, src: number): number {
+    const peer = peerForUnlistedSource(bytes, off, len, this.vni, this.ownHi, this.ownLo, this.table);
+    if (peer >= 0 && this.learned.remember(src, peer)) this.onSourceLearned?.(src, peer);
+    return peer;
   }
 
   /**

@@ -3,7 +3,7 @@
 // addresses, routes or MTU (the netlink/route side does); it only moves packets for the peers it is given.
 import { getSystemErrorMap } from 'node:util';
 
-import { formatIp4Net, type Ip4Net } from '../subnet/ip4';
+import { formatIp4, formatIp4Net, type Ip4Net } from '../subnet/ip4';
 import { DEFAULT_RX_RING, DEFAULT_TX_RING, OFFLOAD_TX_RING, Ring, type RingOptions } from './buffer-pool';
 import { Counters, type CountersSnapshot } from './counters';
 import { ForwardingTable, type ForwardingTableHandle, type PeerEntry } from './forwarding-table';
@@ -35,6 +35,11 @@ export interface VxlanDataplaneOptions {
   readonly vni: number;
   /** VXLAN UDP port, listened on and sent to (all nodes must agree); default 8472. */
   readonly port?: number;
+  /**
+   * Drop datagrams whose outer source is no peer's PublicIP (-vxlan-strict-source). Default false:
+   * accept them when VNI, inner destination MAC and inner source fit a current peer (source-check.ts).
+   */
+  readonly strictSource?: boolean;
   /** Local IPv4 address (host order) the send sockets bind to, i.e. the outer source peers see. Default 0 = any. */
   readonly sourceIp?: number;
   /** Our VtepMAC (6 bytes): inner source MAC we send, inner destination MAC we accept. */
@@ -234,6 +239,8 @@ export class VxlanDataplane {
       onGsoRefused: () => this.gsoRefused(),
       onTunGsoRefused: () => this.tunGsoRefused(),
       onIoError: (direction, errno) => this.handleIoError(direction, errno),
+      strictSource: options.strictSource ?? false,
+      onSourceLearned: (src, slot) => this.sourceLearned(src, slot),
     });
     this.log.info(
       {
@@ -368,6 +375,16 @@ export class VxlanDataplane {
 
   private assertOpen(): void {
     if (this.closed) throw new DataplaneConfigError(`data plane on ${this.tunName} is closed`);
+  }
+
+  private sourceLearned(src: number, slot: number): void {
+    const subnet = this.table.subnetOf(slot);
+    const peer = subnet ? formatIp4Net(subnet) : `slot ${slot}`;
+    this.log.info(
+      { tun: this.tunName, source: formatIp4(src >>> 0), peer },
+      `accepting VXLAN from ${formatIp4(src >>> 0)} for peer ${peer}: not its published PublicIP, but VNI, VtepMAC and ` +
+        'inner source fit (a flanneld node sending from another address; -vxlan-strict-source drops these)',
+    );
   }
 
   private gsoRefused(): void {

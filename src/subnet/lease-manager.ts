@@ -22,7 +22,7 @@ import { pickSubnet6, subnet6FitsConfig, subnet6Range, type Subnet6Range } from 
 import { cidr6Overlap, formatCidr6, parseCidr6 } from './cidr6';
 import type { Ip6Net } from './ip6';
 import { parseSubnetKey } from './lease-codec';
-import type { Registry, RegistryWatchEvent } from './registry';
+import type { LeaseList, Registry, RegistryWatchEvent } from './registry';
 import { ResilientWatch, attrsEqual, type BackoffOptions } from './lease-watcher';
 
 export const LEASE_TTL_SECONDS = 86400;
@@ -88,6 +88,7 @@ export class LeaseManager extends EventEmitter {
   private readonly ttlSec: number;
   private readonly renewRetrySec: number;
   private renewTimer: NodeJS.Timeout | null = null;
+  private listing: LeaseList | null = null;
   private watch: ResilientWatch | null = null;
   private stopped = false;
   private revoked = false;
@@ -153,6 +154,16 @@ export class LeaseManager extends EventEmitter {
     return lease.ipv6Subnet !== null && subnet6FitsConfig(parseCidr6(lease.ipv6Subnet), this.range6!);
   }
 
+  /**
+   * The lease listing of the last acquire() (all leases at its revision), once: the lease watcher starts
+   * from it instead of listing N leases a second time (the watch resumes after its revision).
+   */
+  takeListing(): LeaseList | null {
+    const l = this.listing;
+    this.listing = null;
+    return l;
+  }
+
   async acquire(): Promise<Lease> {
     const { registry, log } = this.opts;
     const maxAttempts = this.opts.maxAttempts ?? MAX_ACQUIRE_ATTEMPTS;
@@ -160,6 +171,7 @@ export class LeaseManager extends EventEmitter {
     let keep4: Ip4Net | null = null;
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       const list = await registry.listLeases();
+      this.listing = list;
       const keys: Array<{ key: string; subnet: Ip4Net; ipv6Subnet: string | null }> = [...list.leases];
       // A key with an unreadable value still occupies its subnet.
       for (const s of list.skipped) {

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { netsEqual, type Ip4Net } from './ip4';
 import type { Lease, LeaseAttrs, LeaseEvent } from './lease';
 import { encodeLeaseAttrs } from './lease-codec';
-import type { EtcdError, Registry, RegistryWatchEvent, WatchHandle } from './registry';
+import type { EtcdError, LeaseList, Registry, RegistryWatchEvent, WatchHandle } from './registry';
 
 export interface BackoffOptions {
   initialMs: number;
@@ -182,8 +182,13 @@ export class LeaseWatcher {
     return this.watch.isConnected;
   }
 
-  /** Lists, delivers the snapshot, then watches; the initial list is retried with backoff until it works. */
-  start(): void {
+  /**
+   * Lists, delivers the snapshot, then watches; the initial list is retried with backoff until it works.
+   * `listing`, a lease list read moments ago (the lease manager's), replaces the first list: the watch
+   * resumes after its revision, so nothing written since is missed, and N leases are not read twice.
+   */
+  start(listing?: LeaseList): void {
+    let given = listing;
     const backoff = this.opts.backoff ?? DEFAULT_WATCH_BACKOFF;
     let delay = backoff.initialMs;
     let reported = false;
@@ -192,7 +197,9 @@ export class LeaseWatcher {
       if (this.stopped) return;
       let rev: string;
       try {
-        rev = await this.resync(true);
+        const list = given;
+        given = undefined;
+        rev = await this.resync(true, list);
       } catch (err) {
         // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
         if (this.stopped) return;
@@ -245,8 +252,8 @@ export class LeaseWatcher {
    * Re-lists and emits the difference to the cache; returns the revision listed at. The initial
    * snapshot is emitted even when empty: it tells the consumer the initial sync is complete.
    */
-  private async resync(initial = false): Promise<string> {
-    const list = await this.opts.registry.listLeases();
+  private async resync(initial = false, listing?: LeaseList): Promise<string> {
+    const list = listing ?? (await this.opts.registry.listLeases());
     if (this.stopped) return list.revision;
     for (const s of list.skipped) this.warnSkipped(s.key, s.reason);
     const fresh = new Map<string, Lease>();

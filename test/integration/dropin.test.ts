@@ -6,6 +6,8 @@ import t, { type Test } from 'tap';
 import {
   addContainer,
   createTestbed,
+  kernelPeerAddRemote,
+  ping,
   randomVtepMac,
   setupKernelFlannelPeer,
   startCapture,
@@ -217,4 +219,83 @@ t.test('a corrupt subnet.env is read once (with -ip-masq); idle connections to t
     d1.logs.some((l) => /refusing more until some close/.test(msg(l))),
     'the cap was logged',
   );
+});
+
+t.test('a flanneld node whose kernel sends from another address than its PublicIP', async (t) => {
+  const bed = await bed2(t);
+  const etcd = bed.etcd!;
+  const [hk, h2] = bed.hosts as [TestHost, TestHost];
+  // hk publishes a secondary address, but its flannel.1 (local = primary) sends from the primary one.
+  const published = `${hk.underlayIp.split('.').slice(0, 3).join('.')}.${220 + hk.index}`;
+  await hk.exec(['ip', 'addr', 'add', `${published}/24`, 'dev', hk.underlayDev]);
+  const kmac = randomVtepMac();
+  const kSubnet = '10.5.66.0/24';
+  await setupKernelFlannelPeer(hk, { vtepMac: kmac, subnet: kSubnet });
+  await writeFlannelLease(etcd, ETCD_PREFIX, kSubnet, published, kmac);
+
+  const d2 = await startDaemonNode({ host: h2, etcdEndpoint: bed.etcdEndpoint!, healthzPort: 8471 });
+  dumpOnFailure(t, [d2]);
+  const r2 = await d2.waitReady();
+  const lease2 = (await getFlannelLease(etcd, r2.subnet))!;
+  await kernelPeerAddRemote(hk, { subnet: r2.subnet, publicIp: lease2.publicIp, vtepMac: lease2.vtepMac });
+  const ck = await addContainer(hk, { subnet: kSubnet, index: 0 });
+  const c2 = await addContainer(h2, { subnet: r2.subnet, index: 0, mtu: r2.mtu });
+  await waitPing(ck, c2.ip);
+  await waitPing(c2, ck.ip);
+  t.pass('interoperates by default');
+  t.ok(
+    d2.logs.some((l) => l.source === hk.underlayIp && l.peer === kSubnet && /accepting VXLAN from/.test(msg(l))),
+    'the other source is remembered for the peer and logged',
+  );
+
+  await t.test('frames from a host that is no peer stay dropped and counted', async (t) => {
+    const before = (await d2.metricValue('tsflanneld_drops_total', { reason: 'unknownSource' })) ?? 0;
+    // From the same unlisted outer source, an inner source that lies in no peer's subnet.
+    await hk.exec(['ip', 'addr', 'add', '10.99.0.1/32', 'dev', 'flannel.1']);
+    await hk.exec([
+      'ip',
+      'route',
+      'replace',
+      `${c2.ip}/32`,
+      'via',
+      r2.subnet.split('/')[0]!,
+      'dev',
+      'flannel.1',
+      'onlink',
+      'src',
+      '10.99.0.1',
+    ]);
+    await ping(hk, c2.ip, { count: 3, interval: 0.1 }).catch(() => undefined);
+    await waitFor(
+      'unknownSource counted',
+      async () => ((await d2.metricValue('tsflanneld_drops_total', { reason: 'unknownSource' })) ?? 0) >= before + 3,
+      20000,
+    );
+    t.pass('inner source outside every peer subnet: dropped as unknownSource');
+  });
+
+  await t.test('-vxlan-strict-source drops them', async (t) => {
+    await d2.stop();
+    (d2.opts as { args?: string[] }).args = ['-vxlan-strict-source'];
+    await d2.restart();
+    await d2.waitReady();
+    const res = await ping(ck, c2.ip, { count: 3, interval: 0.2 }).catch(() => ({ received: 0 }));
+    t.equal(res.received, 0, 'no reply with the strict check');
+    t.ok(((await d2.metricValue('tsflanneld_drops_total', { reason: 'unknownSource' })) ?? 0) >= 3, 'counted as unknownSource');
+  });
+});
+
+t.test('"VNI": 0 works as in flanneld (device flannel.0)', async (t) => {
+  const bed = await createTestbed({ hosts: 2, etcd: true, t });
+  await bed.etcd!.etcdctl(['put', `${ETCD_PREFIX}/config`, '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":0}}']);
+  const [h1, h2] = bed.hosts as [TestHost, TestHost];
+  const ds = await Promise.all([h1, h2].map((host) => startDaemonNode({ host, etcdEndpoint: bed.etcdEndpoint! })));
+  dumpOnFailure(t, ds);
+  const [r1, r2] = await Promise.all(ds.map((d) => d.waitReady()));
+  t.match((await h1.exec(['ip', 'link', 'show', 'flannel.0'])).stdout, /flannel\.0/);
+  t.equal((await getFlannelLease(bed.etcd!, r1!.subnet))?.vni, 0, 'lease carries VNI 0');
+  const c1 = await addContainer(h1, { subnet: r1!.subnet, index: 0, mtu: r1!.mtu });
+  const c2 = await addContainer(h2, { subnet: r2!.subnet, index: 0, mtu: r2!.mtu });
+  await waitPing(c1, c2.ip);
+  t.pass('containers reach each other over VNI 0');
 });

@@ -65,3 +65,15 @@ t.test('kube-only flags, klog flags and unknown FLANNELD_* are reported', async 
   t.same(parseCommandLine([], { FLANNELD_IFACES: 'x', FLANNELD_IFACE: 'eth0', OTHER: '1' }).unknownEnv, ['FLANNELD_IFACES']);
   t.match(compatNotes(parseFlags(['-ip-blackhole-route'], {})).fatal, [/-ip-blackhole-route .* not supported/]);
 });
+
+t.test('-version prints like flanneld: the v-prefixed version alone on stderr, exit 0', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const path = await import('node:path');
+  const fs = await import('node:fs');
+  const root = path.resolve(__dirname, '..', '..', '..');
+  const version = (JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
+  const res = spawnSync(process.execPath, [path.join(root, 'bin', 'tsflanneld'), '-version'], { encoding: 'utf8' });
+  t.equal(res.status, 0);
+  t.equal(res.stderr, `v${version}\n`);
+  t.equal(res.stdout, '');
+});

@@ -35,6 +35,7 @@ const DEFAULTS: Options = {
   vmodule: '',
   logBacktraceAt: '',
   tunName: '',
+  vxlanStrictSource: false,
   offload: 'auto',
 };
 

@@ -264,10 +264,8 @@ t.test('property: writer and readers agree with a model under random sets, remov
       const apply = (c: { op: 'set'; s: number; ip: number; mac: number } | { op: 'remove'; s: number }): void => {
         if (c.op === 'set') {
           ft.setPeer({ subnet: UNIVERSE[c.s]!, publicIp: IPS[c.ip]!, vtepMac: mac(c.mac) });
-          const old = model.get(c.s);
           // Re-setting the same public IP makes the lease the newest holder, like a fresh set.
           model.set(c.s, { ip: IPS[c.ip]!, mac: c.mac, seq: seq++ });
-          void old;
         } else {
           ft.removePeer(UNIVERSE[c.s]!);
           model.delete(c.s);
