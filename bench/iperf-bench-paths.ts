@@ -115,6 +115,8 @@ export interface PathSpec {
   kind: PathKind;
   /** Offload rung forced through TSFLANNELD_OFFLOAD (tsflanneld only). */
   rung?: string;
+  /** Forwarding threads (-dataplane-threads; tsflanneld only); absent = the daemon's default. */
+  threads?: number;
 }
 
 export interface PathContext {
@@ -447,6 +449,7 @@ function startDaemon(bed: Testbed, host: TestHost, spec: PathSpec, ctx: PathCont
     '-healthz-port',
     String(HEALTHZ_PORT),
     ...rungArgs,
+    ...(spec.threads !== undefined ? ['-dataplane-threads', String(spec.threads)] : []),
   ];
   const envNote = spec.rung && rungControl?.kind === 'env' ? ` (${rungControl.name}=${spec.rung})` : '';
   fs.writeSync(fd, `# ${cmd.join(' ')}${envNote}\n`);

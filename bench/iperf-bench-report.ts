@@ -391,6 +391,7 @@ function gitState(): MachineInfo['git'] {
 const KEPT_SECTIONS: ReadonlyArray<[string, string]> = [
   ['<!-- analysis:start -->', '<!-- analysis:end -->'],
   ['<!-- soak:start -->', '<!-- soak:end -->'],
+  ['<!-- stall:start -->', '<!-- stall:end -->'],
 ];
 const HISTORY_START = '<!-- history:start -->';
 const HISTORY_END = '<!-- history:end -->';

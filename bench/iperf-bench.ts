@@ -34,6 +34,7 @@ interface Args {
   quick: boolean;
   only: Set<string>;
   rungs: string[];
+  threads: number[];
   reps: number;
   tcpSeconds: number;
   udpSeconds: number;
@@ -53,6 +54,8 @@ const USAGE = `usage: npm run bench -- [options]
   --quick               1 repetition, short runs (development); does not touch RESULTS.md
   --only LIST           paths to run, comma-separated: ${ALL_PATHS.join(',')} (default: all);
                         dataplane = the data plane alone (static runner, no etcd/daemon)
+  --threads LIST        forwarding-thread counts to measure tsflanneld with besides its default
+                        (-dataplane-threads; default 1,2; "" = only the default)
   --rungs LIST          offload rungs to force (default: ${ALL_RUNGS.join(',')}) through the daemon's
                         -offload flag, else ${OFFLOAD_ENVS.join(' or ')}; "" = only the daemon's default
   --reps N              repetitions per path (default 3, quick 1)
@@ -76,6 +79,7 @@ function parseArgs(argv: string[]): Args {
     quick: false,
     only: new Set(ALL_PATHS),
     rungs: ALL_RUNGS,
+    threads: [1, 2],
     reps: NaN,
     tcpSeconds: NaN,
     udpSeconds: NaN,
@@ -114,7 +118,10 @@ function parseArgs(argv: string[]): Args {
     if (k === '--quick') a.quick = true;
     else if (k === '--only') a.only = new Set(list());
     else if (k === '--rungs') a.rungs = list();
-    else if (k === '--reps') a.reps = int(1);
+    else if (k === '--threads') {
+      a.threads = list().map(Number);
+      if (a.threads.some((n) => !Number.isInteger(n) || n < 1 || n > 64)) bad('--threads wants counts 1..64');
+    } else if (k === '--reps') a.reps = int(1);
     else if (k === '--tcp-seconds') a.tcpSeconds = int(2);
     else if (k === '--udp-seconds') a.udpSeconds = int(1);
     else if (k === '--udp-steps') a.udpSteps = int(0);
@@ -166,7 +173,9 @@ function pathSpecs(args: Args, notes: string[]): PathSpec[] {
     }
   }
   if (args.only.has('tsflanneld')) {
-    specs.push({ id: 'tsflanneld', label: 'tsflanneld', kind: 'tsflanneld' });
+    specs.push({ id: 'tsflanneld', label: `tsflanneld [${os.availableParallelism()} CPUs: default threads]`, kind: 'tsflanneld' });
+    for (const n of args.threads)
+      specs.push({ id: `tsflanneld-t${n}`, label: `tsflanneld [${n} thread${n > 1 ? 's' : ''}]`, kind: 'tsflanneld', threads: n });
     if (control) {
       notes.push(`rungs forced with ${control.kind === 'flag' ? `the ${control.flag} flag` : `${control.name}=<rung>`}`);
       for (const rung of args.rungs) specs.push({ id: `tsflanneld-${rung}`, label: `tsflanneld [${rung}]`, kind: 'tsflanneld', rung });
@@ -315,6 +324,7 @@ async function main(): Promise<number> {
     options: {
       only: [...args.only],
       rungs: args.rungs,
+      threads: args.threads,
       reps: args.reps,
       tcpSeconds: args.tcpSeconds,
       udpSeconds: args.udpSeconds,

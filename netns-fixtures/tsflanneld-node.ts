@@ -440,7 +440,9 @@ export function startContinuousPing(from: NsNode, ip: string, intervalSec = 0.01
         }
         const m = /(\d+) packets transmitted/.exec(out);
         if (!m) throw new TestbedError(`[${from.name}] ping -i ${intervalSec} ${ip}: no summary: ${(err || out).trim().slice(-500)}`);
-        const sent = Number(m[1]);
+        // The probe sent just before SIGINT may still be in flight: it is not a loss, so it is not counted.
+        const transmitted = Number(m[1]);
+        const sent = transmitted > 0 && !seqs.has(transmitted) ? transmitted - 1 : transmitted;
         let longestGap = 0;
         let gap = 0;
         let lastAnswered = 0;

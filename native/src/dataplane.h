@@ -111,7 +111,8 @@ constexpr int32_t TUN_OFF_TSO6 = 0x04;
 constexpr int32_t TUN_OFF_USO4 = 0x20;
 constexpr int32_t TUN_OFF_USO6 = 0x40;
 // udpOpen flag bits.
-constexpr int32_t U_GRO = 1;  // enable UDP_GRO on the socket
+constexpr int32_t U_GRO = 1;        // enable UDP_GRO on the socket
+constexpr int32_t U_REUSEPORT = 2;  // SO_REUSEPORT (one receive socket per forwarding thread)
 
 constexpr int kVxlanEthLen = 22;            // 8 VXLAN + 14 Ethernet
 constexpr int kMaxEncapLen = kVxlanEthLen;  // longest encapsulation header a ring may carry

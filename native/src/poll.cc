@@ -1,10 +1,15 @@
-// Readiness wakeups for the non-blocking TUN/UDP fds on the env's own libuv loop (uv_poll_t, level
-// triggered): the JS callback runs once per readiness and drains a batch budget itself. No timers and
-// no extra thread, so an idle tunnel adds one loop turn of latency and nothing else (docs/performance.md §4).
-#include <uv.h>
+// Readiness for the forwarding threads (src/dataplane/forwarding-thread.ts): each thread blocks in
+// epoll_wait on its own TUN queue, its own receive socket and an eventfd the main thread signals for
+// control (new peer table, MTU, pause, exit). Blocking here, not in libuv callbacks, is what keeps the
+// main thread's work (etcd, routes, logging, HTTP) from ever delaying a packet. Level triggered: a loop
+// that stopped at its batch budget is woken again at once, alternating the directions.
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
-#include <unordered_map>
 
 #include "addon.h"
 #include "dataplane.h"
@@ -13,136 +18,118 @@ namespace tsf {
 
 namespace {
 
-struct PollHandle {
-  uv_poll_t poll;
-  napi_env env;
-  napi_ref callback;
-  napi_ref resource;
-  napi_async_context async;
-  int32_t id;
-};
+constexpr int kMaxWaitFds = 31;  // the result is a bit mask in an int32
 
-// Handles of all envs by id; touched only from the JS thread of the owning env, guarded for workers.
-std::unordered_map<int32_t, PollHandle *> g_polls;
-uv_mutex_t g_pollsMu;
-int32_t g_nextId = 1;
-
-void OnClosed(uv_handle_t *h) { delete static_cast<PollHandle *>(h->data); }
-
-void ReleaseJs(PollHandle *p) {
-  napi_async_destroy(p->env, p->async);
-  napi_delete_reference(p->env, p->callback);
-  napi_delete_reference(p->env, p->resource);
+// eventfdOpen() → fd (non-blocking, close-on-exec).
+napi_value EventfdOpen(napi_env env, napi_callback_info info) {
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) return ThrowErrno(env, "eventfd", errno);
+  return MakeInt32(env, fd);
 }
 
-void OnReadable(uv_poll_t *handle, int status, int events) {
-  PollHandle *p = static_cast<PollHandle *>(handle->data);
-  napi_env env = p->env;
-  napi_handle_scope scope;
-  napi_open_handle_scope(env, &scope);
-  napi_value cb, resource, arg, result;
-  napi_get_reference_value(env, p->callback, &cb);
-  napi_get_reference_value(env, p->resource, &resource);
-  napi_create_int32(env, status, &arg);
-  // make_callback opens a callback scope: async hooks see the call and microtasks run afterwards.
-  if (napi_make_callback(env, p->async, resource, cb, 1, &arg, &result) == napi_pending_exception) {
-    napi_value err;
-    napi_get_and_clear_last_exception(env, &err);
-    napi_fatal_exception(env, err);
-  }
-  napi_close_handle_scope(env, scope);
-}
-
-// Closes every handle an env still has when it is torn down (process exit or worker termination).
-void EnvCleanup(void *arg) {
-  napi_env env = static_cast<napi_env>(arg);
-  uv_mutex_lock(&g_pollsMu);
-  for (auto it = g_polls.begin(); it != g_polls.end();) {
-    if (it->second->env == env) {
-      uv_poll_stop(&it->second->poll);
-      uv_close(reinterpret_cast<uv_handle_t *>(&it->second->poll), OnClosed);
-      it = g_polls.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  uv_mutex_unlock(&g_pollsMu);
-}
-
-// pollStart(fd, callback(status)) → handle id. callback runs on every loop turn in which fd is readable.
-napi_value PollStart(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  int32_t fd;
-  if (argc < 2 || !ArgInt32(env, argv[0], "pollStart", "fd", &fd)) return nullptr;
-  napi_valuetype t;
-  napi_typeof(env, argv[1], &t);
-  if (t != napi_function) return ThrowType(env, "pollStart: callback must be a function");
-  uv_loop_t *loop = nullptr;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
-    return ThrowType(env, "pollStart: no event loop for this environment");
-  }
-  PollHandle *p = new PollHandle();
-  p->env = env;
-  int rc = uv_poll_init(loop, &p->poll, fd);
-  if (rc != 0) {
-    delete p;
-    return ThrowErrno(env, "poll fd", -rc);
-  }
-  p->poll.data = p;
-  rc = uv_poll_start(&p->poll, UV_READABLE, OnReadable);
-  if (rc != 0) {
-    uv_close(reinterpret_cast<uv_handle_t *>(&p->poll), OnClosed);
-    return ThrowErrno(env, "poll fd", -rc);
-  }
-  napi_value resource, name;
-  napi_create_object(env, &resource);
-  napi_create_string_utf8(env, "tsflanneld.poll", NAPI_AUTO_LENGTH, &name);
-  napi_create_reference(env, argv[1], 1, &p->callback);
-  napi_create_reference(env, resource, 1, &p->resource);
-  napi_async_init(env, resource, name, &p->async);
-  uv_mutex_lock(&g_pollsMu);
-  p->id = g_nextId++;
-  g_polls[p->id] = p;
-  uv_mutex_unlock(&g_pollsMu);
-  return MakeInt32(env, p->id);
-}
-
-// pollStop(id): stops and frees the handle; unknown ids are ignored so stop() is idempotent.
-napi_value PollStop(napi_env env, napi_callback_info info) {
+// eventfdSignal(fd): wakes the thread waiting on it (adds 1 to the counter).
+napi_value EventfdSignal(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  int32_t id;
-  if (argc < 1 || !ArgInt32(env, argv[0], "pollStop", "id", &id)) return nullptr;
-  uv_mutex_lock(&g_pollsMu);
-  auto it = g_polls.find(id);
-  PollHandle *p = nullptr;
-  if (it != g_polls.end() && it->second->env == env) {
-    p = it->second;
-    g_polls.erase(it);
-  }
-  uv_mutex_unlock(&g_pollsMu);
-  if (p != nullptr) {
-    uv_poll_stop(&p->poll);
-    ReleaseJs(p);
-    uv_close(reinterpret_cast<uv_handle_t *>(&p->poll), OnClosed);
-  }
+  int32_t fd;
+  if (argc < 1 || !ArgInt32(env, argv[0], "eventfdSignal", "fd", &fd)) return nullptr;
+  uint64_t one = 1;
+  ssize_t w;
+  do {
+    w = write(fd, &one, sizeof one);
+  } while (w < 0 && errno == EINTR);
+  // EAGAIN: the counter is saturated, so the waiter is due to wake anyway.
+  if (w < 0 && errno != EAGAIN) return ThrowErrno(env, "signal eventfd", errno);
   return nullptr;
+}
+
+// eventfdDrain(fd): resets the counter (the waiter then handles every pending control message).
+napi_value EventfdDrain(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int32_t fd;
+  if (argc < 1 || !ArgInt32(env, argv[0], "eventfdDrain", "fd", &fd)) return nullptr;
+  uint64_t v;
+  ssize_t r;
+  do {
+    r = read(fd, &v, sizeof v);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0 && errno != EAGAIN) return ThrowErrno(env, "drain eventfd", errno);
+  return nullptr;
+}
+
+// epollOpen(fds: Int32Array) → epoll fd watching fds[i] for input (level triggered), reported as bit i.
+napi_value EpollOpen(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int32_t *fds;
+  size_t n;
+  if (argc < 1 || !TypedArrayOf(env, argv[0], napi_int32_array, &fds, &n) || n == 0 || n > kMaxWaitFds) {
+    return ThrowType(env, "epollOpen(fds: Int32Array of 1..31 fds)");
+  }
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) return ThrowErrno(env, "epoll_create1", errno);
+  for (size_t i = 0; i < n; i++) {
+    struct epoll_event ev = {};
+    ev.events = EPOLLIN;
+    ev.data.u32 = static_cast<uint32_t>(i);
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev) < 0) {
+      int e = errno;
+      close(ep);
+      return ThrowErrno(env, "epoll_ctl add", e);
+    }
+  }
+  return MakeInt32(env, ep);
+}
+
+// epollWait(ep, timeoutMs) → bit mask of the ready fds (bit i = fds[i] of epollOpen; EPOLLERR/EPOLLHUP
+// count as ready so the read reports the error), 0 on timeout or EINTR, or -errno. Blocks the calling
+// thread (a forwarding thread; never call it on the main thread with a timeout other than 0).
+napi_value EpollWait(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int32_t ep, timeout;
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &ep) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &timeout) != napi_ok) {
+    return ThrowType(env, "epollWait(ep, timeoutMs): integers expected");
+  }
+  struct epoll_event evs[kMaxWaitFds];
+  int n = epoll_wait(ep, evs, kMaxWaitFds, timeout);
+  if (n < 0) return MakeInt32(env, errno == EINTR ? 0 : -errno);
+  int32_t mask = 0;
+  for (int i = 0; i < n; i++) mask |= 1 << evs[i].data.u32;
+  return MakeInt32(env, mask);
+}
+
+// threadSetNice(nice) → 0 or errno: the nice value of the calling thread only (setpriority on its tid;
+// Linux applies PRIO_PROCESS to a single thread). The forwarding threads use it so that a busy host
+// queues ordinary work, not packets, behind them (the kernel's own VXLAN runs in softirq, ahead of tasks).
+napi_value ThreadSetNice(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int32_t nice;
+  if (argc < 1 || !ArgInt32(env, argv[0], "threadSetNice", "nice", &nice)) return nullptr;
+  int rc = setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), nice);
+  return MakeInt32(env, rc == 0 ? 0 : errno);
 }
 
 }  // namespace
 
 void InitPoll(napi_env env, napi_value exports) {
-  static uv_once_t once = UV_ONCE_INIT;
-  uv_once(&once, [] { uv_mutex_init(&g_pollsMu); });
   napi_property_descriptor props[] = {
-      {"pollStart", nullptr, PollStart, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"pollStop", nullptr, PollStop, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"eventfdOpen", nullptr, EventfdOpen, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"eventfdSignal", nullptr, EventfdSignal, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"eventfdDrain", nullptr, EventfdDrain, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"epollOpen", nullptr, EpollOpen, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"epollWait", nullptr, EpollWait, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"threadSetNice", nullptr, ThreadSetNice, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
-  napi_add_env_cleanup_hook(env, EnvCleanup, env);
 }
 
 }  // namespace tsf

@@ -188,6 +188,7 @@ void InitRing(napi_env env, napi_value exports) {
   SetInt(env, layout, "TUN_OFF_USO4", TUN_OFF_USO4);
   SetInt(env, layout, "TUN_OFF_USO6", TUN_OFF_USO6);
   SetInt(env, layout, "U_GRO", U_GRO);
+  SetInt(env, layout, "U_REUSEPORT", U_REUSEPORT);
   SetInt(env, layout, "VXLAN_ETH_LEN", kVxlanEthLen);
   SetInt(env, layout, "VNET_HDR_LEN", kVnetHdrLen);
   SetInt(env, layout, "MIN_HEADROOM", kMinHeadroom);

@@ -60,19 +60,50 @@ int32_t ApplyTunOffload(int fd, int32_t want) {
   return 0;
 }
 
-// tunOpen(name: string, vnetHdr: boolean, persist: boolean, txQueueLen: number, offloads?: number)
-//   → { fd, name, ifindex, offloads }
-// txQueueLen > 0 sets the device queue (the kernel→userspace backlog; TUN's default 500 overflows
-// under bulk TCP while the loop is busy with the other direction). offloads: TUN_OFF_* bits wanted
-// (only with vnetHdr); the result has the bits the kernel accepted. Offloads are always set explicitly:
-// a persistent device keeps them from an earlier run, and a reader without the vnet header must never
-// be handed super-packets.
+// Opens /dev/net/tun and attaches to (or creates) device `name` with `flags` → fd, or -errno.
+int AttachTun(const char *name, size_t nameLen, int flags, struct ifreq *ifr) {
+  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  memset(ifr, 0, sizeof *ifr);
+  memcpy(ifr->ifr_name, name, nameLen);
+  ifr->ifr_flags = static_cast<short>(flags);
+  if (ioctl(fd, TUNSETIFF, ifr) < 0) {
+    int e = errno;
+    close(fd);
+    return -e;
+  }
+  return fd;
+}
+
+// A persistent single-queue TUN of the same name (left by a version without forwarding threads) refuses a
+// multi-queue attach with EINVAL. If a plain attach to it works, it is such a TUN: drop its persistence
+// and close it, which deletes the device (and the kernel routes on it; the route manager programs them
+// again). → true when the device was removed.
+bool RemoveSingleQueueTun(const char *name, size_t nameLen, int flags) {
+  struct ifreq ifr;
+  int fd = AttachTun(name, nameLen, flags & ~IFF_MULTI_QUEUE, &ifr);
+  if (fd < 0) return false;
+  bool ok = ioctl(fd, TUNSETPERSIST, 0) == 0;
+  close(fd);
+  return ok && if_nametoindex(name) == 0;
+}
+
+// tunOpen(name: string, vnetHdr: boolean, persist: boolean, txQueueLen: number, offloads?: number,
+//         multiQueue?: boolean) → { fd, name, ifindex, offloads, replacedSingleQueue }
+// multiQueue: IFF_MULTI_QUEUE; every call attaches one more queue (one per forwarding thread; the kernel
+// spreads flows over the queues). A persistent single-queue device of that name is replaced
+// (replacedSingleQueue: true). txQueueLen > 0 sets the device queue (the kernel→userspace backlog; TUN's
+// default 500 overflows under bulk TCP while the loop is busy with the other direction). offloads:
+// TUN_OFF_* bits wanted (only with vnetHdr); the result has the bits the kernel accepted. Offloads are
+// always set explicitly: a persistent device keeps them from an earlier run, and a reader without the
+// vnet header must never be handed super-packets.
 napi_value TunOpen(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   if (argc < 4)
-    return ThrowType(env, "tunOpen(name, vnetHdr, persist, txQueueLen, offloads?): 4 arguments expected");
+    return ThrowType(
+        env, "tunOpen(name, vnetHdr, persist, txQueueLen, offloads?, multiQueue?): 4 arguments expected");
   int32_t txQueueLen, wantOffloads = 0;
   if (!ArgInt32(env, argv[3], "tunOpen", "txQueueLen", &txQueueLen)) return nullptr;
   if (argc >= 5 && !ArgInt32(env, argv[4], "tunOpen", "offloads", &wantOffloads)) return nullptr;
@@ -82,21 +113,27 @@ napi_value TunOpen(napi_env env, napi_callback_info info) {
     return ThrowType(env, "tunOpen: name must be a string");
   }
   if (nameLen == 0 || nameLen >= IFNAMSIZ) return ThrowType(env, "tunOpen: name must be 1..15 bytes");
-  bool vnet = false, persist = false;
+  bool vnet = false, persist = false, multiQueue = false;
   napi_get_value_bool(env, argv[1], &vnet);
   napi_get_value_bool(env, argv[2], &persist);
+  if (argc >= 6) napi_get_value_bool(env, argv[5], &multiQueue);
 
   std::string what = std::string("open TUN ") + name;
-  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return ThrowErrno(env, what.c_str(), errno);
+  const int flags = IFF_TUN | IFF_NO_PI | (vnet ? IFF_VNET_HDR : 0) | (multiQueue ? IFF_MULTI_QUEUE : 0);
   struct ifreq ifr;
-  memset(&ifr, 0, sizeof ifr);
-  memcpy(ifr.ifr_name, name, nameLen);
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (vnet ? IFF_VNET_HDR : 0);
-  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
-    int e = errno;
-    close(fd);
-    return ThrowErrno(env, what.c_str(), e);
+  int fd = AttachTun(name, nameLen, flags, &ifr);
+  bool replaced = false;
+  if (fd == -EINVAL && multiQueue && RemoveSingleQueueTun(name, nameLen, flags)) {
+    replaced = true;
+    fd = AttachTun(name, nameLen, flags, &ifr);
+  }
+  if (fd < 0) {
+    if (fd == -EINVAL && multiQueue) {
+      what +=
+          " (multi-queue; an existing device of that name that is not a TUN, or that another process "
+          "holds open as a single-queue TUN, cannot be reused)";
+    }
+    return ThrowErrno(env, what.c_str(), -fd);
   }
   if (vnet) {
     int sz = kVnetHdrLen;
@@ -146,6 +183,9 @@ napi_value TunOpen(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, out, "name", vname);
   napi_set_named_property(env, out, "ifindex", MakeInt32(env, static_cast<int32_t>(ifindex)));
   napi_set_named_property(env, out, "offloads", MakeInt32(env, offloads));
+  napi_value vreplaced;
+  napi_get_boolean(env, replaced, &vreplaced);
+  napi_set_named_property(env, out, "replacedSingleQueue", vreplaced);
   return out;
 }
 

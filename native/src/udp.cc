@@ -42,10 +42,11 @@ bool SetBuf(int fd, int forceOpt, int opt, int bytes) {
 
 // udpOpen(port, bufBytes, flags?, bindIp?) → { fd, port, gro, gso }: port 0 = ephemeral (send sockets), else
 // the VXLAN listen port. bindIp: IPv4 address as a host-order uint32 (0 = any); the send sockets are bound
-// to the published PublicIP so the outer source is the address peers know us by. flags U_GRO asks for UDP_GRO
-// (gro: whether the kernel took it, ≥ 5.0; wireguard-go trusts it from 5.12). gso: whether the kernel knows
-// UDP_SEGMENT (≥ 4.18); probed by setting the socket default and clearing it again, so plain sends stay
-// unsegmented.
+// to the published PublicIP so the outer source is the address peers know us by. U_REUSEPORT: SO_REUSEPORT,
+// one receive socket per forwarding thread on the same port (the kernel spreads senders over them by the
+// outer 4-tuple, whose source port carries the flow hash). flags U_GRO asks for UDP_GRO (gro: whether the
+// kernel took it, ≥ 5.0; wireguard-go trusts it from 5.12). gso: whether the kernel knows UDP_SEGMENT
+// (≥ 4.18); probed by setting the socket default and clearing it again, so plain sends stay unsegmented.
 napi_value UdpOpen(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -72,6 +73,10 @@ napi_value UdpOpen(napi_env env, napi_callback_info info) {
     close(fd);
     return ThrowErrno(env, (std::string(op) + " " + where).c_str(), e);
   };
+  if (flags & U_REUSEPORT) {
+    int on = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) return fail("set SO_REUSEPORT on");
+  }
   int pmtu = IP_PMTUDISC_DONT;
   if (setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu) < 0)
     return fail("set IP_PMTUDISC_DONT on");

@@ -45,6 +45,7 @@ export interface Options {
   tunName: string; // tsflanneld extra; "" means flannel.<VNI>
   vxlanStrictSource: boolean; // tsflanneld extra: drop VXLAN whose outer source is no peer's PublicIP
   offload: string; // tsflanneld extra: data-plane offload rung (src/dataplane/offload.ts)
+  dataplaneThreads: number; // tsflanneld extra: forwarding threads; 0 = one per CPU, at most 8
 }
 
 export class FlagError extends Error {
@@ -336,6 +337,16 @@ export const FLAGS: readonly FlagDef[] = [
     usage:
       'data-plane offloads: auto (the best the kernel supports), or cap at a rung: full, no-tun-uso, no-udp-gro, no-udp-gso, none (per-packet)',
     check: offloadRung,
+  },
+  {
+    kind: 'int',
+    name: 'dataplane-threads',
+    key: 'dataplaneThreads',
+    def: 0,
+    min: 0,
+    max: 64,
+    usage:
+      'forwarding threads, each with its own TUN queue and UDP socket (the kernel spreads flows over them); 0 = one per CPU, at most 8',
   },
 ];
 

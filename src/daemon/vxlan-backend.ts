@@ -4,7 +4,7 @@
 //
 // The TUN is persistent on purpose: after kill -9 the device and its routes stay, so the kernel keeps
 // routing overlay traffic to it and a restarted daemon only has to reattach and refill its peer table.
-import type { Logger } from 'pino';
+import type { Log } from '../ops/log';
 import { NativeRtnetlink, NetlinkError, type LinkInfo, type Rtnetlink } from '../netlink/rtnetlink';
 import { setupDevice } from '../routes/device-setup';
 import { decideTakeover } from '../routes/device-takeover';
@@ -25,7 +25,9 @@ export interface VxlanBackendOptions {
   strictSource?: boolean;
   /** Offload rung request (-offload): "auto" or a rung name (src/dataplane/offload.ts). Default auto. */
   offload?: string;
-  log: Logger;
+  /** Forwarding threads (-dataplane-threads); default one per CPU, at most 8. */
+  threads?: number;
+  log: Log;
   /** Called when the data plane stops on a persistent I/O error; the daemon treats it as fatal. */
   onFatal(err: Error): void;
   netlink?: Rtnetlink & { deleteLink?(ifindex: number): Promise<void> };
@@ -111,9 +113,10 @@ export class VxlanBackend implements DataPlaneHooks {
         localMac: parseMac(vtepMac),
         persist: true,
         offload: parseOffloadRequest(this.options.offload ?? 'auto'),
+        threads: this.options.threads,
         strictSource: this.options.strictSource ?? false,
         log,
-        onFatal: (err: DataplaneIoError) => void this.ioFailed(tunName, err),
+        onFatal: (err: Error) => void this.ioFailed(tunName, err),
       });
     } catch (err) {
       throw new DataplaneOpenError(explainOpenError(err as Error, tunName, port, ctx.sendSource), { cause: err });
@@ -162,7 +165,7 @@ export class VxlanBackend implements DataPlaneHooks {
   }
 
   /** A persistent I/O error: say plainly when the cause is the device having been deleted. */
-  private async ioFailed(tunName: string, err: DataplaneIoError): Promise<void> {
+  private async ioFailed(tunName: string, err: Error): Promise<void> {
     let gone = false;
     try {
       await this.netlink().getLink(tunName);
@@ -177,7 +180,7 @@ export class VxlanBackend implements DataPlaneHooks {
       new DataplaneIoError(
         `device ${tunName} was deleted while tsflanneld was running (ip link del?), taking its routes with it; ` +
           `exiting so that a restart (systemd Restart=, a DaemonSet) recreates it with its address and routes (${err.message})`,
-        err.errno,
+        err instanceof DataplaneIoError ? err.errno : 0,
       ),
     );
   }

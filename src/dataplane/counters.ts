@@ -1,5 +1,8 @@
 // Data-plane counters in typed arrays: the hot loop only does `arr[i] += x`; snapshot() builds the
 // object the daemon logs/exports. Float64 so byte counts don't wrap (exact up to 2^53).
+// Each forwarding thread owns one Counters over SharedArrayBuffers (it is the only writer); the main
+// thread views the same memory and sums the threads on scrape (no locks: a scrape may see a batch half
+// counted, never a torn word, since every word is written by one thread).
 import { DROP_NAMES, DROP_REASON_COUNT } from './vxlan-codec';
 
 export const enum Ctr {
@@ -64,13 +67,44 @@ export interface CountersSnapshot {
   peers: Record<string, PeerCounters>;
 }
 
+/** The memory of one thread's counters (posted to the thread at start). */
+export interface CounterBuffers {
+  readonly totals: SharedArrayBuffer;
+  readonly drops: SharedArrayBuffer;
+  readonly peer: SharedArrayBuffer;
+}
+
+/** Shared per-peer counter memory for `slots` peer slots. */
+export function sharedPeerBuffer(slots: number): SharedArrayBuffer {
+  return new SharedArrayBuffer(slots * PeerCtr.WORDS * Float64Array.BYTES_PER_ELEMENT);
+}
+
+export function sharedCounterBuffers(peerSlots: number): CounterBuffers {
+  return {
+    totals: new SharedArrayBuffer(Ctr.COUNT * Float64Array.BYTES_PER_ELEMENT),
+    drops: new SharedArrayBuffer(DROP_REASON_COUNT * Float64Array.BYTES_PER_ELEMENT),
+    peer: sharedPeerBuffer(peerSlots),
+  };
+}
+
 export class Counters {
-  readonly totals = new Float64Array(Ctr.COUNT);
-  readonly drops = new Float64Array(DROP_REASON_COUNT);
+  readonly totals: Float64Array;
+  readonly drops: Float64Array;
   peer: Float64Array;
 
-  constructor(peerCapacity = 16) {
-    this.peer = new Float64Array(peerCapacity * PeerCtr.WORDS);
+  /** Private memory for `peerCapacity` slots, or views over shared buffers (a forwarding thread's). */
+  constructor(peerCapacity = 16, buffers?: CounterBuffers) {
+    this.totals = new Float64Array(buffers?.totals ?? new ArrayBuffer(Ctr.COUNT * 8));
+    this.drops = new Float64Array(buffers?.drops ?? new ArrayBuffer(DROP_REASON_COUNT * 8));
+    this.peer = new Float64Array(buffers?.peer ?? new ArrayBuffer(peerCapacity * PeerCtr.WORDS * 8));
+  }
+
+  /** Adds every count of `other` into this one (scrape: the sum over forwarding threads). */
+  addFrom(other: Counters): void {
+    for (let i = 0; i < this.totals.length; i++) this.totals[i]! += other.totals[i]!;
+    for (let i = 0; i < this.drops.length; i++) this.drops[i]! += other.drops[i]!;
+    const n = Math.min(this.peer.length, other.peer.length);
+    for (let i = 0; i < n; i++) this.peer[i]! += other.peer[i]!;
   }
 
   ensurePeerCapacity(slots: number): void {

@@ -75,6 +75,8 @@ export const enum TunOffload {
 /** udpOpen flag bits. */
 export const enum UdpFlag {
   GRO = 1,
+  /** SO_REUSEPORT: one receive socket per forwarding thread on the VXLAN port. */
+  REUSEPORT = 2,
 }
 
 export const enum Frame {
@@ -132,6 +134,7 @@ export function checkLayout(native: Record<string, number>): void {
     TUN_OFF_USO4: TunOffload.USO4,
     TUN_OFF_USO6: TunOffload.USO6,
     U_GRO: UdpFlag.GRO,
+    U_REUSEPORT: UdpFlag.REUSEPORT,
     VXLAN_ETH_LEN: Frame.ENCAP_LEN,
     VNET_HDR_LEN: Frame.VNET_HDR_LEN,
     MIN_HEADROOM: Frame.MIN_HEADROOM,

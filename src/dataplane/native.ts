@@ -9,6 +9,8 @@ export interface TunHandle {
   ifindex: number;
   /** TunOffload bits the kernel accepted (0 without the vnet header). */
   offloads: number;
+  /** A persistent single-queue device of that name was deleted to create the multi-queue one. */
+  replacedSingleQueue: boolean;
 }
 
 export interface UdpHandle {
@@ -28,7 +30,7 @@ export interface DataplaneNative {
    * and, when txQueueLen > 0, the device queue length. offloads: TunOffload bits wanted (vnet header only;
    * the handle reports what the kernel accepted; always set, so a persistent device forgets old ones).
    */
-  tunOpen(name: string, vnetHdr: boolean, persist: boolean, txQueueLen: number, offloads?: number): TunHandle;
+  tunOpen(name: string, vnetHdr: boolean, persist: boolean, txQueueLen: number, offloads?: number, multiQueue?: boolean): TunHandle;
   tunSetPersist(fd: number, on: boolean): void;
   /** MTU of an interface in this network namespace (SIOCGIFMTU). */
   ifMtu(name: string): number;
@@ -53,9 +55,18 @@ export interface DataplaneNative {
   udpSend(ring: number, n: number, mode?: number): number;
   /** → datagrams received into slots 0..n-1, or -errno. */
   udpRecv(ring: number, fd: number, max: number): number;
-  /** Level-triggered readability callback on the calling thread's loop → handle id. */
-  pollStart(fd: number, onReadable: (status: number) => void): number;
-  pollStop(handle: number): void;
+  /** → a non-blocking eventfd (the control doorbell of a forwarding thread). */
+  eventfdOpen(): number;
+  /** Rings the doorbell (from any thread). */
+  eventfdSignal(fd: number): void;
+  /** Resets the doorbell (the forwarding thread, before it reads its control messages). */
+  eventfdDrain(fd: number): void;
+  /** → epoll fd watching fds[i] for input, reported as bit i by epollWait (at most 31 fds). */
+  epollOpen(fds: Int32Array): number;
+  /** Blocks up to timeoutMs (-1 = forever) → bit mask of ready fds, 0 on timeout/EINTR, or -errno. */
+  epollWait(ep: number, timeoutMs: number): number;
+  /** Sets the nice value of the calling thread only → 0 or errno. */
+  threadSetNice(nice: number): number;
 }
 
 /** Test entry points over plain buffers (native/src/offload.cc): the split/coalesce code the data plane runs. */

@@ -33,7 +33,7 @@ export interface PacketLoopConfig {
   readonly repairChecksums: boolean;
   /** Largest IP packet written to the TUN (its MTU); longer TCP super-packets are segmented. 0 = never split. */
   readonly maxPacket: number;
-  /** Packets per readiness callback per direction before yielding to the event loop (level-triggered poll resumes). */
+  /** Packets per wake-up per direction before the other direction gets its turn (level-triggered epoll resumes). */
   readonly budget: number;
   /**
    * Offloads in force (VxlanDataplane probes them); they only switch I/O modes on, the loop is the same:
@@ -75,8 +75,9 @@ const ENOBUFS = osConstants.errno.ENOBUFS;
  *   offloads), rejected segments of a train are flagged explicitly, and the offloads themselves
  *   (TSO split, UDP GSO, UDP GRO trains, GSO coalescing) live in the native I/O calls.
  * - Lookups are typed-array hash probes (ForwardingTable), counters are typed-array increments.
- * - Level-triggered uv_poll, no timers: an idle tunnel forwards a lone packet immediately; a busy
- *   one yields after `budget` packets and the loop calls back on the next turn.
+ * - Runs on a forwarding thread that blocks in epoll (forwarding-thread.ts), level triggered, no timers:
+ *   an idle tunnel forwards a lone packet immediately; a busy one yields after `budget` packets and
+ *   the other direction (or a control message) gets its turn.
  * - A short batch (fewer than asked) means the fd hit EAGAIN, so the loop stops without another syscall.
  */
 export class PacketLoop {
@@ -143,24 +144,6 @@ export class PacketLoop {
     this.maxPacket = config.maxPacket;
     this.onIoError = config.onIoError;
   }
-
-  /** uv_poll callback for the TUN fd (bound once; the native side keeps the reference). */
-  readonly onTunReadable = (status: number): void => {
-    if (status < 0) {
-      this.onIoError('tun', -status);
-      return;
-    }
-    this.egress();
-  };
-
-  /** uv_poll callback for the VXLAN receive socket. */
-  readonly onUdpReadable = (status: number): void => {
-    if (status < 0) {
-      this.onIoError('udp', -status);
-      return;
-    }
-    this.ingress();
-  };
 
   /** Drains the TUN: read a batch, encapsulate in place, send it; repeat until EAGAIN or budget. */
   egress(): void {

@@ -1,12 +1,16 @@
 // Runs the VXLAN data plane alone with a fixed peer table, for integration tests, benchmarks and
 // debugging without etcd: `node dist/src/dataplane/static-runner.js '<json config>'`.
 // Config: { tunName?, vni, port?, localMac: "aa:bb:…", persist?, offload?, vnetHdr?, sendSockets?, mtu?,
-//           txQueueLen?, budget?, peers: [{ subnet: "10.5.2.0/24", publicIp: "192.0.2.12", vtepMac: "…" }] }
+//           txQueueLen?, budget?, threads?, peers: [{ subnet: "10.5.2.0/24", publicIp: "192.0.2.12", vtepMac: "…" }] }
+// threads: forwarding threads; when absent, FLANNELD_DATAPLANE_THREADS, else the default (CPU count, ≤ 8).
+// The counters event also carries `threads`: each forwarding thread's own counters.
 // offload: an offload rung or "auto"; when absent, FLANNELD_OFFLOAD from the environment (as the daemon's
 // -offload flag reads it), else auto. The ready event reports the rung in force.
 // stdout gets one JSON object per line: {"event":"ready",…} once the TUN is open and forwarding,
 // {"event":"counters",…} on SIGUSR2, on a {"op":"counters"} stdin line and at exit (SIGTERM/SIGINT).
-// stdin lines may also be {"op":"setPeer",peer} / {"op":"removePeer","subnet":…}. Logs go to stderr.
+// stdin lines may also be {"op":"setPeer",peer} / {"op":"removePeer","subnet":…} / {"op":"terminateThread",
+// "index":…} (kills a forwarding thread as a crash would: the runner then reports "fatal" and exits 1).
+// Logs go to stderr.
 import readline from 'node:readline';
 
 import pino from 'pino';
@@ -15,6 +19,7 @@ import { parseIp4, parseIp4Net } from '../subnet/ip4';
 import type { PeerEntry } from './forwarding-table';
 import { parseOffloadRequest } from './offload';
 import { VxlanDataplane } from './vxlan-dataplane';
+import { parseMac } from '../subnet/lease-codec';
 
 interface PeerJson {
   subnet: string;
@@ -35,19 +40,12 @@ interface RunnerConfig {
   mtu?: number;
   txQueueLen?: number;
   budget?: number;
+  threads?: number;
   peers?: PeerJson[];
 }
 
 class RunnerConfigError extends Error {
   override name = 'RunnerConfigError';
-}
-
-function parseMac(text: string): Uint8Array {
-  const parts = text.split(':');
-  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p))) {
-    throw new RunnerConfigError(`invalid MAC "${text}"`);
-  }
-  return Uint8Array.from(parts.map((p) => parseInt(p, 16)));
 }
 
 function toPeer(p: PeerJson): PeerEntry {
@@ -58,7 +56,7 @@ function emit(obj: object): void {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const log = pino({ name: 'dataplane-runner' }, pino.destination(2));
   const text = process.argv[2];
   if (text === undefined) throw new RunnerConfigError('usage: static-runner.js <json config>');
@@ -75,6 +73,7 @@ function main(): void {
     mtu: cfg.mtu,
     txQueueLen: cfg.txQueueLen,
     budget: cfg.budget,
+    threads: cfg.threads ?? (process.env.FLANNELD_DATAPLANE_THREADS ? Number(process.env.FLANNELD_DATAPLANE_THREADS) : undefined),
     log,
     onFatal: (err) => {
       emit({ event: 'fatal', message: err.message });
@@ -89,30 +88,40 @@ function main(): void {
   function shutdown(): void {
     if (done) return;
     done = true;
-    emit({ event: 'counters', counters: dp.counters() });
+    emitCounters();
     dp.close();
     process.stdin.destroy();
   }
 
-  process.on('SIGUSR2', () => emit({ event: 'counters', counters: dp.counters() }));
+  function emitCounters(): void {
+    emit({ event: 'counters', counters: dp.counters(), threads: dp.threadCounters() });
+  }
+  process.on('SIGUSR2', emitCounters);
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
   const lines = readline.createInterface({ input: process.stdin });
   lines.on('line', (line) => {
     if (line.trim() === '') return;
     try {
-      const cmd = JSON.parse(line) as { op: string; peer?: PeerJson; subnet?: string };
-      if (cmd.op === 'counters') emit({ event: 'counters', counters: dp.counters() });
+      const cmd = JSON.parse(line) as { op: string; peer?: PeerJson; subnet?: string; index?: number };
+      if (cmd.op === 'counters') emitCounters();
       else if (cmd.op === 'setPeer' && cmd.peer) dp.setPeer(toPeer(cmd.peer));
       else if (cmd.op === 'removePeer' && cmd.subnet) dp.removePeer(parseIp4Net(cmd.subnet));
+      else if (cmd.op === 'terminateThread' && typeof cmd.index === 'number') dp.terminateThread(cmd.index);
       else throw new RunnerConfigError(`unknown command ${line}`);
-      emit({ event: 'ok', op: cmd.op });
+      // "ok" once the change is what the forwarding threads read.
+      dp.whenPublished().then(
+        () => emit({ event: 'ok', op: cmd.op }),
+        (err: unknown) => emit({ event: 'error', message: (err as Error).message }),
+      );
     } catch (err) {
       emit({ event: 'error', message: (err as Error).message });
     }
   });
+  await dp.whenRunning();
   emit({
     event: 'ready',
+    threads: dp.threadCount,
     tunName: dp.tunName,
     tunIfindex: dp.tunIfindex,
     sourcePorts: dp.sourcePorts,
@@ -121,9 +130,7 @@ function main(): void {
   });
 }
 
-try {
-  main();
-} catch (err) {
+main().catch((err: unknown) => {
   process.stderr.write(`static-runner: ${(err as Error).message}\n`);
   process.exit(1);
-}
+});

@@ -1,12 +1,14 @@
-// The userspace VXLAN data plane the daemon uses: a TUN device (the daemon's "flannel.<VNI>") plus
-// UDP sockets on the VXLAN port, driven by PacketLoop on this thread's event loop. It does not touch
-// addresses, routes or MTU (the netlink/route side does); it only moves packets for the peers it is given.
-import { getSystemErrorMap } from 'node:util';
+// The userspace VXLAN data plane the daemon uses: a multi-queue TUN device (the daemon's "flannel.<VNI>")
+// plus UDP sockets: one TUN queue and one SO_REUSEPORT receive socket per forwarding thread
+// (forwarding-threads.ts) and send sockets they share; this object lives on the main thread, keeps the
+// peer table and publishes it to the threads. It does not touch addresses, routes or MTU (the
+// netlink/route side does); it only moves packets for the peers it is given.
 
 import { formatIp4, formatIp4Net, type Ip4Net } from '../subnet/ip4';
 import { DEFAULT_RX_RING, DEFAULT_TX_RING, OFFLOAD_TX_RING, Ring, type RingOptions } from './buffer-pool';
-import { Counters, type CountersSnapshot } from './counters';
+import type { Counters, CountersSnapshot } from './counters';
 import { ForwardingTable, type ForwardingTableHandle, type PeerEntry } from './forwarding-table';
+import { defaultDataplaneThreads, ForwardingThreads, MAX_DATAPLANE_THREADS } from './forwarding-threads';
 import { TunOffload, UdpFlag } from './layout';
 import { type DataplaneNative, loadDataplaneNative } from './native';
 import {
@@ -19,15 +21,7 @@ import {
   requestedFeatures,
   rungOf,
 } from './offload';
-import { PacketLoop } from './packet-loop';
-
-/** The subset of pino's logger the data plane uses. */
-export interface DataplaneLogger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-  debug(obj: object, msg: string): void;
-}
+import type { Log } from '../ops/log';
 
 export interface VxlanDataplaneOptions {
   /** TUN device name; default `flannel.<vni>`. */
@@ -46,11 +40,22 @@ export interface VxlanDataplaneOptions {
   readonly localMac: Uint8Array;
   /** Keep the TUN (and the kernel routes on it) when the process dies, for fast restarts. Default false. */
   readonly persist?: boolean;
-  readonly log: DataplaneLogger;
+  readonly log: Log;
   /** TUN txqueuelen: packets the kernel may queue for us while the loop is busy. Default 1000 (TUN's own default is 500). */
   readonly txQueueLen?: number;
-  /** Send sockets (distinct outer source ports chosen by inner flow hash). Default 8. */
+  /** Send sockets, shared by the forwarding threads (distinct outer source ports chosen by inner flow hash). Default 8. */
   readonly sendSockets?: number;
+  /**
+   * Forwarding threads (1..64): each gets one TUN queue, one SO_REUSEPORT receive socket and its own send
+   * sockets. Default: one per CPU, at most 8 (defaultDataplaneThreads).
+   */
+  readonly threads?: number;
+  /**
+   * Nice value of the forwarding threads (-20..19). Default -10: on a busy host ordinary work queues
+   * behind packets, as it does behind the kernel's own VXLAN (softirq). null = the process's own.
+   * Without the privilege to raise priority the threads log it once and run at normal priority.
+   */
+  readonly threadNice?: number | null;
   /** Socket buffer size, bytes. Default 7 MiB. */
   readonly socketBuffer?: number;
   /**
@@ -79,29 +84,23 @@ export interface VxlanDataplaneOptions {
    * a 64 KiB super-packet, and the other direction waits while one drains).
    */
   readonly budget?: number;
-  /** Called once when a fd fails persistently; the data plane has stopped itself by then. */
-  readonly onFatal?: (err: DataplaneIoError) => void;
+  /**
+   * Called once when a forwarding thread hits a persistent I/O error or dies (the error is logged here);
+   * the data plane cannot be trusted to forward any more.
+   */
+  readonly onFatal?: (err: Error) => void;
 }
 
-export class DataplaneIoError extends Error {
-  override name = 'DataplaneIoError';
-  constructor(
-    message: string,
-    readonly errno: number,
-  ) {
-    super(message);
-  }
-}
+export { DataplaneIoError } from './forwarding-threads';
 
 export class DataplaneConfigError extends Error {
   override name = 'DataplaneConfigError';
 }
 
 const DEFAULT_PORT = 8472;
+const DEFAULT_THREAD_NICE = -10;
 const DEFAULT_SOCKET_BUFFER = 7 * 1024 * 1024;
 const DEFAULT_TX_QUEUE_LEN = 1000;
-// Transient errnos from a read that are worth a log line but not a stop (ENOMEM under pressure, etc.).
-const TRANSIENT_ERRNOS = new Set([12 /* ENOMEM */, 105 /* ENOBUFS */, 111 /* ECONNREFUSED */, 113 /* EHOSTUNREACH */]);
 
 export class VxlanDataplane {
   readonly tunName: string;
@@ -110,25 +109,20 @@ export class VxlanDataplane {
   readonly port: number;
   /** Local ports of the send sockets (the outer UDP source ports in use). */
   readonly sourcePorts: readonly number[];
+  /** Forwarding threads (= TUN queues = receive sockets). */
+  readonly threadCount: number;
 
   private readonly native: DataplaneNative;
-  private readonly log: DataplaneLogger;
+  private readonly log: Log;
   private readonly table: ForwardingTable;
-  private readonly counterSet: Counters;
-  private readonly loop: PacketLoop;
-  private readonly tx: Ring;
-  private readonly rx: Ring;
-  private readonly tunFd: number;
-  private readonly recvFd: number;
-  private readonly sendFds: Int32Array;
-  private readonly onFatal: ((err: DataplaneIoError) => void) | undefined;
+  private readonly threads: ForwardingThreads;
   private features: OffloadFeatures;
   private mtuFixed: boolean;
-  private tunPoll = -1;
-  private udpPoll = -1;
+  private maxPacket: number;
+  private started = false;
+  private runningNow = false;
   private closed = false;
   private batchOpen = false;
-  private readonly loggedErrnos = new Set<string>();
 
   static open(options: VxlanDataplaneOptions): VxlanDataplane {
     const native = loadDataplaneNative();
@@ -139,50 +133,76 @@ export class VxlanDataplane {
     if (options.localMac.length !== 6) throw new DataplaneConfigError(`local VtepMAC must be 6 bytes, got ${options.localMac.length}`);
     const nSend = options.sendSockets ?? 8;
     if (!Number.isInteger(nSend) || nSend < 1 || nSend > 64) throw new DataplaneConfigError(`sendSockets ${nSend} out of range 1..64`);
+    const nThreads = options.threads ?? defaultDataplaneThreads();
+    if (!Number.isInteger(nThreads) || nThreads < 1 || nThreads > MAX_DATAPLANE_THREADS) {
+      throw new DataplaneConfigError(`forwarding threads ${nThreads} out of range 1..${MAX_DATAPLANE_THREADS}`);
+    }
+    const nice = options.threadNice;
+    if (nice !== undefined && nice !== null && (!Number.isInteger(nice) || nice < -20 || nice > 19)) {
+      throw new DataplaneConfigError(`forwarding-thread nice ${nice} out of range -20..19`);
+    }
     const request = parseOffloadRequest(options.offload ?? 'auto');
     const want = requestedFeatures(request);
-    const tx = new Ring(options.txRing ?? (want.vnet ? OFFLOAD_TX_RING : DEFAULT_TX_RING));
-    const rx = new Ring(options.rxRing ?? DEFAULT_RX_RING);
+    const txRing = options.txRing ?? (want.vnet ? OFFLOAD_TX_RING : DEFAULT_TX_RING);
+    const rxRing = options.rxRing ?? DEFAULT_RX_RING;
+    // Geometry errors surface here, on the caller's thread, not later in a forwarding thread.
+    new Ring(txRing);
+    new Ring(rxRing);
     const tunOffloads = want.tso
       ? TunOffload.CSUM | TunOffload.TSO4 | TunOffload.TSO6 | (want.uso ? TunOffload.USO4 | TunOffload.USO6 : 0)
       : 0;
+    const tunName = options.tunName ?? `flannel.${vni}`;
+    const buf = options.socketBuffer ?? DEFAULT_SOCKET_BUFFER;
 
     // Everything opened so far is closed again if a later step fails.
     const fds: number[] = [];
     try {
-      const tun = native.tunOpen(
-        options.tunName ?? `flannel.${vni}`,
-        want.vnet || (options.vnetHdr ?? false),
-        options.persist ?? false,
-        options.txQueueLen ?? DEFAULT_TX_QUEUE_LEN,
-        tunOffloads,
-      );
-      fds.push(tun.fd);
-      const buf = options.socketBuffer ?? DEFAULT_SOCKET_BUFFER;
-      const recv = native.udpOpen(port, buf, want.gro ? UdpFlag.GRO : 0);
-      fds.push(recv.fd);
-      const sendFds = new Int32Array(nSend);
+      // SO_REUSEPORT would let a second daemon on this port silently take half the traffic: first make
+      // sure nobody holds the port, with a plain bind.
+      const probe = native.udpOpen(port, 0);
+      native.closeFd(probe.fd);
+      const threads: ThreadIo[] = [];
       const sourcePorts: number[] = [];
+      const sendFds: number[] = [];
       let gso = true;
-      for (let i = 0; i < nSend; i++) {
-        const s = native.udpOpen(0, buf, 0, options.sourceIp ?? 0);
-        fds.push(s.fd);
-        sendFds[i] = s.fd;
-        sourcePorts.push(s.port);
-        gso &&= s.gso;
+      for (let s = 0; s < nSend; s++) {
+        const h = native.udpOpen(0, buf, 0, options.sourceIp ?? 0);
+        fds.push(h.fd);
+        sendFds.push(h.fd);
+        sourcePorts.push(h.port);
+        gso &&= h.gso;
       }
-      const features = effectiveFeatures(want, {
-        tso: (tun.offloads & TunOffload.TSO4) !== 0,
-        uso: (tun.offloads & TunOffload.USO4) !== 0,
-        gro: recv.gro,
-        gso,
-      });
-      tx.register(native);
-      rx.register(native);
-      return new VxlanDataplane(native, options, request, features, tun.name, tun.ifindex, tun.fd, recv.fd, sendFds, sourcePorts, tx, rx);
+      let features: OffloadFeatures | undefined;
+      let replaced = false;
+      for (let i = 0; i < nThreads; i++) {
+        const tun = native.tunOpen(
+          tunName,
+          want.vnet || (options.vnetHdr ?? false),
+          options.persist ?? false,
+          options.txQueueLen ?? DEFAULT_TX_QUEUE_LEN,
+          tunOffloads,
+          true,
+        );
+        fds.push(tun.fd);
+        replaced ||= tun.replacedSingleQueue;
+        const recv = native.udpOpen(port, buf, (want.gro ? UdpFlag.GRO : 0) | UdpFlag.REUSEPORT);
+        fds.push(recv.fd);
+        features ??= effectiveFeatures(want, {
+          tso: (tun.offloads & TunOffload.TSO4) !== 0,
+          uso: (tun.offloads & TunOffload.USO4) !== 0,
+          gro: recv.gro,
+          gso,
+        });
+        threads.push({ name: tun.name, ifindex: tun.ifindex, io: { tunFd: tun.fd, recvFd: recv.fd, sendFds } });
+      }
+      if (replaced) {
+        options.log.warn(
+          { tun: tunName },
+          `replaced the single-queue TUN ${tunName} left by an earlier version with a multi-queue one; its routes are programmed again`,
+        );
+      }
+      return new VxlanDataplane(native, options, request, features!, threads, sourcePorts, txRing, rxRing);
     } catch (err) {
-      tx.release(native);
-      rx.release(native);
       for (const fd of fds) native.closeFd(fd);
       throw err;
     }
@@ -193,65 +213,63 @@ export class VxlanDataplane {
     options: VxlanDataplaneOptions,
     request: OffloadRequest,
     features: OffloadFeatures,
-    tunName: string,
-    tunIfindex: number,
-    tunFd: number,
-    recvFd: number,
-    sendFds: Int32Array,
+    threads: ThreadIo[],
     sourcePorts: number[],
-    tx: Ring,
-    rx: Ring,
+    txRing: RingOptions,
+    rxRing: RingOptions,
   ) {
     this.native = native;
     this.log = options.log;
-    this.tunName = tunName;
-    this.tunIfindex = tunIfindex;
+    this.tunName = threads[0]!.name;
+    this.tunIfindex = threads[0]!.ifindex;
     this.vni = options.vni;
     this.port = options.port ?? DEFAULT_PORT;
     this.sourcePorts = sourcePorts;
-    this.tunFd = tunFd;
-    this.recvFd = recvFd;
-    this.sendFds = sendFds;
-    this.tx = tx;
-    this.rx = rx;
-    this.onFatal = options.onFatal;
+    this.threadCount = threads.length;
     this.features = features;
     this.mtuFixed = options.mtu !== undefined;
-    this.table = new ForwardingTable({ vni: options.vni, localMac: Uint8Array.from(options.localMac) });
-    this.counterSet = new Counters(this.table.slotCapacity);
-    this.loop = new PacketLoop({
-      io: native,
-      table: this.table.reader,
-      counters: this.counterSet,
-      tx,
-      rx,
-      tunFd,
-      recvFd,
-      sendFds,
-      port: this.port,
+    this.maxPacket = options.mtu ?? 0;
+    // A publish waits for a thread still reading the previous generation; ringing the threads' doorbells
+    // makes them finish their batch and move on (they refresh between batches and go idle before blocking).
+    this.table = new ForwardingTable({
       vni: options.vni,
-      localMac: options.localMac,
+      localMac: Uint8Array.from(options.localMac),
+      wakeReaders: () => this.threads.wake(),
+    });
+    this.threads = new ForwardingThreads({
+      native,
+      log: this.log,
+      tunName: this.tunName,
+      threads: threads.map((t) => t.io),
+      table: this.table.handle,
+      txRing,
+      rxRing,
+      vni: options.vni,
+      udpPort: this.port,
+      localMac: Uint8Array.from(options.localMac),
       vnetHdr: options.vnetHdr ?? false,
       repairChecksums: options.repairChecksums ?? true,
       budget: options.budget ?? (features.vnet ? 64 : 256),
-      maxPacket: options.mtu ?? 0,
+      maxPacket: this.maxPacket,
       offload: features,
-      onGsoRefused: () => this.gsoRefused(),
-      onTunGsoRefused: () => this.tunGsoRefused(),
-      onIoError: (direction, errno) => this.handleIoError(direction, errno),
+      nice: options.threadNice === undefined ? DEFAULT_THREAD_NICE : options.threadNice,
       strictSource: options.strictSource ?? false,
       onSourceLearned: (src, slot) => this.sourceLearned(src, slot),
+      onFatal: (err) => options.onFatal?.(err),
+      onGsoRefused: (index) => this.gsoRefused(index),
+      onTunGsoRefused: (index) => this.tunGsoRefused(index),
     });
     this.log.info(
       {
-        tun: tunName,
-        ifindex: tunIfindex,
+        tun: this.tunName,
+        ifindex: this.tunIfindex,
         port: this.port,
         vni: this.vni,
+        threads: this.threadCount,
         sourcePorts,
         offload: { requested: request, rung: rungOf(features), features: describeFeatures(features) },
       },
-      `VXLAN data plane opened, offload rung ${rungOf(features)}`,
+      `VXLAN data plane opened, ${this.threadCount} forwarding thread(s), offload rung ${rungOf(features)}`,
     );
   }
 
@@ -266,16 +284,15 @@ export class VxlanDataplane {
 
   /**
    * Adds or updates a peer (new MAC or public IP of a re-put lease replaces the old values). Changes
-   * made in one synchronous run (a watch response, the first snapshot) reach the packet path together,
-   * as one table generation, when the run ends (see whenPublished()).
+   * made in one synchronous run (a watch response, the first snapshot) reach the forwarding threads
+   * together, as one table generation, when the run ends (see whenPublished()).
    */
   setPeer(peer: PeerEntry): void {
     this.assertOpen();
     this.autoBatch();
     const isNew = this.table.slotOf(peer.subnet) < 0;
     const slot = this.table.setPeer(peer);
-    this.counterSet.ensurePeerCapacity(this.table.slotCapacity);
-    if (isNew) this.counterSet.resetPeer(slot);
+    if (isNew) this.threads.resetPeer(slot);
   }
 
   /**
@@ -286,7 +303,7 @@ export class VxlanDataplane {
     return this.table.whenPublished();
   }
 
-  /** Shared-memory handle of the peer table, for readers in forwarding threads. */
+  /** Shared-memory handle of the peer table (what the forwarding threads attach their readers to). */
   get tableHandle(): ForwardingTableHandle {
     return this.table.handle;
   }
@@ -305,61 +322,78 @@ export class VxlanDataplane {
   /** Inner MTU used to split received super-packets; fixed from now on (the TUN's MTU is no longer read). */
   setMtu(mtu: number): void {
     if (!Number.isInteger(mtu) || mtu < 576 || mtu > 65535) throw new DataplaneConfigError(`MTU ${mtu} out of range 576..65535`);
-    this.loop.maxPacket = mtu;
+    this.maxPacket = mtu;
     this.mtuFixed = true;
+    this.threads.setMtu(mtu);
   }
 
   get mtu(): number {
-    return this.loop.maxPacket;
+    return this.maxPacket;
   }
 
   /** Starts forwarding (idempotent). Without a fixed MTU, reads the TUN's MTU now. */
   start(): void {
     this.assertOpen();
-    if (!this.mtuFixed) this.loop.maxPacket = this.native.ifMtu(this.tunName);
-    if (this.tunPoll < 0) this.tunPoll = this.native.pollStart(this.tunFd, this.loop.onTunReadable);
-    if (this.udpPoll < 0) this.udpPoll = this.native.pollStart(this.recvFd, this.loop.onUdpReadable);
+    if (this.runningNow) return;
+    if (!this.mtuFixed) {
+      this.maxPacket = this.native.ifMtu(this.tunName);
+      this.threads.setMtu(this.maxPacket);
+    }
+    this.threads.run(true);
+    this.started = true;
+    this.runningNow = true;
+  }
+
+  /** Resolves once every forwarding thread runs its loop (after start(): forwarding). */
+  whenRunning(): Promise<void> {
+    return this.threads.whenRunning();
   }
 
   /** Stops forwarding; packets queue in the kernel (and are dropped there when queues fill). Idempotent. */
   stop(): void {
-    if (this.tunPoll >= 0) this.native.pollStop(this.tunPoll);
-    if (this.udpPoll >= 0) this.native.pollStop(this.udpPoll);
-    this.tunPoll = -1;
-    this.udpPoll = -1;
+    if (!this.runningNow || this.closed) return;
+    this.threads.run(false);
+    this.runningNow = false;
   }
 
   get running(): boolean {
-    return this.tunPoll >= 0;
+    return this.runningNow;
   }
 
+  /** Totals over all forwarding threads (built on scrape, from shared memory). */
   counters(): CountersSnapshot {
+    return this.threads.sum().snapshot(this.peerSubnets());
+  }
+
+  /** Each forwarding thread's own counters (how flows spread over the threads). */
+  threadCounters(): CountersSnapshot[] {
+    const peers = this.peerSubnets();
+    return this.threads.threadCounters().map((c: Counters) => c.snapshot(peers));
+  }
+
+  /** Kills forwarding thread `index` as a crash would (debugging, tests of the fatal path). */
+  terminateThread(index: number): void {
+    this.assertOpen();
+    this.threads.terminate(index);
+  }
+
+  /** Stops the threads and closes every TUN queue and socket. A persistent TUN (persist: true) stays with its routes. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.runningNow = false;
+    this.threads.close();
+    this.table.close();
+    this.log.info({ tun: this.tunName, started: this.started }, 'VXLAN data plane closed');
+  }
+
+  private peerSubnets(): Array<[number, string]> {
     const peers: Array<[number, string]> = [];
     for (let slot = 0; slot < this.table.slotCapacity; slot++) {
       const subnet = this.table.subnetOf(slot);
       if (subnet !== undefined) peers.push([slot, formatIp4Net(subnet)]);
     }
-    return this.counterSet.snapshot(peers);
-  }
-
-  /** Stops and closes the TUN fd and sockets. A persistent TUN (persist: true) stays with its routes. */
-  close(): void {
-    if (this.closed) return;
-    this.stop();
-    this.closed = true;
-    this.table.close();
-    this.tx.release(this.native);
-    this.rx.release(this.native);
-    const errors: string[] = [];
-    for (const fd of [this.tunFd, this.recvFd, ...this.sendFds]) {
-      try {
-        this.native.closeFd(fd);
-      } catch (err) {
-        errors.push((err as Error).message);
-      }
-    }
-    if (errors.length > 0) this.log.warn({ tun: this.tunName, errors }, 'closing data-plane fds failed');
-    this.log.info({ tun: this.tunName }, 'VXLAN data plane closed');
+    return peers;
   }
 
   /** Opens a table batch that the end of the current synchronous run (a microtask) commits. */
@@ -373,10 +407,6 @@ export class VxlanDataplane {
     });
   }
 
-  private assertOpen(): void {
-    if (this.closed) throw new DataplaneConfigError(`data plane on ${this.tunName} is closed`);
-  }
-
   private sourceLearned(src: number, slot: number): void {
     const subnet = this.table.subnetOf(slot);
     const peer = subnet ? formatIp4Net(subnet) : `slot ${slot}`;
@@ -387,40 +417,31 @@ export class VxlanDataplane {
     );
   }
 
-  private gsoRefused(): void {
+  private assertOpen(): void {
+    if (this.closed) throw new DataplaneConfigError(`data plane on ${this.tunName} is closed`);
+  }
+
+  private gsoRefused(index: number): void {
     this.features = { ...this.features, gso: false };
     this.log.warn(
-      { tun: this.tunName, offload: { rung: this.offloadRung, features: describeFeatures(this.features) } },
-      `UDP GSO send refused with EIO (no checksum offload towards a peer); sending datagrams one by one, offload rung now ${this.offloadRung}`,
+      { tun: this.tunName, thread: index, offload: { rung: this.offloadRung, features: describeFeatures(this.features) } },
+      `UDP GSO send refused with EIO on forwarding thread ${index} (no checksum offload towards a peer); it sends datagrams one by one, offload rung now ${this.offloadRung}`,
     );
   }
 
-  private tunGsoRefused(): void {
+  private tunGsoRefused(index: number): void {
     // Without GSO writes neither TCP nor UDP is merged any more: as far as ingress goes that is the
     // per-packet path, so report the rung honestly.
     this.features = { ...this.features, uso: false, gro: false };
     this.log.error(
-      { tun: this.tunName, offload: { rung: this.offloadRung, features: describeFeatures(this.features) } },
-      `TUN ${this.tunName} refused a GSO write (EINVAL, kernel bug?); writing received packets one by one, offload rung now ${this.offloadRung}`,
+      { tun: this.tunName, thread: index, offload: { rung: this.offloadRung, features: describeFeatures(this.features) } },
+      `TUN ${this.tunName} refused a GSO write on forwarding thread ${index} (EINVAL, kernel bug?); it writes received packets one by one, offload rung now ${this.offloadRung}`,
     );
   }
+}
 
-  private handleIoError(direction: 'tun' | 'udp', errno: number): void {
-    const what = direction === 'tun' ? `read TUN ${this.tunName}` : `receive UDP 0.0.0.0:${this.port}`;
-    const [code, text] = getSystemErrorMap().get(-errno) ?? [`E${errno}`, `errno ${errno}`];
-    const message = `${what}: ${text} (${code})`;
-    const key = `${direction}:${errno}`;
-    if (TRANSIENT_ERRNOS.has(errno)) {
-      if (!this.loggedErrnos.has(key)) {
-        this.loggedErrnos.add(key);
-        this.log.warn({ tun: this.tunName, direction, errno }, `${message} (transient; further occurrences only counted)`);
-      }
-      return;
-    }
-    // A persistent error would make the level-triggered poll fire forever: stop instead of spinning.
-    this.stop();
-    const err = new DataplaneIoError(`${message}; data plane stopped`, errno);
-    this.log.error({ tun: this.tunName, direction, errno, err }, err.message);
-    this.onFatal?.(err);
-  }
+interface ThreadIo {
+  name: string;
+  ifindex: number;
+  io: { tunFd: number; recvFd: number; sendFds: number[] };
 }

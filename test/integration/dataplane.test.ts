@@ -6,9 +6,7 @@
 // against userspace and kernel peers (restarting h2 on the persistent TUN, which must drop offloads a
 // lower rung cannot read); a kernel peer without outer UDP checksums; a spoofed VXLAN datagram from a
 // non-peer address; the wire format; a kill -9 + restart on port 7890 with a persistent TUN.
-import path from 'node:path';
-import type { ChildProcess } from 'node:child_process';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import {
   createTestbed,
   kernelPeerAddRemote,
@@ -19,133 +17,7 @@ import {
   waitFor,
   type TestHost,
 } from '../../netns-fixtures/testbed';
-import type { CountersSnapshot } from '../../src/dataplane/counters';
-import { tcpTransfer } from '../../netns-fixtures/tsflanneld-node';
-
-const RUNNER = path.resolve(__dirname, '../../src/dataplane/static-runner.js');
-const TUN = 'flannel.1';
-const MTU = 1450;
-const MB20 = 20 * 1024 * 1024;
-
-interface NodeSpec {
-  host: TestHost;
-  subnet: string; // "10.5.1.0/24"
-  gw: string; // "10.5.1.0"
-  mac: string;
-}
-
-interface PeerJson {
-  subnet: string;
-  publicIp: string;
-  vtepMac: string;
-}
-
-const peerOf = (n: NodeSpec): PeerJson => ({ subnet: n.subnet, publicIp: n.host.underlayIp, vtepMac: n.mac });
-
-/** A static-runner process: JSON lines on stdout, commands on stdin. */
-class Runner {
-  private readonly events: Array<Record<string, unknown>> = [];
-  private readonly waiters: Array<() => void> = [];
-  private stderr = '';
-  readonly exited: Promise<void>;
-  /** Outer UDP source ports of the send sockets, from the "ready" event. */
-  sourcePorts: number[] = [];
-  /** The offload rung in force, from the "ready" event. */
-  offloadRung = '';
-
-  private constructor(readonly child: ChildProcess) {
-    let buf = '';
-    child.stdout!.on('data', (b: Buffer) => {
-      buf += b.toString();
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        try {
-          this.events.push(JSON.parse(line) as Record<string, unknown>);
-        } catch {
-          this.stderr += `stdout: ${line}\n`;
-        }
-        this.waiters.splice(0).forEach((w) => w());
-      }
-    });
-    child.stderr!.on('data', (b: Buffer) => (this.stderr = (this.stderr + b.toString()).slice(-8000)));
-    this.exited = new Promise((r) => child.on('exit', () => r()));
-    void this.exited.then(() => this.waiters.splice(0).forEach((w) => w()));
-  }
-
-  static async start(host: TestHost, cfg: object): Promise<Runner> {
-    const child = host.spawn(['node', RUNNER, JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const r = new Runner(child);
-    const ready = await r.next('ready', 15000);
-    r.sourcePorts = ready.sourcePorts as number[];
-    r.offloadRung = ready.offloadRung as string;
-    return r;
-  }
-
-  /** Waits for the next event of this type after the ones already consumed. */
-  async next(event: string, timeoutMs = 10000): Promise<Record<string, unknown>> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const i = this.events.findIndex((e) => e.event === event);
-      if (i >= 0) return this.events.splice(0, i + 1)[i]!;
-      if (this.child.exitCode !== null || this.child.signalCode !== null) {
-        throw new Error(`data-plane runner exited (${this.child.exitCode ?? this.child.signalCode}) before "${event}": ${this.stderr}`);
-      }
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no "${event}" from data-plane runner within ${timeoutMs} ms: ${this.stderr}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-  }
-
-  async counters(): Promise<CountersSnapshot> {
-    this.child.stdin!.write('{"op":"counters"}\n');
-    return (await this.next('counters')).counters as CountersSnapshot;
-  }
-
-  async command(cmd: object): Promise<void> {
-    this.child.stdin!.write(`${JSON.stringify(cmd)}\n`);
-    const ev = await Promise.race([this.next('ok'), this.next('error')]);
-    if (ev.event === 'error') throw new Error(String(ev.message));
-  }
-
-  /** SIGTERM → final counters. */
-  async stop(): Promise<CountersSnapshot> {
-    this.child.kill('SIGTERM');
-    const ev = await this.next('counters');
-    await this.exited;
-    return ev.counters as CountersSnapshot;
-  }
-
-  async kill9(): Promise<void> {
-    this.child.kill('SIGKILL');
-    await this.exited;
-  }
-}
-
-/** What the route manager/netlink side would do for our TUN: address .0/32, MTU, up, one onlink route per peer. */
-async function configureTun(self: NodeSpec, peers: NodeSpec[]): Promise<void> {
-  const h = self.host;
-  await h.exec(['ip', 'addr', 'replace', `${self.gw}/32`, 'dev', TUN]);
-  await h.exec(['ip', 'link', 'set', TUN, 'mtu', String(MTU), 'up']);
-  for (const p of peers) await h.exec(['ip', 'route', 'replace', p.subnet, 'via', p.gw, 'dev', TUN, 'onlink']);
-}
-
-async function pingOk(from: TestHost, to: string): Promise<void> {
-  // The first probe may race with a just-started runner; require a run of replies.
-  await waitFor(`ping ${from.name} → ${to}`, async () => (await ping(from, to, { count: 3, interval: 0.2 })).received === 3, 20000, 200);
-}
-
-/** 20 MB-style transfer to `to`'s overlay address (its TUN's .0), via the shared fixture. */
-function transferTo(from: TestHost, to: NodeSpec, size: number, port: number) {
-  return tcpTransfer(from, to.host, to.gw, size, port);
-}
+import { configureTun, exchange, MB20, MTU, type NodeSpec, peerOf, pingOk, Runner, takePort, transferTo, TUN } from './dataplane-runner';
 
 /** A VXLAN frame (right VNI, right MACs) carrying an ICMP echo request, sent from a chosen source address. */
 const SPOOF_JS = `
@@ -226,20 +98,6 @@ async function udpTransfer(from: TestHost, to: NodeSpec, size: number, count: nu
   }
 }
 
-let nextPort = 5001;
-
-/** ping both ways + a TCP transfer both ways, sha256 compared. */
-async function exchange(t: Test, a: NodeSpec, b: NodeSpec, bytes: number, label: string): Promise<void> {
-  await pingOk(a.host, b.gw);
-  await pingOk(b.host, a.gw);
-  const ab = await transferTo(a.host, b, bytes, nextPort++);
-  t.equal(ab.received.bytes, bytes, `${label}: ${a.host.name} → ${b.host.name} length`);
-  t.equal(ab.received.sha256, ab.sent.sha256, `${label}: ${a.host.name} → ${b.host.name} sha256`);
-  const ba = await transferTo(b.host, a, bytes, nextPort++);
-  t.equal(ba.received.bytes, bytes, `${label}: ${b.host.name} → ${a.host.name} length`);
-  t.equal(ba.received.sha256, ba.sent.sha256, `${label}: ${b.host.name} → ${a.host.name} sha256`);
-}
-
 t.test('userspace VXLAN data plane: top and bottom offload rungs, userspace and kernel peers', async (t) => {
   const bed = await createTestbed({ hosts: 4, t });
   const [h1, h2, h3, h4] = bed.hosts as [TestHost, TestHost, TestHost, TestHost];
@@ -306,7 +164,7 @@ t.test('userspace VXLAN data plane: top and bottom offload rungs, userspace and 
       [n4, n1],
       [n1, n4],
     ] as const) {
-      const res = await udpTransfer(a.host, b, 1400, 4000, nextPort++);
+      const res = await udpTransfer(a.host, b, 1400, 4000, takePort());
       t.equal(res.bad, 0, `${a.host.name} → ${b.host.name}: no datagram altered (${res.distinct}/4000 arrived)`);
       t.ok(res.distinct > 0, 'datagrams arrived');
     }
@@ -346,7 +204,10 @@ t.test('userspace VXLAN data plane: top and bottom offload rungs, userspace and 
   await t.test('spoofed VXLAN from a non-peer address is dropped and counted', async (t) => {
     await h2.exec(['ip', 'addr', 'add', '192.0.2.99/24', 'dev', 'eth0']);
     const before = await r1.counters();
-    await h2.exec(['node', '-e', SPOOF_JS, '192.0.2.99', h1.underlayIp, '8472', n1.mac, n2.mac, n2.gw, n1.gw, '5']);
+    // The inner source lies in no peer's subnet: a frame that fits a peer would be accepted from any
+    // source (source-check.ts; README Security), this one must not.
+    const outside = '10.9.9.9';
+    await h2.exec(['node', '-e', SPOOF_JS, '192.0.2.99', h1.underlayIp, '8472', n1.mac, n2.mac, outside, n1.gw, '5']);
     const after = await waitFor(
       'unknownSource drops',
       async () => {
@@ -358,7 +219,7 @@ t.test('userspace VXLAN data plane: top and bottom offload rungs, userspace and 
     t.equal(after.drops.unknownSource! - before.drops.unknownSource!, 5, 'all five counted as unknownSource');
     t.equal(after.peers[n2.subnet]!.inPackets, before.peers[n2.subnet]!.inPackets, 'nothing credited to h2');
     // Control: the same frames from h2's real public IP are accepted.
-    await h2.exec(['node', '-e', SPOOF_JS, h2.underlayIp, h1.underlayIp, '8472', n1.mac, n2.mac, n2.gw, n1.gw, '5']);
+    await h2.exec(['node', '-e', SPOOF_JS, h2.underlayIp, h1.underlayIp, '8472', n1.mac, n2.mac, outside, n1.gw, '5']);
     const ok = await waitFor(
       'accepted frames',
       async () => {
@@ -465,7 +326,7 @@ t.test('userspace VXLAN data plane: top and bottom offload rungs, userspace and 
     // No address/route setup this time: what survived is used as is.
     await pingOk(h1, n2.gw);
     await pingOk(h2, n1.gw);
-    const tr = await transferTo(h2, n1, 4 * 1024 * 1024, nextPort++);
+    const tr = await transferTo(h2, n1, 4 * 1024 * 1024, takePort());
     t.equal(tr.received.sha256, tr.sent.sha256, 'TCP over port 7890');
     const c1 = await r1.stop();
     t.ok(c1.rxPackets > 0 && c1.txPackets > 0, 'final counters reported at exit');

@@ -37,6 +37,7 @@ const DEFAULTS: Options = {
   tunName: '',
   vxlanStrictSource: false,
   offload: 'auto',
+  dataplaneThreads: 0,
 };
 
 function fails(tt: Test, argv: string[], env: NodeJS.ProcessEnv, msg: string | RegExp): void {
@@ -211,6 +212,14 @@ t.test('environment fallback', async (t) => {
 t.test('splitRegexList keeps commas inside groups', async (t) => {
   t.same(splitRegexList('a,b'), ['a', 'b']);
   t.same(splitRegexList('x{1,3},[,;],(a|,b),c\\,d'), ['x{1,3}', '[,;]', '(a|,b)', 'c\\,d']);
+});
+
+t.test('-dataplane-threads takes 0 (one per CPU) to 64, also from FLANNELD_DATAPLANE_THREADS', async (t) => {
+  t.equal(parseFlags(['-dataplane-threads=2'], {}).dataplaneThreads, 2);
+  t.equal(parseFlags([], { FLANNELD_DATAPLANE_THREADS: '3' }).dataplaneThreads, 3);
+  t.equal(parseFlags([], {}).dataplaneThreads, 0);
+  fails(t, ['-dataplane-threads=65'], {}, /dataplane-threads/);
+  fails(t, ['-dataplane-threads=two'], {}, /dataplane-threads/);
 });
 
 t.test('-offload takes auto or a rung of the ladder, also from FLANNELD_OFFLOAD', async (t) => {

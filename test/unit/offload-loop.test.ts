@@ -144,7 +144,7 @@ t.test('a GRO train is validated datagram by datagram; rejects are counted and m
   const good = frame(1450);
   const train = [good, frame(1450, { vni: 7 }), good, good.slice(0, 900)];
   h.udpQueue.push({ src: PEER_IP, datagrams: train });
-  h.loop.onUdpReadable(0);
+  h.loop.ingress();
   t.same(
     h.written,
     [
@@ -167,7 +167,7 @@ t.test('unknown sources drop whole trains; empty datagrams count as short', asyn
   const h = harness();
   h.udpQueue.push({ src: '192.0.2.99', datagrams: [frame(1450), frame(1450), frame(1450)] });
   h.udpQueue.push({ src: PEER_IP, datagrams: [new Uint8Array(0)] });
-  h.loop.onUdpReadable(0);
+  h.loop.ingress();
   const c = h.counters.snapshot([]);
   t.equal(c.drops.unknownSource, 3, 'one per datagram of the train');
   t.equal(c.drops.short, 1);
@@ -177,7 +177,7 @@ t.test('unknown sources drop whole trains; empty datagrams count as short', asyn
 t.test('egress counts the segments of a super-packet, and bytes with one header per segment', async (t) => {
   const h = harness();
   h.tunQueue.push({ len: 40 + 10 * 1398, gsoType: 1, gsoSize: 1398 }, { len: 100, gsoType: 0, gsoSize: 0 });
-  h.loop.onTunReadable(0);
+  h.loop.egress();
   const c = h.counters.snapshot([[h.slot, 'b']]);
   t.equal(c.txPackets, 11);
   t.equal(c.txBytes, 10 * (40 + 1398) + 100);
@@ -188,9 +188,9 @@ t.test('egress counts the segments of a super-packet, and bytes with one header 
 t.test('a GSO send refused with EIO switches UDP GSO off once', async (t) => {
   const h = harness({ sendFlags: DescFlag.GSO_EIO });
   h.tunQueue.push({ len: 40 + 3 * 1398, gsoType: 1, gsoSize: 1398 });
-  h.loop.onTunReadable(0);
+  h.loop.egress();
   h.tunQueue.push({ len: 40 + 3 * 1398, gsoType: 1, gsoSize: 1398 });
-  h.loop.onTunReadable(0);
+  h.loop.egress();
   t.same(h.sendModes, [SendMode.SPLIT | SendMode.GSO, SendMode.SPLIT]);
   t.same(h.events, ['gso']);
 });
@@ -199,7 +199,7 @@ t.test('a TUN that refuses GSO writes gets no more merging', async (t) => {
   const h = harness({ writeFlags: DescFlag.TUN_GSO_REFUSED });
   for (let i = 0; i < 2; i++) {
     h.udpQueue.push({ src: PEER_IP, datagrams: [frame(1450), frame(1450)] });
-    h.loop.onUdpReadable(0);
+    h.loop.ingress();
   }
   t.same(h.writeModes, [TunMode.VNET | TunMode.COALESCE | TunMode.USO, TunMode.VNET | TunMode.COALESCE | TunMode.NO_MERGE]);
   t.same(h.events, ['tun']);

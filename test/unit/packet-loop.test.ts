@@ -19,7 +19,7 @@ interface Inbound {
 }
 
 /** A scripted stand-in for the native calls: queued TUN packets / datagrams, recorded sends/writes. */
-function harness(opts: { sendStatus?: (i: number) => number; budget?: number } = {}) {
+function harness(opts: { sendStatus?: (i: number) => number; budget?: number; readErrno?: number } = {}) {
   const table = new ForwardingTable({ vni: 1, localMac: OWN });
   const slotB = table.setPeer({ subnet: parseIp4Net('10.5.2.0/24'), publicIp: parseIp4('192.0.2.12'), vtepMac: MAC_B });
   const slotC = table.setPeer({ subnet: parseIp4Net('10.5.3.0/24'), publicIp: parseIp4('192.0.2.13'), vtepMac: MAC_C });
@@ -34,6 +34,7 @@ function harness(opts: { sendStatus?: (i: number) => number; budget?: number } =
   const io: LoopIo = {
     tunRead(_r, _fd, max) {
       calls++;
+      if (opts.readErrno !== undefined) return -opts.readErrno;
       let n = 0;
       while (n < max && tunQueue.length > 0) {
         const { pkt, flags } = tunQueue.shift()!;
@@ -72,6 +73,7 @@ function harness(opts: { sendStatus?: (i: number) => number; budget?: number } =
     },
     udpRecv(_r, _fd, max) {
       calls++;
+      if (opts.readErrno !== undefined) return -opts.readErrno;
       let n = 0;
       while (n < max && udpQueue.length > 0) {
         const { src, frame } = udpQueue.shift()!;
@@ -145,7 +147,7 @@ function vxlan(inner: Uint8Array, dstMac = OWN, vni = 1): Uint8Array {
 t.test('egress: routes, encapsulates in place, picks a socket by flow, counts per peer', async (t) => {
   const h = harness();
   h.tunQueue.push({ pkt: ipv4('10.5.2.9') }, { pkt: ipv4('10.5.3.1', 100) }, { pkt: ipv4('10.5.9.1') });
-  h.loop.onTunReadable(0);
+  h.loop.egress();
   t.equal(h.sent.length, 2, 'the unroutable packet is not sent');
   const [a, b] = h.sent as [(typeof h.sent)[0], (typeof h.sent)[0]];
   t.equal(a.addr, parseIp4('192.0.2.12'));
@@ -213,7 +215,7 @@ t.test('ingress: validates source and frame, strips headers, counts per peer', a
     { src: '192.0.2.13', frame: vxlan(good, OWN, 2) }, // wrong VNI
     { src: '192.0.2.13', frame: vxlan(ipv4('10.5.1.0', 40)) },
   );
-  h.loop.onUdpReadable(0);
+  h.loop.ingress();
   t.equal(h.written.length, 2);
   t.same(h.written[0], good, 'inner packet only');
   const c = h.counters.snapshot([
@@ -239,8 +241,9 @@ t.test('ingress: a peer that changed its public IP is accepted only from the new
 });
 
 t.test('I/O errors are reported, not thrown', async (t) => {
-  const h = harness();
-  h.loop.onTunReadable(-9);
-  h.loop.onUdpReadable(-5);
-  t.same(h.errors, [9, 5]);
+  const h = harness({ readErrno: 9 });
+  h.loop.egress();
+  h.loop.ingress();
+  t.same(h.errors, [9, 9]);
+  t.equal(h.counters.snapshot([]).ioErrors, 2, 'each failed read counted');
 });
