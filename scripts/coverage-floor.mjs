@@ -47,7 +47,7 @@ const runtime = (js) =>
 const walk = (dir) =>
   fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)]));
 const reported = new Set(Object.keys(summary).filter((k) => k !== 'total'));
-for (const src of walk(path.join(root, 'src')).filter((f) => f.endsWith('.ts'))) {
+for (const src of walk(path.join(root, 'src')).filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))) {
   if (reported.has(src)) continue;
   const js = path.join(root, 'dist', path.relative(root, src)).replace(/\.ts$/, '.js');
   if (fs.existsSync(js) && !runtime(fs.readFileSync(js, 'utf8'))) continue;

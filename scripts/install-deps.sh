@@ -141,8 +141,9 @@ else
 fi
 if [ "$rebuild" = 1 ]; then
   log "building native addon (node-gyp rebuild)"
-  # The package's own "install" script is the node-gyp invocation npm ci would have run.
-  quietly npm run --silent install
+  # Always a fresh build here ("native-build" = node-gyp rebuild, with npm's own node-gyp on PATH): the
+  # package's "install" script (node-gyp-build) would accept any addon that loads, also a stale one.
+  quietly npm run --silent native-build
 fi
 
 log "tsc"

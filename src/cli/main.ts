@@ -2,8 +2,8 @@
 // Go-compatible exit codes: 2 for bad flags, 0 for -help/-version and after SIGTERM/SIGINT, 1 for fatal errors.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Logger } from 'pino';
-import { createLogger, runDaemon, type DataPlaneHooks } from '../daemon/daemon';
+import { createLogger, type Log } from '../ops/log';
+import { runDaemon, type DataPlaneHooks, type LeaseTiming } from '../daemon/daemon';
 import { VxlanBackend } from '../daemon/vxlan-backend';
 import { FlagError, helpText, parseCommandLine, type Options } from './flags';
 import { compatNotes } from './compat';
@@ -14,17 +14,17 @@ export interface MainDeps {
    * Builds the data plane; without it only the control plane runs. `fatal` reports an asynchronous
    * fatal data-plane error to the daemon (logged once, exit 1).
    */
-  createHooks?: (options: Options, log: Logger, fatal: (err: Error) => void) => DataPlaneHooks;
+  createHooks?: (options: Options, log: Log, fatal: (err: Error) => void) => DataPlaneHooks;
+  /**
+   * Leases, watch and subnet.env only: no data plane and no iptables, so tests can run many daemons in
+   * one namespace without creating devices, routes or firewall rules there. Set by test entry points.
+   */
+  controlPlaneOnly?: boolean;
+  /** Lease TTL and renewal retry (seconds) instead of flannel's 24 h and 60 s; set by test entry points. */
+  leaseTiming?: LeaseTiming;
 }
 
-/**
- * Test-only: TSFLANNELD_TEST_CONTROL_PLANE_ONLY=1 runs leases, watch and subnet.env without the data
- * plane and without iptables, so control-plane tests can run many daemons in one namespace without
- * creating devices, routes or firewall rules there.
- */
-const CONTROL_PLANE_ONLY_ENV = 'TSFLANNELD_TEST_CONTROL_PLANE_ONLY';
-
-function defaultHooks(options: Options, log: Logger, fatal: (err: Error) => void): DataPlaneHooks {
+function defaultHooks(options: Options, log: Log, fatal: (err: Error) => void): DataPlaneHooks {
   return new VxlanBackend({
     tunName: options.tunName,
     offload: options.offload,
@@ -45,7 +45,7 @@ function version(): string {
  * instead, one line each. DEP0123 (TLS server name set to an IP address) comes from the gRPC client
  * when etcd is addressed by IP, which is normal for etcd; it is logged at debug level only.
  */
-function routeProcessWarnings(log: Logger): void {
+function routeProcessWarnings(log: Log): void {
   process.removeAllListeners('warning');
   process.on('warning', (w: Error & { code?: string }) => {
     if (w.code === 'DEP0123') {
@@ -105,14 +105,15 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<never> 
     let report: (err: Error) => void = (err) => {
       throw err;
     };
-    const controlPlaneOnly = process.env[CONTROL_PLANE_ONLY_ENV] === '1';
+    const controlPlaneOnly = deps.controlPlaneOnly === true;
     const createHooks = deps.createHooks ?? (controlPlaneOnly ? undefined : defaultHooks);
     const hooks = createHooks?.(options, log, (err) => report(err));
-    code = await runDaemon(options, process.env, {
+    code = await runDaemon(options, {
       log,
       signal: stop.signal,
       connectFatal: (r) => (report = r),
       iptables: !controlPlaneOnly,
+      ...(deps.leaseTiming ? { leaseTiming: deps.leaseTiming } : {}),
       ...(hooks ? { hooks } : {}),
     });
   } catch (err) {

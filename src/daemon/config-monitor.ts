@@ -2,12 +2,12 @@
 // leases and devices on every node: a restart, rolled out by the operator). What flanneld does not do
 // is say so: an edited config is silently ignored. This monitor re-reads the key periodically and
 // logs once per distinct change that it is not in effect.
-import type { Logger } from 'pino';
+import type { Log } from '../ops/log';
 import { ConfigError, type NetworkConfig } from '../subnet/config';
 import { formatIp4Net } from '../subnet/ip4';
 import { ConfigNotFoundError, EtcdError, type Registry } from '../subnet/registry';
 
-/** Default seconds between reads; TSFLANNELD_CONFIG_CHECK_SECONDS overrides it (tests). */
+/** Default seconds between reads (tests inject a shorter period through DaemonExtras.configCheckSeconds). */
 export const CONFIG_CHECK_SECONDS = 30;
 
 /** Fields whose values differ between two configs, as "Field a → b" (pure). */
@@ -43,7 +43,7 @@ export class ConfigMonitor {
   constructor(
     private readonly registry: Registry,
     private readonly running: NetworkConfig,
-    private readonly log: Logger,
+    private readonly log: Log,
     private readonly intervalSec: number,
   ) {}
 
@@ -75,10 +75,4 @@ export class ConfigMonitor {
     if (report === '') this.log.info(`network config in ${key} is back to the one in effect`);
     else this.log.warn(`${report}; not applied: like flanneld, tsflanneld reads it only at start, so restart it on every node to apply`);
   }
-}
-
-export function configCheckSecondsFromEnv(env: NodeJS.ProcessEnv): number {
-  const text = env.TSFLANNELD_CONFIG_CHECK_SECONDS;
-  const n = text === undefined || text === '' ? CONFIG_CHECK_SECONDS : Number(text);
-  return Number.isInteger(n) && n >= 1 ? n : CONFIG_CHECK_SECONDS;
 }

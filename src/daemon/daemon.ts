@@ -5,18 +5,18 @@
 // Exit codes: 0 after SIGTERM/SIGINT (the lease stays in etcd, like flanneld, so a restart keeps
 // the subnet); 1 on any fatal error, including losing our lease (flanneld exits 0 there; we don't,
 // so supervisors and operators notice a node that lost its subnet).
-import type { Logger } from 'pino';
-import pino from 'pino';
+import { createLogger, type Log } from '../ops/log';
 import type { Options } from '../cli/flags';
 import { findExternalInterface, sendSourceAddress, type ExternalInterface } from '../netlink/interfaces';
 import { UnderlayWatch } from '../netlink/underlay-watch';
-import { ConfigMonitor, configCheckSecondsFromEnv } from './config-monitor';
+import { CONFIG_CHECK_SECONDS, ConfigMonitor } from './config-monitor';
 import { ConfigError, type NetworkConfig } from '../subnet/config';
 import { isIp4, type Ip4Net } from '../subnet/ip4';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease';
-import { LeaseManager, describeSubnets, leaseTimingFromEnv, type RevokeReason } from '../subnet/lease-manager';
+import { LeaseManager, describeSubnets, type RevokeReason } from '../subnet/lease-manager';
 import { LeaseWatcher } from '../subnet/lease-watcher';
 import { ConfigNotFoundError, EtcdError, EtcdRegistry, type Registry } from '../subnet/registry';
+import { leaseKeyPath } from '../subnet/lease-codec';
 import { readPreviousLease, writeSubnetEnv } from '../subnet/subnet-env';
 import { loadOrCreateVtepMac, storeVtepMac, vtepMacPath, vtepMacV6Path } from '../subnet/vtep-mac';
 import { findExternalInterface6, ipv6AddressOf } from '../netlink/interfaces6';
@@ -88,9 +88,15 @@ export interface DataPlaneHooks {
   stats?(): DataplaneSnapshot | null;
 }
 
+/** Lease TTL and renewal retry in seconds; unset: flannel's 24 h and 60 s (lease-manager.ts). */
+export interface LeaseTiming {
+  ttlSec?: number;
+  renewRetrySec?: number;
+}
+
 export interface DaemonExtras {
   hooks?: DataPlaneHooks;
-  log?: Logger;
+  log?: Log;
   /** Aborting it stops the daemon cleanly (exit code 0); main() wires SIGTERM/SIGINT to it. */
   signal?: AbortSignal;
   /** Called once subnet.env is written; for tests and embedding. */
@@ -107,6 +113,10 @@ export interface DaemonExtras {
    * embedded or in-process test daemon never touches the host's firewall; main() turns it on.
    */
   iptables?: boolean;
+  /** Shorter lease timing, for tests that watch renewals happen. */
+  leaseTiming?: LeaseTiming;
+  /** Seconds between re-reads of `<prefix>/config` (default CONFIG_CHECK_SECONDS), for tests. */
+  configCheckSeconds?: number;
 }
 
 const BUILTIN_ERROR_NAMES = new Set([
@@ -126,12 +136,6 @@ export class DaemonError extends Error {
 
 class LeaseLostError extends Error {
   override name = 'LeaseLostError';
-}
-
-export function createLogger(verbosity: number): Logger {
-  // klog-style -v: 0 = info, 1..4 = debug, 5+ = trace. Sync to stderr so the last lines before exit are kept.
-  const level = verbosity >= 5 ? 'trace' : verbosity >= 1 ? 'debug' : 'info';
-  return pino({ level, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
 }
 
 type End = { kind: 'signal' } | { kind: 'fatal'; err: Error };
@@ -157,9 +161,8 @@ class Daemon {
 
   constructor(
     private readonly options: Options,
-    private readonly env: NodeJS.ProcessEnv,
     private readonly extras: DaemonExtras,
-    private readonly log: Logger,
+    private readonly log: Log,
   ) {
     this.ended = new Promise((resolve) => {
       this.end = (e) => {
@@ -303,7 +306,6 @@ class Daemon {
     // Read once: the same values serve lease reuse and the removal of old iptables rules.
     const previous = await readPreviousLease(o.subnetFile);
     if (previous.warning) log.warn(previous.warning);
-    const timing = leaseTimingFromEnv(this.env);
     const manager = new LeaseManager({
       registry,
       log,
@@ -311,15 +313,15 @@ class Daemon {
       attrs,
       previous: { subnet: previous.subnet, ipv6Subnet: previous.ipv6Subnet },
       renewMarginMinutes: o.subnetLeaseRenewMargin,
-      ttlSec: timing.ttlSec,
-      renewRetrySec: timing.renewRetrySec,
+      ...(this.extras.leaseTiming?.ttlSec !== undefined ? { ttlSec: this.extras.leaseTiming.ttlSec } : {}),
+      ...(this.extras.leaseTiming?.renewRetrySec !== undefined ? { renewRetrySec: this.extras.leaseTiming.renewRetrySec } : {}),
     });
     this.manager = manager;
     const lease = await this.acquire(manager);
     if (!lease) return;
     this.phases.mark('lease');
     manager.on('revoked', (l: Lease, reason: RevokeReason, by: LeaseAttrs | null) => {
-      const key = `${registry.prefix}/subnets/${l.key}`;
+      const key = leaseKeyPath(registry.prefix, l.key);
       const taker = config.enableIPv4 ? by?.PublicIP : by?.PublicIPv6;
       const what = reason === 'deleted' ? 'was deleted from etcd' : `was taken over by ${taker ?? 'another node'}`;
       this.end({ kind: 'fatal', err: new LeaseLostError(`lease for ${describeSubnets(l)} ${what} (key ${key}); shutting down`) });
@@ -373,7 +375,7 @@ class Daemon {
     this.healthz?.setReady(true);
     this.extras.onReady?.({ lease, mtu, vtepMac });
     if (sendSource !== '') this.watchUnderlay(iface, sendSource);
-    this.configMonitor = new ConfigMonitor(registry, config, log, configCheckSecondsFromEnv(this.env));
+    this.configMonitor = new ConfigMonitor(registry, config, log, this.extras.configCheckSeconds ?? CONFIG_CHECK_SECONDS);
     this.configMonitor.start();
 
     this.watcher = new LeaseWatcher({
@@ -602,7 +604,7 @@ class Daemon {
 }
 
 /** Runs the daemon until stopped (signal aborted → 0) or a fatal error (→ 1); returns the exit code. */
-export async function runDaemon(options: Options, env: NodeJS.ProcessEnv, extras: DaemonExtras = {}): Promise<number> {
+export async function runDaemon(options: Options, extras: DaemonExtras = {}): Promise<number> {
   const log = extras.log ?? createLogger(options.v);
-  return new Daemon(options, env, extras, log).run();
+  return new Daemon(options, extras, log).run();
 }

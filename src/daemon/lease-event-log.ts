@@ -1,19 +1,14 @@
 // Log lines for peer lease events. Small batches (the usual watch response) get one info line per
 // event, as before; a large batch (a snapshot of thousands of leases, a burst) gets one info summary
 // and its per-event lines at debug level, so logging stays O(events) cheap and the log readable.
+import type { Log } from '../ops/log';
 import type { LeaseEvent } from '../subnet/lease';
 import { describeSubnets } from '../subnet/lease-manager';
 
 /** Batches up to this many events are logged event by event at info level. */
 export const EVENT_LINES_AT_INFO = 32;
 
-export interface LeaseEventLog {
-  info(obj: object, msg: string): void;
-  debug(obj: object, msg: string): void;
-  isLevelEnabled(level: string): boolean;
-}
-
-export function logLeaseEvents(log: LeaseEventLog, events: readonly LeaseEvent[]): void {
+export function logLeaseEvents(log: Log, events: readonly LeaseEvent[]): void {
   const perEventAtInfo = events.length <= EVENT_LINES_AT_INFO;
   if (!perEventAtInfo) {
     const counts = { added: 0, changed: 0, removed: 0 };

@@ -4,7 +4,7 @@
 //
 // The TUN is persistent on purpose: after kill -9 the device and its routes stay, so the kernel keeps
 // routing overlay traffic to it and a restarted daemon only has to reattach and refill its peer table.
-import type { Logger } from 'pino';
+import type { Log } from '../ops/log';
 import { NativeRtnetlink, NetlinkError, type LinkInfo, type Rtnetlink } from '../netlink/rtnetlink';
 import { setupDevice } from '../routes/device-setup';
 import { decideTakeover } from '../routes/device-takeover';
@@ -27,7 +27,7 @@ export interface VxlanBackendOptions {
   offload?: string;
   /** Forwarding threads (-dataplane-threads); default one per CPU, at most 8. */
   threads?: number;
-  log: Logger;
+  log: Log;
   /** Called when the data plane stops on a persistent I/O error; the daemon treats it as fatal. */
   onFatal(err: Error): void;
   netlink?: Rtnetlink & { deleteLink?(ifindex: number): Promise<void> };

@@ -596,6 +596,7 @@ export class ForwardingTable implements PeerLookup {
   private retryTimer: NodeJS.Timeout | undefined;
   private retryDelay = 1;
   private waiters: Array<() => void> = [];
+  private closed = false;
 
   constructor(options: ForwardingTableOptions = {}) {
     this.vni = options.vni ?? 0;
@@ -816,10 +817,11 @@ export class ForwardingTable implements PeerLookup {
   }
 
   /**
-   * Stops a scheduled publish retry (pending changes stay unpublished). The retry timer keeps the
-   * process alive while it runs, so a table whose readers lag must be closed on shutdown.
+   * Stops a scheduled publish retry and schedules none from now on (pending changes stay unpublished). The
+   * retry timer keeps the process alive while it runs, so a table whose readers lag must be closed on shutdown.
    */
   close(): void {
+    this.closed = true;
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
   }
@@ -835,7 +837,7 @@ export class ForwardingTable implements PeerLookup {
   }
 
   private scheduleRetry(): void {
-    if (this.retryTimer !== undefined) return;
+    if (this.retryTimer !== undefined || this.closed) return;
     this.wakeReaders?.();
     const delay = this.retryDelay;
     this.retryDelay = Math.min(50, delay * 2);

@@ -19,6 +19,7 @@ import { parseIp4, parseIp4Net } from '../subnet/ip4';
 import type { PeerEntry } from './forwarding-table';
 import { parseOffloadRequest } from './offload';
 import { VxlanDataplane } from './vxlan-dataplane';
+import { parseMac } from '../subnet/lease-codec';
 
 interface PeerJson {
   subnet: string;
@@ -45,14 +46,6 @@ interface RunnerConfig {
 
 class RunnerConfigError extends Error {
   override name = 'RunnerConfigError';
-}
-
-function parseMac(text: string): Uint8Array {
-  const parts = text.split(':');
-  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p))) {
-    throw new RunnerConfigError(`invalid MAC "${text}"`);
-  }
-  return Uint8Array.from(parts.map((p) => parseInt(p, 16)));
 }
 
 function toPeer(p: PeerJson): PeerEntry {

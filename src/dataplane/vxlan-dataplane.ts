@@ -21,14 +21,7 @@ import {
   requestedFeatures,
   rungOf,
 } from './offload';
-
-/** The subset of pino's logger the data plane uses. */
-export interface DataplaneLogger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-  debug(obj: object, msg: string): void;
-}
+import type { Log } from '../ops/log';
 
 export interface VxlanDataplaneOptions {
   /** TUN device name; default `flannel.<vni>`. */
@@ -47,7 +40,7 @@ export interface VxlanDataplaneOptions {
   readonly localMac: Uint8Array;
   /** Keep the TUN (and the kernel routes on it) when the process dies, for fast restarts. Default false. */
   readonly persist?: boolean;
-  readonly log: DataplaneLogger;
+  readonly log: Log;
   /** TUN txqueuelen: packets the kernel may queue for us while the loop is busy. Default 1000 (TUN's own default is 500). */
   readonly txQueueLen?: number;
   /** Send sockets, shared by the forwarding threads (distinct outer source ports chosen by inner flow hash). Default 8. */
@@ -120,7 +113,7 @@ export class VxlanDataplane {
   readonly threadCount: number;
 
   private readonly native: DataplaneNative;
-  private readonly log: DataplaneLogger;
+  private readonly log: Log;
   private readonly table: ForwardingTable;
   private readonly threads: ForwardingThreads;
   private features: OffloadFeatures;

@@ -3,7 +3,7 @@
 // `iptables-restore --noflush` process so the rules appear in order and atomically per table.
 // Rules are left in place on stop, like flannel: traffic keeps flowing across daemon restarts.
 import { spawn } from 'node:child_process';
-import type { Logger } from 'pino';
+import type { Log } from '../ops/log';
 import { formatIp4Net, netsEqual, type Ip4Net } from '../subnet/ip4';
 import { formatCidr6 } from '../subnet/cidr6';
 import type { Ip6Net } from '../subnet/ip6';
@@ -71,7 +71,7 @@ export interface IptablesManagerOptions {
   randomFully?: boolean;
   /** FLANNEL_NETWORK / FLANNEL_SUBNET from the previous subnet.env, when there was one (IPv4 only: used to log leftovers). */
   previous?: { network: Ip4Net | null; subnet: Ip4Net | null };
-  log: Logger;
+  log: Log;
   /** Defaults to spawning the real binaries. */
   run?: CommandRunner;
   iptablesPath?: string;
@@ -114,7 +114,7 @@ export function spawnRunner(timeoutMs: number): CommandRunner {
 
 export class IptablesManager {
   private readonly opts: IptablesManagerOptions;
-  private readonly log: Logger;
+  private readonly log: Log;
   private readonly run: CommandRunner;
   private readonly iptables: string;
   private readonly restore: string;

@@ -252,12 +252,21 @@ export function findExternalInterface(opts: InterfaceSelection, sys: SysReader =
       throw new InterfaceError('no default route found; use -iface, -iface-regex or -iface-can-reach to choose an interface');
     return firstUsable(sys, name, 'default route');
   }
-  const failures: string[] = [];
   const attempts: Array<() => ExternalInterface> = [
     ...opts.iface.map((e) => () => byIfaceEntry(sys, e)),
     ...opts.ifaceRegex.map((r) => () => byIfaceRegex(sys, r)),
     ...(canReach !== '' ? [() => byCanReach(sys, canReach)] : []),
   ];
+  return firstThatFits(attempts, '-iface/-iface-regex/-iface-can-reach');
+}
+
+/**
+ * The result of the first attempt that finds an interface, trying them in flag order (flanneld's
+ * order). An attempt fails with InterfaceError; one failure is reported as it is, several as one line
+ * naming `flags`. Other errors propagate.
+ */
+export function firstThatFits<T>(attempts: ReadonlyArray<() => T>, flags: string): T {
+  const failures: string[] = [];
   for (const attempt of attempts) {
     try {
       return attempt();
@@ -267,7 +276,7 @@ export function findExternalInterface(opts: InterfaceSelection, sys: SysReader =
     }
   }
   if (failures.length === 1) throw new InterfaceError(failures[0]);
-  throw new InterfaceError(`no usable interface among -iface/-iface-regex/-iface-can-reach: ${failures.join('; ')}`);
+  throw new InterfaceError(`no usable interface among ${flags}: ${failures.join('; ')}`);
 }
 
 /**

@@ -8,7 +8,7 @@
 // - IPv6-only: -iface (an IPv6 address or a link name), -iface-regex (addresses first, then names),
 //   else the link of the IPv6 default route with the lowest metric.
 // -public-ipv6, when given, is what the lease publishes; it need not be on the interface.
-import { defaultSysReader, InterfaceError, type SysReader } from './interfaces';
+import { defaultSysReader, firstThatFits, InterfaceError, type SysReader } from './interfaces';
 import { formatIp6 } from '../subnet/ip6';
 import { isAddr6, parseAddr6 } from '../subnet/cidr6';
 
@@ -167,20 +167,9 @@ export function findExternalInterface6(
     if (name === null) throw new InterfaceError('no IPv6 default route found; use -iface or -iface-regex to choose an interface');
     return describe(sys, name, ipv6AddressOf(name, sys));
   }
-  const failures: string[] = [];
   const attempts = [
     ...opts.iface.map((e) => () => byIfaceEntry(sys, e, addrs)),
     ...opts.ifaceRegex.map((r) => () => byIfaceRegex(sys, r, addrs)),
   ];
-  for (const attempt of attempts) {
-    try {
-      return attempt();
-    } catch (e) {
-      if (!(e instanceof InterfaceError)) throw e;
-      failures.push(e.message);
-    }
-  }
-  const [only] = failures;
-  if (failures.length === 1 && only !== undefined) throw new InterfaceError(only);
-  throw new InterfaceError(`no usable interface among -iface/-iface-regex: ${failures.join('; ')}`);
+  return firstThatFits(attempts, '-iface/-iface-regex');
 }

@@ -3,7 +3,7 @@
 // Go's mux, routing looks at the path only, so any method works and HEAD gets headers without body.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Logger } from 'pino';
+import type { Log } from './log';
 import type { Registry } from 'prom-client';
 
 export const HEALTHZ_BODY = 'flanneld is running';
@@ -30,7 +30,7 @@ export interface HealthServerOptions {
   /** -healthz-port; 0 asks the kernel for a free port (tests), the daemon does not start the server for 0. */
   port: number;
   registry: Registry;
-  log: Logger;
+  log: Log;
   /** Open connections accepted at once; more are closed on accept. Default MAX_CONNECTIONS. */
   maxConnections?: number;
   /** A connection that sends nothing (or no complete request) this long is closed, ms. Default IDLE_TIMEOUT_MS. */

@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import { formatIp4Net, netContains, type Ip4Net } from '../subnet/ip4';
 import { describeAddr, type Ip4Addr, type LinkNetlink } from '../netlink/rtnetlink';
-import type { RouteLog } from './route-manager';
+import type { Log } from '../ops/log';
 
 export interface DeviceSetupOptions {
   netlink: LinkNetlink;
@@ -19,7 +19,7 @@ export interface DeviceSetupOptions {
   /** The flannel Network; addresses inside it other than ours are removed. */
   network: Ip4Net;
   mtu: number;
-  log: RouteLog;
+  log: Log;
   /** /proc/sys access; tests pass a fake so they never touch the host's settings. */
   sysctl?: Sysctl;
 }
@@ -83,7 +83,7 @@ export async function setupDevice(opts: DeviceSetupOptions): Promise<DeviceSetup
  * the TUN, which the data plane can only drop (flannel sets accept_ra=0 on flannel.N for a similar
  * reason). A kernel without IPv6 has no such file, which is fine.
  */
-function disableIpv6(ifname: string, sysctl: Sysctl, log: RouteLog): void {
+function disableIpv6(ifname: string, sysctl: Sysctl, log: Log): void {
   const file = `/proc/sys/net/ipv6/conf/${ifname}/disable_ipv6`;
   try {
     if (sysctl.read(file).trim() === '1') return;

@@ -15,6 +15,7 @@
 import { formatIp4, formatIp4Net, type Ip4, type Ip4Net } from '../subnet/ip4';
 import type { Lease, LeaseEvent } from '../subnet/lease';
 import { RTPROT_BOOT, type RouteNetlink, type RouteOp } from '../netlink/rtnetlink';
+import type { Log } from '../ops/log';
 import {
   diffRoutes,
   eventsToChanges,
@@ -35,21 +36,13 @@ export interface PeerForwarding {
   whenPublished?(): Promise<void>;
 }
 
-/** The part of a pino logger we use (pino's Logger satisfies it). */
-export interface RouteLog {
-  debug(obj: object, msg: string): void;
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
-
 export interface RouteManagerOptions {
   netlink: RouteNetlink;
   forwarding: PeerForwarding;
   /** Index of our TUN device. */
   ifindex: number;
   ownSubnet: Ip4Net;
-  log: RouteLog;
+  log: Log;
   /** The flannel Network; when given, leases outside it are ignored instead of routed. */
   network?: Ip4Net;
   /**
@@ -72,7 +65,7 @@ export class RouteManager {
   private readonly netlink: RouteNetlink;
   private readonly forwarding: PeerForwarding;
   private readonly ifindex: number;
-  private readonly log: RouteLog;
+  private readonly log: Log;
   private readonly scope: PeerScope;
   private readonly proto: number;
   private readonly resyncIntervalMs: number;

@@ -13,28 +13,45 @@ export class Ip4ParseError extends Error {
   override name = 'Ip4ParseError';
 }
 
-const OCTET = /^(0|[1-9][0-9]{0,2})$/;
+/**
+ * Strict dotted-quad parse (four decimal octets 0..255, no leading zeros, nothing else) → the address,
+ * or -1. A character scan: lease listings parse tens of thousands of addresses at startup.
+ */
+export function tryParseIp4(text: string): number {
+  const n = text.length;
+  if (n < 7 || n > 15) return -1;
+  let ip = 0;
+  let parts = 0;
+  let i = 0;
+  while (i <= n) {
+    const start = i;
+    let octet = 0;
+    while (i < n) {
+      const c = text.charCodeAt(i);
+      if (c === 46 /* . */) break;
+      if (c < 48 || c > 57) return -1;
+      octet = octet * 10 + (c - 48);
+      i++;
+    }
+    const digits = i - start;
+    if (digits === 0 || digits > 3 || octet > 255 || (digits > 1 && text.charCodeAt(start) === 48)) return -1;
+    ip = ip * 256 + octet;
+    parts++;
+    if (i === n) break;
+    i++; // the dot
+    if (parts === 4) return -1;
+  }
+  return parts === 4 ? ip >>> 0 : -1;
+}
 
 export function parseIp4(text: string): Ip4 {
-  const parts = text.split('.');
-  if (parts.length !== 4) throw new Ip4ParseError(`invalid IPv4 address "${text}"`);
-  let ip = 0;
-  for (const part of parts) {
-    if (!OCTET.test(part)) throw new Ip4ParseError(`invalid IPv4 address "${text}"`);
-    const octet = Number(part);
-    if (octet > 255) throw new Ip4ParseError(`invalid IPv4 address "${text}"`);
-    ip = ip * 256 + octet;
-  }
-  return ip >>> 0;
+  const ip = tryParseIp4(text);
+  if (ip < 0) throw new Ip4ParseError(`invalid IPv4 address "${text}"`);
+  return ip;
 }
 
 export function isIp4(text: string): boolean {
-  try {
-    parseIp4(text);
-    return true;
-  } catch {
-    return false;
-  }
+  return tryParseIp4(text) >= 0;
 }
 
 export function formatIp4(ip: Ip4): string {

@@ -2,7 +2,7 @@
 // `<prefix>/subnets/` and the LeaseAttrs JSON value. Our leases must read back identically in Go
 // flanneld and vice versa, so encoding mirrors Go's encoding/json output and decoding mirrors its
 // leniency (case-insensitive keys, unknown keys ignored).
-import { Ip4Net, formatIp4, ip4Net, isIp4, maskOf, parseIp4 } from './ip4';
+import { Ip4Net, formatIp4, ip4Net, isIp4, maskOf, parseIp4, tryParseIp4 } from './ip4';
 import { Ip6ParseError, formatIp6, ip6Net, maskOf6, parseIp6, parseIp6Net } from './ip6';
 import { GoFields, isJsonObject, jsonTypeName } from './gojson';
 import type { LeaseAttrs, VxlanBackendData } from './lease';
@@ -21,6 +21,25 @@ export class MacParseError extends Error {
 }
 
 // ---- keys ----
+
+/**
+ * `<prefix>/subnets`: the range flanneld lists and watches, without a trailing slash (docs/compat.md §1).
+ * The one place the `/subnets/` key schema is spelled out; `prefix` has no trailing slash.
+ */
+export function subnetsPrefix(prefix: string): string {
+  return `${prefix}/subnets`;
+}
+
+/** The full etcd key of a lease: `<prefix>/subnets/<subnet key>`. */
+export function leaseKeyPath(prefix: string, key: string): string {
+  return `${subnetsPrefix(prefix)}/${key}`;
+}
+
+/** The subnet key of a full etcd key below `<prefix>/subnets/`, or null for any other key. */
+export function leaseKeyOf(prefix: string, fullKey: string): string | null {
+  const head = `${subnetsPrefix(prefix)}/`;
+  return fullKey.startsWith(head) ? fullKey.slice(head.length) : null;
+}
 
 /** "10.5.72.0-24", or "10.5.72.0-24&fc00:0:0:48::-64" for a dual-stack lease. */
 export function subnetKey(subnet: Ip4Net, ipv6Subnet?: string | null): string {
@@ -79,7 +98,8 @@ export function goJsonStringify(value: unknown): string {
 
 /** Accepts dotted IPv4 and, like Go's net.ParseIP(..).To4(), the IPv4-mapped IPv6 forms. */
 function toIp4Text(text: string): string | null {
-  if (isIp4(text)) return formatIp4(parseIp4(text));
+  const ip = tryParseIp4(text);
+  if (ip >= 0) return formatIp4(ip);
   try {
     const v = parseIp6(text);
     if (v >> 32n === 0xffffn) return formatIp4(Number(v & 0xffffffffn));

@@ -1,59 +1,30 @@
 // Acquires and keeps this node's subnet lease (docs/compat.md §1 "Acquire order", "Renewal",
-// "Reservations"). Deliberate differences from flanneld:
+// "Reservations"): runs the decisions of lease-policy.ts against the registry and logs them.
+// Deliberate differences from flanneld (see also lease-policy.ts):
 // - a lost create race is retried (re-list, re-pick) instead of being fatal;
-// - a reservation (key without etcd lease) for our PublicIP stays a reservation: no TTL, no renewal
-//   (flanneld attaches a 24 h lease to it by accident, issue #1329);
 // - renewals are guarded on the key's mod revision (see registry.updateLease);
 // - a foreign write to our lease is answered at once: our attrs are re-published (same PublicIP) or
 //   the takeover is confirmed (other PublicIP), instead of waiting for the next renewal;
 // - losing the key (deleted, expired, taken over) emits 'revoked' and the daemon exits non-zero,
-//   where flanneld exits 0 — a supervisor must notice that this node lost its subnet;
-// - IPv6-only (EnableIPv4 false): flannel HEAD publishes PublicIP "0.0.0.0" and key
-//   "0.0.0.0-0&<v6>-<len>" for every node and finds "its" lease by that PublicIP, so a second node
-//   takes over the first one's lease. We write the same key and value layout but recognise our
-//   lease by PublicIPv6 and allocate only the IPv6 part.
+//   where flanneld exits 0 — a supervisor must notice that this node lost its subnet.
 import { EventEmitter } from 'node:events';
-import type { Logger } from 'pino';
+import type { Log } from '../ops/log';
 import type { NetworkConfig } from './config';
-import { formatIp4, formatIp4Net, netsOverlap, type Ip4Net } from './ip4';
+import type { Ip4Net } from './ip4';
 import type { Lease, LeaseAttrs } from './lease';
-import { pickSubnet, subnetFitsConfig, type SubnetRange } from './allocator';
-import { pickSubnet6, subnet6FitsConfig, subnet6Range, type Subnet6Range } from './allocator6';
-import { cidr6Overlap, formatCidr6, parseCidr6 } from './cidr6';
-import type { Ip6Net } from './ip6';
-import { parseSubnetKey } from './lease-codec';
+import { attrsEqual } from './lease-diff';
+import { describeSubnets, isOurs, judgeRefusedRenewal, ownAddress, planAcquire, renewDelayMs, type SubnetPair } from './lease-policy';
 import type { LeaseList, Registry, RegistryWatchEvent } from './registry';
-import { ResilientWatch, attrsEqual, type BackoffOptions } from './lease-watcher';
+import { ResilientWatch, type BackoffOptions } from './lease-watcher';
+
+export { OutOfSubnetsError, describeSubnets } from './lease-policy';
 
 export const LEASE_TTL_SECONDS = 86400;
 export const RENEW_RETRY_SECONDS = 60;
 export const MAX_ACQUIRE_ATTEMPTS = 10;
 
-export class OutOfSubnetsError extends Error {
-  override name = 'OutOfSubnetsError';
-}
-
 export class LeaseAcquireError extends Error {
   override name = 'LeaseAcquireError';
-}
-
-/**
- * TEST-ONLY knobs, read from the environment: TSFLANNELD_TEST_LEASE_TTL_SECONDS and
- * TSFLANNELD_TEST_RENEW_RETRY_SECONDS shorten the 24 h lease TTL and the 60 s renewal retry so
- * integration tests can observe renewals. Not flags on purpose: production runs never set them.
- */
-export function leaseTimingFromEnv(env: NodeJS.ProcessEnv): { ttlSec: number; renewRetrySec: number } {
-  const read = (name: string, def: number): number => {
-    const text = env[name];
-    if (text === undefined || text === '') return def;
-    const n = Number(text);
-    if (!Number.isInteger(n) || n < 1) throw new LeaseAcquireError(`${name}=${text}: expected a positive integer (seconds)`);
-    return n;
-  };
-  return {
-    ttlSec: read('TSFLANNELD_TEST_LEASE_TTL_SECONDS', LEASE_TTL_SECONDS),
-    renewRetrySec: read('TSFLANNELD_TEST_RENEW_RETRY_SECONDS', RENEW_RETRY_SECONDS),
-  };
 }
 
 export type RevokeReason = 'deleted' | 'taken-over';
@@ -63,7 +34,7 @@ export const REPUBLISH_MIN_INTERVAL_MS = 2000;
 
 export interface LeaseManagerOptions {
   registry: Registry;
-  log: Logger;
+  log: Log;
   config: NetworkConfig;
   /** What we publish; attrs.PublicIP (IPv6-only: attrs.PublicIPv6) identifies our own leases. */
   attrs: LeaseAttrs;
@@ -124,34 +95,13 @@ export class LeaseManager extends EventEmitter {
     return this.lease;
   }
 
-  private get range(): SubnetRange {
-    const c = this.opts.config;
-    return { subnetMin: c.subnetMin, subnetMax: c.subnetMax, subnetLen: c.subnetLen };
-  }
-
-  private get range6(): Subnet6Range | null {
-    return this.opts.config.enableIPv6 ? subnet6Range(this.opts.config) : null;
-  }
-
   /** The address that identifies our leases: PublicIP, or PublicIPv6 on an IPv6-only network. */
   private get publicIp(): string {
-    return this.opts.config.enableIPv4 ? this.opts.attrs.PublicIP : (this.opts.attrs.PublicIPv6 ?? '');
+    return ownAddress(this.opts.config, this.opts.attrs);
   }
 
   private isOurs(attrs: LeaseAttrs): boolean {
-    return this.opts.config.enableIPv4 ? attrs.PublicIP === this.publicIp : attrs.PublicIPv6 === this.publicIp;
-  }
-
-  /**
-   * flannel's isSubnetConfigCompat && isIPv6SubnetConfigCompat: each enabled family's part lies in
-   * its configured range with its SubnetLen; a disabled family's part is absent (IPv4: 0.0.0.0/0).
-   */
-  private fits(lease: { subnet: Ip4Net; ipv6Subnet: string | null }): boolean {
-    const c = this.opts.config;
-    const v4 = c.enableIPv4 ? subnetFitsConfig(lease.subnet, this.range) : isNoIp4(lease.subnet);
-    if (!v4) return false;
-    if (!c.enableIPv6) return lease.ipv6Subnet === null;
-    return lease.ipv6Subnet !== null && subnet6FitsConfig(parseCidr6(lease.ipv6Subnet), this.range6!);
+    return isOurs(this.opts.config, this.opts.attrs, attrs);
   }
 
   /**
@@ -165,110 +115,55 @@ export class LeaseManager extends EventEmitter {
   }
 
   async acquire(): Promise<Lease> {
-    const { registry, log } = this.opts;
+    const { registry, log, config, attrs } = this.opts;
     const maxAttempts = this.opts.maxAttempts ?? MAX_ACQUIRE_ATTEMPTS;
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       const list = await registry.listLeases();
       this.listing = list;
-      const keys: Array<{ subnet: Ip4Net; ipv6Subnet: string | null }> = [...list.leases];
-      // A key with an unreadable value still occupies its subnet.
-      for (const s of list.skipped) {
-        const rel = s.key.slice(`${registry.prefix}/subnets/`.length);
-        const parsed = s.key.startsWith(`${registry.prefix}/subnets/`) ? parseSubnetKey(rel) : null;
-        if (parsed) keys.push(parsed);
+      const plan = planAcquire({
+        config,
+        attrs,
+        leases: list.leases,
+        // A key with an unreadable value still occupies its subnet.
+        occupied: list.skipped.flatMap((s): SubnetPair[] => (s.subnets ? [s.subnets] : [])),
+        previous: this.opts.previous,
+        ...(this.opts.random ? { random: this.opts.random } : {}),
+      });
+      for (const l of plan.ignore) {
+        log.warn({ key: l.key }, `reservation ${l.key} for ${this.publicIp} does not fit the network config; ignoring it`);
       }
-      const { taken, taken6 } = takenSubnets(keys);
-
-      // 1. A lease that already carries our PublicIP.
-      const mine = list.leases.filter((l) => this.isOurs(l.attrs));
-      const usable = mine.filter((l) => this.fits(l));
-      const chosen = usable.find((l) => l.etcdLeaseId === '0') ?? usable[0];
-      for (const l of mine) {
-        if (this.fits(l)) continue;
-        if (l.etcdLeaseId === '0') {
-          log.warn({ key: l.key }, `reservation ${l.key} for ${this.publicIp} does not fit the network config; ignoring it`);
-        } else {
-          log.info({ key: l.key }, `deleting lease ${l.key} for ${this.publicIp}: it does not fit the network config`);
-          await registry.deleteLease(l.key);
-        }
+      for (const l of plan.discard) {
+        log.info({ key: l.key }, `deleting lease ${l.key} for ${this.publicIp}: it does not fit the network config`);
+        await registry.deleteLease(l.key);
       }
-      if (chosen) {
-        const reservation = chosen.etcdLeaseId === '0';
-        const res = await registry.updateLease(chosen, this.opts.attrs, reservation ? null : this.ttlSec);
+      const step = plan.step;
+      if (step.kind === 'reuse') {
+        const chosen = step.lease;
+        const res = await registry.updateLease(chosen, attrs, step.reservation ? null : this.ttlSec);
         if (res.updated) {
           log.info(
-            { key: chosen.key, reservation },
-            `found ${reservation ? 'reservation' : 'lease'} ${describeSubnets(chosen)} for ${this.publicIp}, reusing`,
+            { key: chosen.key, reservation: step.reservation },
+            `found ${step.reservation ? 'reservation' : 'lease'} ${describeSubnets(chosen)} for ${this.publicIp}, reusing`,
           );
-          if (!reservation) await this.revokeOld(chosen.etcdLeaseId, res.lease.etcdLeaseId);
+          if (!step.reservation) await this.revokeOld(chosen.etcdLeaseId, res.lease.etcdLeaseId);
           return (this.lease = res.lease);
         }
         log.info({ key: chosen.key, attempt }, `lease ${chosen.key} changed while reusing it; retrying`);
         continue;
       }
-
-      // 2. The subnets from the previous subnet.env, if still free and fitting (both families).
-      const prev = this.previousSubnets();
-      if (prev && this.fits(prev)) {
-        const prev6 = prev.ipv6Subnet === null ? null : parseCidr6(prev.ipv6Subnet);
-        const free4 = !this.opts.config.enableIPv4 || !taken.some((t) => netsOverlap(t, prev.subnet));
-        const free6 = prev6 === null || !taken6.some((t) => cidr6Overlap(t, prev6));
-        if (free4 && free6) {
-          const res = await registry.createLease(prev.subnet, prev.ipv6Subnet, this.opts.attrs, this.ttlSec);
-          if (res.created) {
-            log.info({ key: res.lease.key }, `reacquired previous subnet ${describeSubnets(prev)}`);
-            return (this.lease = res.lease);
-          }
-          log.info({ attempt }, `previous subnet ${describeSubnets(prev)} was taken concurrently; retrying`);
-          continue;
-        }
-      }
-
-      // 3. Allocate each enabled family independently, as flannel does.
-      const picked = this.allocate(taken, taken6, list.leases.length);
-      const res = await registry.createLease(picked.subnet, picked.ipv6Subnet, this.opts.attrs, this.ttlSec);
+      const res = await registry.createLease(step.subnets.subnet, step.subnets.ipv6Subnet, attrs, this.ttlSec);
       if (res.created) {
-        log.info({ key: res.lease.key }, `allocated subnet ${describeSubnets(picked)}`);
+        const how = step.source === 'previous' ? 'reacquired previous subnet' : 'allocated subnet';
+        log.info({ key: res.lease.key }, `${how} ${describeSubnets(step.subnets)}`);
         return (this.lease = res.lease);
       }
-      log.info({ attempt, subnet: describeSubnets(picked) }, 'lost the race for a subnet to another node; retrying');
+      if (step.source === 'previous') {
+        log.info({ attempt }, `previous subnet ${describeSubnets(step.subnets)} was taken concurrently; retrying`);
+      } else {
+        log.info({ attempt, subnet: describeSubnets(step.subnets) }, 'lost the race for a subnet to another node; retrying');
+      }
     }
     throw new LeaseAcquireError(`failed to acquire a lease after ${maxAttempts} attempts: other nodes kept taking the chosen subnets`);
-  }
-
-  /** FLANNEL_SUBNET / FLANNEL_IPV6_SUBNET of the last run as one lease shape, or null if a needed part is missing. */
-  private previousSubnets(): { subnet: Ip4Net; ipv6Subnet: string | null } | null {
-    const c = this.opts.config;
-    const { subnet, ipv6Subnet } = this.opts.previous;
-    if (c.enableIPv4 && subnet === null) return null;
-    if (c.enableIPv6 && ipv6Subnet === null) return null;
-    return { subnet: c.enableIPv4 ? subnet! : NO_IP4, ipv6Subnet: c.enableIPv6 ? ipv6Subnet : null };
-  }
-
-  private allocate(taken: Ip4Net[], taken6: Ip6Net[], leaseCount: number): { subnet: Ip4Net; ipv6Subnet: string | null } {
-    const c = this.opts.config;
-    let subnet = NO_IP4;
-    if (c.enableIPv4) {
-      const s = pickSubnet(this.range, taken, this.opts.random);
-      if (!s) {
-        throw new OutOfSubnetsError(
-          `out of subnets in ${c.network ? formatIp4Net(c.network) : '(no IPv4 network)'} ` +
-            `[${formatIp4(c.subnetMin)}..${formatIp4(c.subnetMax)}] /${c.subnetLen} (${leaseCount} leases)`,
-        );
-      }
-      subnet = s;
-    }
-    let ipv6Subnet: string | null = null;
-    if (c.enableIPv6) {
-      const s6 = pickSubnet6(this.range6!, taken6, this.opts.random);
-      if (!s6) {
-        throw new OutOfSubnetsError(
-          `out of subnets in ${c.ipv6Network} [${c.ipv6SubnetMin}..${c.ipv6SubnetMax}] /${c.ipv6SubnetLen} (${leaseCount} leases)`,
-        );
-      }
-      ipv6Subnet = formatCidr6(s6);
-    }
-    return { subnet, ipv6Subnet };
   }
 
   /** The previous etcd lease no longer holds any key after a re-put; revoke it instead of letting it linger 24 h. */
@@ -310,9 +205,8 @@ export class LeaseManager extends EventEmitter {
     this.watch?.stop();
   }
 
-  /** expiry − margin; never below 1 s so a short test TTL with a long margin can't spin. */
   private renewDelayMs(): number {
-    return Math.max(this.ttlSec * 1000 - this.opts.renewMarginMinutes * 60_000, 1000);
+    return renewDelayMs(this.ttlSec, this.opts.renewMarginMinutes);
   }
 
   private scheduleRenewal(delayMs: number): void {
@@ -341,19 +235,15 @@ export class LeaseManager extends EventEmitter {
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
     if (this.stopped || this.revoked) return;
     if (!res.updated) {
-      const cur = res.current;
-      if (!cur) {
-        this.revoke('deleted', null);
-        return;
-      }
-      if (!this.isOurs(cur.attrs)) {
-        this.revoke('taken-over', cur.attrs);
+      const verdict = judgeRefusedRenewal(this.opts.config, this.opts.attrs, res.current);
+      if (verdict.kind === 'revoke') {
+        this.revoke(verdict.reason, verdict.by);
         return;
       }
       // Someone (an operator, or a watch event we haven't processed yet) re-put our key: adopt it.
-      this.lease = cur;
-      if (cur.etcdLeaseId === '0') {
-        log.info({ key: cur.key }, `lease ${cur.key} was turned into a reservation; renewal stopped`);
+      this.lease = verdict.lease;
+      if (!verdict.keepRenewing) {
+        log.info({ key: verdict.lease.key }, `lease ${verdict.lease.key} was turned into a reservation; renewal stopped`);
         return;
       }
       this.scheduleRenewal(this.renewRetrySec * 1000);
@@ -422,31 +312,4 @@ export class LeaseManager extends EventEmitter {
     this.watch?.stop();
     this.emit('revoked', this.current(), reason, by);
   }
-}
-
-/** The IPv4 part of an IPv6-only lease key ("0.0.0.0-0&fc00:0:0:48::-64"), as flannel writes it. */
-export const NO_IP4: Ip4Net = { ip: 0, prefixLen: 0 };
-
-function isNoIp4(subnet: Ip4Net): boolean {
-  return subnet.ip === 0 && subnet.prefixLen === 0;
-}
-
-/** "10.5.72.0/24", "10.5.72.0/24 + fc00:0:0:48::/64" or "fc00:0:0:48::/64" (IPv6-only) for logs. */
-export function describeSubnets(l: { subnet: Ip4Net; ipv6Subnet: string | null }): string {
-  if (l.ipv6Subnet === null) return formatIp4Net(l.subnet);
-  return isNoIp4(l.subnet) ? l.ipv6Subnet : `${formatIp4Net(l.subnet)} + ${l.ipv6Subnet}`;
-}
-
-/**
- * The subnets existing keys occupy, per family. The 0.0.0.0/0 IPv4 part of IPv6-only keys occupies
- * nothing (flannel HEAD counts it as overlapping every candidate and then finds no subnet).
- */
-function takenSubnets(keys: ReadonlyArray<{ subnet: Ip4Net; ipv6Subnet: string | null }>): { taken: Ip4Net[]; taken6: Ip6Net[] } {
-  const taken: Ip4Net[] = [];
-  const taken6: Ip6Net[] = [];
-  for (const k of keys) {
-    if (k.ipv6Subnet !== null) taken6.push(parseCidr6(k.ipv6Subnet));
-    if (!(k.ipv6Subnet !== null && isNoIp4(k.subnet))) taken.push(k.subnet);
-  }
-  return { taken, taken6 };
 }

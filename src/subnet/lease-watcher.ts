@@ -1,13 +1,12 @@
 // Keeps an up-to-date view of the other nodes' leases and reports changes as LeaseEvent batches.
-// Differences from flanneld on purpose (docs/compat.md §1 "Watch"):
-// - a known subnet whose attrs change (e.g. a peer restarted with a new VtepMAC) is reported as
-//   'changed'; flanneld drops those on snapshot resets;
-// - compaction re-lists and emits the diff against our cache, never a blind "everything added".
-// Renewals (same attrs, new etcd lease) are not reported: nothing a data plane needs changed.
-import type { Logger } from 'pino';
+// The diff itself is lease-diff.ts (flannel's LeaseWatcher.Reset/Update shape, with our differences);
+// this module does the I/O: list, watch, resume, re-list after compaction (docs/compat.md §1 "Watch").
+// Compaction re-lists and emits the diff against our view, never a blind "everything added".
+import type { Log } from '../ops/log';
 import { netsEqual, type Ip4Net } from './ip4';
-import type { Lease, LeaseAttrs, LeaseEvent } from './lease';
-import { encodeLeaseAttrs } from './lease-codec';
+import type { Lease, LeaseEvent } from './lease';
+import { leaseKeyPath, subnetsPrefix } from './lease-codec';
+import { resetLeases, updateLeases, type LeaseChange } from './lease-diff';
 import type { EtcdError, LeaseList, Registry, RegistryWatchEvent, WatchHandle } from './registry';
 
 export interface BackoffOptions {
@@ -22,13 +21,9 @@ function nextRevision(rev: string): string {
   return (BigInt(rev) + 1n).toString();
 }
 
-export function attrsEqual(a: LeaseAttrs, b: LeaseAttrs): boolean {
-  return encodeLeaseAttrs(a) === encodeLeaseAttrs(b);
-}
-
 export interface ResilientWatchOptions {
   registry: Registry;
-  log: Logger;
+  log: Log;
   /** Human-readable subject for logs, e.g. "etcd watch on /coreos.com/network/subnets". */
   what: string;
   /** Watch one lease key instead of the whole subnets prefix. */
@@ -140,7 +135,7 @@ export class ResilientWatch {
 
 export interface LeaseWatcherOptions {
   registry: Registry;
-  log: Logger;
+  log: Log;
   /** Our own subnet: never reported (the lease manager watches it). */
   ownSubnet: Ip4Net | null;
   /**
@@ -166,7 +161,7 @@ export class LeaseWatcher {
 
   constructor(private readonly opts: LeaseWatcherOptions) {
     this.ready = new Promise((resolve) => (this.resolveReady = resolve));
-    this.what = `etcd watch on ${opts.registry.prefix}/subnets`;
+    this.what = `etcd watch on ${subnetsPrefix(opts.registry.prefix)}`;
     this.watch = new ResilientWatch({
       registry: opts.registry,
       log: opts.log,
@@ -238,7 +233,7 @@ export class LeaseWatcher {
   }
 
   private fullKey(key: string): string {
-    return `${this.opts.registry.prefix}/subnets/${key}`;
+    return leaseKeyPath(this.opts.registry.prefix, key);
   }
 
   /** `key` is the full etcd key: malformed entries may not have a usable subnet key. */
@@ -256,50 +251,24 @@ export class LeaseWatcher {
     const list = listing ?? (await this.opts.registry.listLeases());
     if (this.stopped) return list.revision;
     for (const s of list.skipped) this.warnSkipped(s.key, s.reason);
-    const fresh = new Map<string, Lease>();
-    for (const l of list.leases) if (!this.isOwn(l)) fresh.set(l.key, l);
-    const batch: LeaseEvent[] = [];
-    for (const [key, lease] of [...fresh].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      const prev = this.cache.get(key);
-      if (!prev) batch.push({ type: 'added', lease });
-      else if (!attrsEqual(prev.attrs, lease.attrs)) batch.push({ type: 'changed', lease, previous: prev });
-      this.cache.set(key, lease);
-    }
-    for (const [key, lease] of this.cache) {
-      if (!fresh.has(key)) {
-        this.cache.delete(key);
-        batch.push({ type: 'removed', lease });
-      }
-    }
+    const batch = resetLeases(this.cache, list.leases, (l) => this.isOwn(l));
     if (batch.length > 0 || initial) this.opts.onEvents(batch);
     return list.revision;
   }
 
   private handleWatchEvents(events: RegistryWatchEvent[]): void {
     if (this.stopped) return;
-    const batch: LeaseEvent[] = [];
+    const changes: LeaseChange[] = [];
     for (const ev of events) {
       if (ev.type === 'skipped') {
         this.warnSkipped(ev.key, ev.reason);
         continue;
       }
-      if (ev.type === 'delete') {
-        this.warned.delete(this.fullKey(ev.key));
-        const prev = this.cache.get(ev.key);
-        if (prev) {
-          this.cache.delete(ev.key);
-          batch.push({ type: 'removed', lease: prev });
-        }
-        continue;
-      }
-      const lease = ev.lease;
-      this.warned.delete(this.fullKey(lease.key));
-      if (this.isOwn(lease)) continue;
-      const prev = this.cache.get(lease.key);
-      this.cache.set(lease.key, lease);
-      if (!prev) batch.push({ type: 'added', lease });
-      else if (!attrsEqual(prev.attrs, lease.attrs)) batch.push({ type: 'changed', lease, previous: prev });
+      // A key that is deleted or readable again may be warned about again later.
+      this.warned.delete(this.fullKey(ev.type === 'delete' ? ev.key : ev.lease.key));
+      changes.push(ev.type === 'delete' ? { type: 'delete', key: ev.key } : { type: 'put', lease: ev.lease });
     }
+    const batch: LeaseEvent[] = updateLeases(this.cache, changes, (l) => this.isOwn(l));
     if (batch.length > 0) this.opts.onEvents(batch);
   }
 }

@@ -97,7 +97,7 @@ t.test('network config in etcd', async (t) => {
     [
       'VNI out of range',
       '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}',
-      /invalid network config .*Backend\.VNI must be between 1 and 16777215, got 16777216/,
+      /invalid network config .*Backend\.VNI must be between 0 and 16777215, got 16777216/,
     ],
     [
       'Port 70000',

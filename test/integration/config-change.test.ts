@@ -18,7 +18,7 @@ t.test('runtime config change: logged once per change, and when reverted', async
   const { log, lines } = captureLogger();
   const stop = new AbortController();
   let ready = false;
-  const done = runDaemon(options, { TSFLANNELD_CONFIG_CHECK_SECONDS: '1' }, { log, signal: stop.signal, onReady: () => (ready = true) });
+  const done = runDaemon(options, { configCheckSeconds: 1, log, signal: stop.signal, onReady: () => (ready = true) });
   t.teardown(() => stop.abort());
   await waitFor('ready', () => ready);
   const changed = (): string[] => lines.filter((l) => /changed \(/.test(l.msg)).map((l) => l.msg);

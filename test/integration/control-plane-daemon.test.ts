@@ -48,7 +48,7 @@ t.test('hooks: start before subnet.env, snapshot then live batches, stop on abor
   const { log, lines } = captureLogger();
   const stop = new AbortController();
   let ready = false;
-  const done = runDaemon(options, {}, { hooks, log, signal: stop.signal, onReady: () => (ready = true) });
+  const done = runDaemon(options, { hooks, log, signal: stop.signal, onReady: () => (ready = true) });
   t.teardown(() => stop.abort());
 
   await waitFor('snapshot batch', () => hooks.batches.length >= 1);
@@ -99,7 +99,7 @@ t.test('a failing data plane is fatal: logged once, exit 1, hooks stopped', asyn
   const { log, lines } = captureLogger();
   const stop = new AbortController();
   t.teardown(() => stop.abort());
-  t.equal(await runDaemon(options, {}, { hooks, log, signal: stop.signal }), 1);
+  t.equal(await runDaemon(options, { hooks, log, signal: stop.signal }), 1);
   const fatal = lines.filter((l) => l.level === 60);
   t.equal(fatal.length, 1);
   t.match(fatal[0]?.msg, /^data plane failed to apply 1 lease event\(s\): netlink said no$/);
@@ -119,7 +119,7 @@ t.test('an asynchronous fatal report from the data plane (ctx.fatal / connectFat
   const stop = new AbortController();
   t.teardown(() => stop.abort());
   let report: ((err: Error) => void) | null = null;
-  const done = runDaemon(options, {}, { hooks, log, signal: stop.signal, connectFatal: (r) => (report = r) });
+  const done = runDaemon(options, { hooks, log, signal: stop.signal, connectFatal: (r) => (report = r) });
   t.ok(report, 'reporter connected synchronously');
   await waitFor('snapshot batch', () => hooks.batches.length >= 1);
   hooks.ctx!.fatal(new Error('TUN read failed: EIO'));

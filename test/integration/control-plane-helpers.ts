@@ -9,7 +9,8 @@ import type { EtcdServer, TeardownHost } from '../../netns-fixtures/etcd';
 import { EtcdError, type Registry, type WatchHandle, type WatchHandlers } from '../../src/subnet/registry';
 
 export const PREFIX = '/coreos.com/network';
-export const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'tsflanneld');
+/** The control-plane-only entry point (control-plane-main.ts), compiled next to this file. */
+export const BIN = path.resolve(__dirname, 'control-plane-main.js');
 
 export interface LogLine {
   level: number;
@@ -107,7 +108,7 @@ export class NodeProc {
     this.proc = spawn(process.execPath, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       // Many daemons share the root namespace here: leases only, no TUN, routes or iptables.
-      env: { ...process.env, TSFLANNELD_TEST_CONTROL_PLANE_ONLY: '1', ...(opts.env ?? {}) },
+      env: { ...process.env, ...(opts.env ?? {}) },
     });
     let buf = '';
     this.proc.stderr!.on('data', (chunk: Buffer) => {

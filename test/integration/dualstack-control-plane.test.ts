@@ -1,13 +1,13 @@
 // Dual-stack and IPv6-only control plane against a real etcd, each daemon in its own namespace
 // with a real IPv6 underlay address (2001:db8::/32): exact lease keys and values, exact subnet.env,
 // peers seen with both families, and restarts (kill -9, and lease deleted meanwhile) keeping both
-// subnets. Leases and subnet.env only (TSFLANNELD_TEST_CONTROL_PLANE_ONLY): no devices.
+// subnets. Leases and subnet.env only (the control-plane-main.ts entry point): no devices.
 import t from 'tap';
 import { createTestbed, type TestHost, type Testbed } from '../../netns-fixtures/testbed';
 import { DaemonNode, type LogLine } from '../../netns-fixtures/tsflanneld-node';
 import { vtepMacPath, vtepMacV6Path } from '../../src/subnet/vtep-mac';
 import fs from 'node:fs';
-import { PREFIX, putConfig, subnetKeys } from './control-plane-helpers';
+import { BIN as CONTROL_PLANE_BIN, PREFIX, putConfig, subnetKeys } from './control-plane-helpers';
 
 const DUAL = { Network: '10.5.0.0/16', EnableIPv6: true, IPv6Network: 'fc00::/48', Backend: { Type: 'vxlan' } };
 const V6ONLY = { EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fc00::/48', Backend: { Type: 'vxlan' } };
@@ -21,7 +21,7 @@ async function addIpv6(host: TestHost): Promise<string> {
 }
 
 function start(bed: Testbed, host: TestHost, args: string[] = []): DaemonNode {
-  return DaemonNode.start({ host, etcdEndpoint: bed.etcdEndpoint!, args, env: { TSFLANNELD_TEST_CONTROL_PLANE_ONLY: '1' } });
+  return DaemonNode.start({ host, etcdEndpoint: bed.etcdEndpoint!, args, bin: CONTROL_PLANE_BIN });
 }
 
 async function ready(node: DaemonNode): Promise<string> {

@@ -6,7 +6,8 @@ import { NativeRtnetlink, type RouteOp } from '../../src/netlink/rtnetlink';
 import { formatIp4Net, type Ip4Net } from '../../src/subnet/ip4';
 import type { Lease, LeaseEvent } from '../../src/subnet/lease';
 import { setupDevice } from '../../src/routes/device-setup';
-import { RouteManager, type PeerForwarding, type RouteLog } from '../../src/routes/route-manager';
+import type { Log } from '../../src/ops/log';
+import { RouteManager, type PeerForwarding } from '../../src/routes/route-manager';
 
 export type DriverRequest =
   | { id: number; cmd: 'setup'; ifname: string; subnet: Ip4Net; network: Ip4Net; mtu: number }
@@ -32,11 +33,13 @@ const forwarding: PeerForwarding = {
 };
 const warnings: string[] = [];
 const errors: string[] = [];
-const log: RouteLog = {
+const log: Log = {
   debug: () => undefined,
   info: () => undefined,
-  warn: (_o, msg) => void warnings.push(msg),
-  error: (o, msg) => void errors.push(`${msg}: ${String((o as { err?: unknown }).err)}`),
+  warn: (o: object | string, msg?: string) => void warnings.push(msg ?? JSON.stringify(o)),
+  error: (o: object | string, msg?: string) => void errors.push(`${msg ?? ''}: ${String((o as { err?: unknown }).err)}`),
+  fatal: () => undefined,
+  isLevelEnabled: () => true,
 };
 let mgr: RouteManager | null = null;
 

@@ -12,7 +12,8 @@ import {
   type RouteOp,
 } from '../../src/netlink/rtnetlink';
 import { formatMac } from '../../src/subnet/lease-codec';
-import type { PeerForwarding, RouteLog } from '../../src/routes/route-manager';
+import type { Log } from '../../src/ops/log';
+import type { PeerForwarding } from '../../src/routes/route-manager';
 
 export function macFor(subnet: string, salt = 0): string {
   const n = parseIp4Net(subnet).ip;
@@ -156,24 +157,33 @@ export class FakeForwarding implements PeerForwarding {
 }
 
 export interface LogEntry {
-  level: 'debug' | 'info' | 'warn' | 'error';
+  level: 'debug' | 'info' | 'warn' | 'error' | 'fatal';
   obj: object;
   msg: string;
 }
 
-export class RecordingLog implements RouteLog {
+export class RecordingLog implements Log {
   readonly entries: LogEntry[] = [];
-  debug(obj: object, msg: string): void {
-    this.entries.push({ level: 'debug', obj, msg });
+  private record(level: LogEntry['level'], obj: object | string, msg?: string): void {
+    this.entries.push(typeof obj === 'string' ? { level, obj: {}, msg: obj } : { level, obj, msg: msg ?? '' });
   }
-  info(obj: object, msg: string): void {
-    this.entries.push({ level: 'info', obj, msg });
+  debug(obj: object | string, msg?: string): void {
+    this.record('debug', obj, msg);
   }
-  warn(obj: object, msg: string): void {
-    this.entries.push({ level: 'warn', obj, msg });
+  info(obj: object | string, msg?: string): void {
+    this.record('info', obj, msg);
   }
-  error(obj: object, msg: string): void {
-    this.entries.push({ level: 'error', obj, msg });
+  warn(obj: object | string, msg?: string): void {
+    this.record('warn', obj, msg);
+  }
+  error(obj: object | string, msg?: string): void {
+    this.record('error', obj, msg);
+  }
+  fatal(obj: object | string, msg?: string): void {
+    this.record('fatal', obj, msg);
+  }
+  isLevelEnabled(): boolean {
+    return true;
   }
   at(level: LogEntry['level']): LogEntry[] {
     return this.entries.filter((e) => e.level === level);
