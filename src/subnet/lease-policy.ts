@@ -116,7 +116,9 @@ export function planAcquire(input: AcquireInput): AcquirePlan {
   const chosen = fitting.find((l) => l.etcdLeaseId === '0') ?? fitting[0];
   if (chosen) return { discard, ignore, step: { kind: 'reuse', lease: chosen, reservation: chosen.etcdLeaseId === '0' } };
 
-  const { taken, taken6 } = takenSubnets([...leases, ...input.occupied]);
+  // Our discarded leases are deleted before the create, so their subnets are free for us.
+  const dropped = new Set(discard.map((l) => l.key));
+  const { taken, taken6 } = takenSubnets([...leases.filter((l) => !dropped.has(l.key)), ...input.occupied]);
   const prev = previousSubnets(config, input.previous);
   if (prev && leaseFitsConfig(config, prev)) {
     const prev6 = prev.ipv6Subnet === null ? null : parseCidr6(prev.ipv6Subnet);
@@ -124,10 +126,16 @@ export function planAcquire(input: AcquireInput): AcquirePlan {
     const free6 = prev6 === null || !taken6.some((t) => cidr6Overlap(t, prev6));
     if (free4 && free6) return { discard, ignore, step: { kind: 'create', subnets: prev, source: 'previous' } };
   }
+  // EnableIPv6 switched on or off: the IPv4 part of our old lease (or of the previous subnet.env) is
+  // kept when it still fits and is free, so containers keep their addresses (flannel allocates anew).
+  const candidates4 = [...discard.map((l) => l.subnet), ...(input.previous.subnet ? [input.previous.subnet] : [])];
+  const keep4 = config.enableIPv4
+    ? (candidates4.find((s) => subnetFitsConfig(s, range4(config)) && !taken.some((t) => netsOverlap(t, s))) ?? null)
+    : null;
   return {
     discard,
     ignore,
-    step: { kind: 'create', subnets: allocate(config, taken, taken6, leases.length, input.random), source: 'allocated' },
+    step: { kind: 'create', subnets: allocate(config, taken, taken6, leases.length, input.random, keep4), source: 'allocated' },
   };
 }
 
@@ -139,9 +147,16 @@ function previousSubnets(config: NetworkConfig, previous: AcquireInput['previous
   return { subnet: config.enableIPv4 && subnet ? subnet : NO_IP4, ipv6Subnet: config.enableIPv6 ? ipv6Subnet : null };
 }
 
-function allocate(c: NetworkConfig, taken: Ip4Net[], taken6: Ip6Net[], leaseCount: number, random?: () => number): SubnetPair {
-  let subnet = NO_IP4;
-  if (c.enableIPv4) {
+function allocate(
+  c: NetworkConfig,
+  taken: Ip4Net[],
+  taken6: Ip6Net[],
+  leaseCount: number,
+  random?: () => number,
+  keep4: Ip4Net | null = null,
+): SubnetPair {
+  let subnet = keep4 ?? NO_IP4;
+  if (c.enableIPv4 && keep4 === null) {
     const s = pickSubnet(range4(c), taken, random);
     if (!s) {
       throw new OutOfSubnetsError(

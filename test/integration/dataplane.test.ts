@@ -204,7 +204,10 @@ t.test('userspace VXLAN data plane: top and bottom offload rungs, userspace and 
   await t.test('spoofed VXLAN from a non-peer address is dropped and counted', async (t) => {
     await h2.exec(['ip', 'addr', 'add', '192.0.2.99/24', 'dev', 'eth0']);
     const before = await r1.counters();
-    await h2.exec(['node', '-e', SPOOF_JS, '192.0.2.99', h1.underlayIp, '8472', n1.mac, n2.mac, n2.gw, n1.gw, '5']);
+    // The inner source lies in no peer's subnet: a frame that fits a peer would be accepted from any
+    // source (source-check.ts; README Security), this one must not.
+    const outside = '10.9.9.9';
+    await h2.exec(['node', '-e', SPOOF_JS, '192.0.2.99', h1.underlayIp, '8472', n1.mac, n2.mac, outside, n1.gw, '5']);
     const after = await waitFor(
       'unknownSource drops',
       async () => {
@@ -216,7 +219,7 @@ t.test('userspace VXLAN data plane: top and bottom offload rungs, userspace and 
     t.equal(after.drops.unknownSource! - before.drops.unknownSource!, 5, 'all five counted as unknownSource');
     t.equal(after.peers[n2.subnet]!.inPackets, before.peers[n2.subnet]!.inPackets, 'nothing credited to h2');
     // Control: the same frames from h2's real public IP are accepted.
-    await h2.exec(['node', '-e', SPOOF_JS, h2.underlayIp, h1.underlayIp, '8472', n1.mac, n2.mac, n2.gw, n1.gw, '5']);
+    await h2.exec(['node', '-e', SPOOF_JS, h2.underlayIp, h1.underlayIp, '8472', n1.mac, n2.mac, outside, n1.gw, '5']);
     const ok = await waitFor(
       'accepted frames',
       async () => {

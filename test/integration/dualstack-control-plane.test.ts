@@ -146,6 +146,8 @@ t.test('-public-ipv6 is published; a config change to IPv4-only replaces the dua
     [`${env4.match(/^FLANNEL_SUBNET=(\d+\.\d+\.\d+)\.1\/24$/m)?.[1] ?? '?'}.0-24`],
     'dual-stack lease deleted, IPv4 lease made',
   );
+  const v4 = (e: string) => /^FLANNEL_SUBNET=(.*)$/m.exec(e)?.[1];
+  t.equal(v4(env4), v4(env), 'the IPv4 subnet is kept when IPv6 is switched off');
   t.match(keys.values().next().value, /^\{"PublicIP":"192\.0\.2\.11","PublicIPv6":null,"BackendType":"vxlan","BackendData":/);
   t.ok(
     node.runLogs().some((l) => /-public-ipv6 2001:DB8:0:0::99 is unused/.test(msg(l))),
@@ -166,4 +168,32 @@ t.test('EnableIPv6 with the real data plane is refused with one clear line (no d
   t.equal((await subnetKeys(bed.etcd!)).size, 0, 'no lease taken');
   const links = await bed.hosts[0]!.exec(['ip', '-o', 'link']);
   t.notMatch(links.stdout, /flannel/, 'no overlay device');
+});
+
+t.test('switching EnableIPv6 on keeps the IPv4 subnet (from the lease, or from subnet.env alone)', async (t) => {
+  const bed = await createTestbed({ hosts: 1, etcd: true, t });
+  await putConfig(bed.etcd!, { Network: '10.5.0.0/16', Backend: { Type: 'vxlan' } });
+  await addIpv6(bed.hosts[0]!);
+  const node = start(bed, bed.hosts[0]!);
+  const env4 = await ready(node);
+  const v4 = (e: string) => /^FLANNEL_SUBNET=(.*)$/m.exec(e)?.[1];
+
+  await node.stop('SIGTERM');
+  await putConfig(bed.etcd!, DUAL);
+  await node.restart();
+  const env = await ready(node);
+  t.equal(v4(env), v4(env4), 'same IPv4 subnet, lease found by PublicIP');
+  t.match(env, /^FLANNEL_IPV6_SUBNET=fc00:0:0:[0-9a-f]+::1\/64$/m, 'an IPv6 subnet was added');
+  t.same([...(await subnetKeys(bed.etcd!)).keys()], [keyOf(env)], 'one lease, dual-stack');
+
+  // Lease gone and only an IPv4-only subnet.env left (IPv6 switched on while the node was down).
+  await node.stop('SIGTERM');
+  await putConfig(bed.etcd!, { Network: '10.5.0.0/16', Backend: { Type: 'vxlan' } });
+  await node.restart();
+  const again4 = await ready(node);
+  await node.stop('SIGTERM');
+  await bed.etcd!.etcdctl(['del', '--prefix', `${PREFIX}/subnets/`]);
+  await putConfig(bed.etcd!, DUAL);
+  await node.restart();
+  t.equal(v4(await ready(node)), v4(again4), 'IPv4 subnet from the previous subnet.env kept');
 });

@@ -83,3 +83,29 @@ t.test('renewal timing and refused renewals', async (t) => {
   const res = lease('10.5.9.0/24', ours, '0');
   t.same(judgeRefusedRenewal(config, ours, res), { kind: 'adopt', lease: res, keepRenewing: false });
 });
+
+t.test('EnableIPv6 switched on or off: the IPv4 part of our old lease or subnet.env is kept when free', async (t) => {
+  const dual = parseNetworkConfig('{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}');
+  const old = lease('10.5.42.0/24', ours); // IPv4-only lease: no IPv6 part, so it does not fit
+  const on = planAcquire({ config: dual, attrs: ours, leases: [old], occupied: [], previous: none, random: () => 0 });
+  t.same(on.discard, [old]);
+  t.same(on.step.kind === 'create' && describeSubnets(on.step.subnets), '10.5.42.0/24 + fc00:0:0:1::/64', 'IPv4 kept, IPv6 allocated');
+  // Only the previous subnet.env knows it (the lease is gone), and it has no IPv6 subnet yet.
+  const prev = { subnet: parseIp4Net('10.5.43.0/24'), ipv6Subnet: null };
+  const fromEnv = planAcquire({ config: dual, attrs: ours, leases: [], occupied: [], previous: prev, random: () => 0 });
+  t.same(fromEnv.step.kind === 'create' && describeSubnets(fromEnv.step.subnets), '10.5.43.0/24 + fc00:0:0:1::/64');
+  // Held by another node meanwhile: allocated anew.
+  const held = planAcquire({
+    config: dual,
+    attrs: ours,
+    leases: [lease('10.5.43.0/24', theirs)],
+    occupied: [],
+    previous: prev,
+    random: () => 0,
+  });
+  t.same(held.step.kind === 'create' && describeSubnets(held.step.subnets), '10.5.1.0/24 + fc00:0:0:1::/64');
+  // Switched off: a dual-stack lease of ours keeps its IPv4 part.
+  const dualLease: Lease = { ...lease('10.5.44.0/24', ours), key: '10.5.44.0-24&fc00:0:0:9::-64', ipv6Subnet: 'fc00:0:0:9::/64' };
+  const off = planAcquire({ config, attrs: ours, leases: [dualLease], occupied: [], previous: none, random: () => 0 });
+  t.same(off.step.kind === 'create' && describeSubnets(off.step.subnets), '10.5.44.0/24');
+});
