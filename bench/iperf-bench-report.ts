@@ -392,6 +392,9 @@ const KEPT_SECTIONS: ReadonlyArray<[string, string]> = [
   ['<!-- analysis:start -->', '<!-- analysis:end -->'],
   ['<!-- soak:start -->', '<!-- soak:end -->'],
   ['<!-- stall:start -->', '<!-- stall:end -->'],
+  // bench/route-scale.ts writes its own section; the hand-written notes on it follow it.
+  ['<!-- control-plane-scale:begin -->', '<!-- control-plane-scale:end -->'],
+  ['<!-- control-plane-notes:start -->', '<!-- control-plane-notes:end -->'],
 ];
 const HISTORY_START = '<!-- history:start -->';
 const HISTORY_END = '<!-- history:end -->';
