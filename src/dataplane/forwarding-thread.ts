@@ -18,16 +18,9 @@ import { loadDataplaneNative } from './native';
 import type { OffloadFeatures } from './offload';
 import { PacketLoop } from './packet-loop';
 
-/** workerData of a forwarding thread. */
-export interface ForwardingThreadConfig {
-  readonly index: number;
-  readonly port: MessagePort;
+/** What every forwarding thread's PacketLoop is built from (the same for all threads of a data plane). */
+export interface LoopSettings {
   readonly tunName: string;
-  readonly tunFd: number;
-  readonly recvFd: number;
-  readonly sendFds: readonly number[];
-  /** Control eventfd (owned by the main thread, which rings it after posting on `port`). */
-  readonly ctlFd: number;
   readonly txRing: RingOptions;
   readonly rxRing: RingOptions;
   readonly vni: number;
@@ -38,16 +31,28 @@ export interface ForwardingThreadConfig {
   readonly budget: number;
   readonly maxPacket: number;
   readonly offload: OffloadFeatures;
+  /** See PacketLoopConfig.strictSource. */
+  readonly strictSource: boolean;
+  /** Nice value of the thread (-20..19); null = the process's. */
+  readonly nice: number | null;
+  /** The peer table (shared banks); each thread attaches a reader. */
+  readonly table: ForwardingTableHandle;
+}
+
+/** workerData of a forwarding thread. */
+export interface ForwardingThreadConfig extends LoopSettings {
+  readonly index: number;
+  readonly port: MessagePort;
+  readonly tunFd: number;
+  readonly recvFd: number;
+  readonly sendFds: readonly number[];
+  /** Control eventfd (owned by the main thread, which rings it after posting on `port`). */
+  readonly ctlFd: number;
   readonly counters: CounterBuffers;
   /** Int32 words, see ThreadState. */
   readonly state: SharedArrayBuffer;
-  /** The peer table (shared banks); the thread attaches a reader. */
-  readonly table: ForwardingTableHandle;
   /** Forward from the start (else wait for a `run` message). */
   readonly running: boolean;
-  /** Nice value of this thread (-20..19); null = leave it. */
-  readonly nice: number | null;
-  readonly strictSource: boolean;
 }
 
 /** Words of a thread's shared state (Int32Array over ForwardingThreadConfig.state). */
@@ -186,38 +191,28 @@ function run(config: ForwardingThreadConfig): void {
     while (!exit && !fatal) {
       // Idle while blocked, so a table publish never waits for this thread; refresh before any batch.
       table.idle();
-      if (running) {
-        const ready = native.epollWait(epAll, -1);
-        if (ready < 0) {
-          fatal = true;
-          report({
-            type: 'fatal',
-            index: config.index,
-            direction: 'epoll',
-            errno: -ready,
-            message: `epoll_wait: ${describeErrno(-ready)}`,
-          });
-          break;
-        }
-        if ((ready & 4) !== 0 && !control()) continue;
-        if (table.refresh()) Atomics.store(state, ThreadState.TABLE_GEN, table.generation);
-        if ((ready & 1) !== 0) loop.egress();
-        if ((ready & 2) !== 0 && !failed()) loop.ingress();
-      } else {
-        const ready = native.epollWait(epCtl, -1);
-        if (ready < 0) {
-          fatal = true;
-          report({
-            type: 'fatal',
-            index: config.index,
-            direction: 'epoll',
-            errno: -ready,
-            message: `epoll_wait: ${describeErrno(-ready)}`,
-          });
-          break;
-        }
-        if ((ready & 1) !== 0) control();
+      // Stopped threads wait on the control eventfd alone (its bit is 1 there, 4 in the full set).
+      const all = running;
+      const ready = native.epollWait(all ? epAll : epCtl, -1);
+      if (ready < 0) {
+        fatal = true;
+        report({
+          type: 'fatal',
+          index: config.index,
+          direction: 'epoll',
+          errno: -ready,
+          message: `epoll_wait: ${describeErrno(-ready)}`,
+        });
+        break;
       }
+      if (!all) {
+        if ((ready & 1) !== 0) control();
+        continue;
+      }
+      if ((ready & 4) !== 0 && !control()) continue;
+      if (table.refresh()) Atomics.store(state, ThreadState.TABLE_GEN, table.generation);
+      if ((ready & 1) !== 0) loop.egress();
+      if ((ready & 2) !== 0 && !failed()) loop.ingress();
     }
   } finally {
     // The main thread waits for EXITED before it closes the TUN queue and sockets.

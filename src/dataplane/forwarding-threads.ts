@@ -11,12 +11,17 @@ import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 
-import type { RingOptions } from './buffer-pool';
 import { type CounterBuffers, Counters, PeerCtr, sharedCounterBuffers } from './counters';
-import type { ForwardingTableHandle } from './forwarding-table';
-import { type ForwardingThreadConfig, type ThreadControl, ThreadPhase, type ThreadReport, ThreadState } from './forwarding-thread';
+import type { Log } from '../ops/log';
+import {
+  type ForwardingThreadConfig,
+  type LoopSettings,
+  type ThreadControl,
+  ThreadPhase,
+  type ThreadReport,
+  ThreadState,
+} from './forwarding-thread';
 import type { DataplaneNative } from './native';
-import type { OffloadFeatures } from './offload';
 
 /** Default forwarding threads: one per CPU this process may use, at most 8. */
 export function defaultDataplaneThreads(): number {
@@ -41,12 +46,6 @@ export class DataplaneIoError extends Error {
   }
 }
 
-export interface ForwardingThreadsLogger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
-
 /** The fds of one thread (opened by the caller, closed by close(); sendFds are the same for every thread). */
 export interface ThreadFds {
   readonly tunFd: number;
@@ -54,27 +53,10 @@ export interface ThreadFds {
   readonly sendFds: readonly number[];
 }
 
-export interface ForwardingThreadsOptions {
+export interface ForwardingThreadsOptions extends LoopSettings {
   readonly native: DataplaneNative;
-  readonly log: ForwardingThreadsLogger;
-  readonly tunName: string;
+  readonly log: Log;
   readonly threads: readonly ThreadFds[];
-  /** The peer table the threads attach their readers to. */
-  readonly table: ForwardingTableHandle;
-  readonly txRing: RingOptions;
-  readonly rxRing: RingOptions;
-  readonly vni: number;
-  readonly udpPort: number;
-  readonly localMac: Uint8Array;
-  readonly vnetHdr: boolean;
-  readonly repairChecksums: boolean;
-  readonly budget: number;
-  readonly maxPacket: number;
-  readonly offload: OffloadFeatures;
-  /** Nice value of the forwarding threads; null = the process's. */
-  readonly nice: number | null;
-  /** See PacketLoopConfig.strictSource. */
-  readonly strictSource: boolean;
   /** A thread accepted an outer source that is not the peer's PublicIP (once per source and thread). */
   readonly onSourceLearned: (src: number, slot: number) => void;
   /** A thread reported a persistent I/O error, or died: the data plane is broken (called once). */
@@ -102,7 +84,7 @@ const CLOSE_WAIT_MS = 5000;
 export class ForwardingThreads {
   private readonly threads: Thread[] = [];
   private readonly native: DataplaneNative;
-  private readonly log: ForwardingThreadsLogger;
+  private readonly log: Log;
   private readonly options: ForwardingThreadsOptions;
   /** Peer slots the per-thread counters have room for (the table's maxPeers). */
   private readonly peerSlots: number;
